@@ -1,1 +1,48 @@
+//! # tack: a realtime reverse proxy speaking GRIP
+//!
+//! tack sits in front of ordinary web backends and turns their short answers into long-lived
+//! client connections (long-polling, HTTP streaming, SSE, WebSockets), driven by GRIP
+//! instructions. It is Pushpin-compatible on the wire and runs thread-per-core: every core runs
+//! one independent **shard** (see the `shards` crate) that owns its listeners, client
+//! connections, backend pools and timers. Nothing is shared between shards but ring messages.
+//!
+//! ## Data flow (modules are declared below in this order)
+//!
+//! ```text
+//! client ──TCP──▶ [shard k] accept ─▶ conn (ConnState machine) ─▶ http1 (parse, sans-IO)
+//!                                      │                              │
+//!                                      │                              ▼
+//!                                      │                        route (RouteTable lookup)
+//!                                      ▼                              │
+//!                        testbackend (built-in `test` target) ◀──────┤
+//!                                                                     ▼
+//!                                                backend (per-shard keep-alive pool, failover)
+//!                                                                     │
+//!                 client ◀── http1 (response head, body framing) ◀────┘ origin response
+//! ```
+//!
+//! ## Lexicon
+//! - **shard**: one thread pinned to one core, with its own monoio runtime.
+//! - **route**: a line of a Pushpin routes file: a condition (domain, `path_beg`, …) and one or
+//!   more targets tried in order (failover).
+//! - **target**: a backend address (or the built-in `test` handler).
+//! - **hold**: a client connection kept open by a GRIP instruction (long-poll or stream).
+//! - **channel**: the name a hold subscribes to; a **publish** delivers an item to every hold on it.
+//!
+//! Pure modules (no I/O, no clock reads): `http1`, `route`, `config`, `sig`.
+//! I/O modules (monoio): `shard`, `accept`, `conn`, `backend`, `testbackend`.
 
+pub mod cli;
+pub mod config;
+pub mod ids;
+pub mod metrics;
+
+pub mod http1;
+pub mod route;
+pub mod sig;
+
+pub mod accept;
+pub mod backend;
+pub mod conn;
+pub mod shard;
+pub mod testbackend;

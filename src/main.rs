@@ -1,1 +1,106 @@
-fn main(){}
+//! `tack`: CLI → validated config → one shard per core → wait for SIGINT/SIGTERM → drain.
+
+use std::process::ExitCode;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use clap::Parser;
+
+use tack::cli::Cli;
+use tack::config::Config;
+use tack::metrics::AllCounters;
+use tack::shard::{self, Shared};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How long shards may take to bind their listeners before start-up is declared failed.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tack: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    for key in &config.ignored_keys {
+        tracing::info!(key = %key, "config key not implemented by tack: ignored");
+    }
+    for w in &config.route_warnings {
+        tracing::warn!("routes: {w}");
+    }
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("tack: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TACK_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(config.log_level.to_string().to_lowercase())
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(config: Config) -> Result<(), String> {
+    let t = &config.tuning;
+    let engine_cfg = shards::EngineConfig {
+        shards: t.shards,
+        pin: t.pin_cores,
+        driver: t.driver,
+        uring_entries: t.uring_entries,
+        sqpoll_idle_ms: t.sqpoll_idle_ms,
+        ring_capacity: t.ring_capacity,
+        thread_name: "tack-shard".into(),
+    };
+    let shard_count = t.shards;
+    let listen = config.listen.clone();
+    let publish = config.publish_listen;
+    let shared = Arc::new(Shared {
+        counters: Arc::new(AllCounters::new(shard_count)),
+        config: Arc::new(config),
+    });
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let engine = shards::run(engine_cfg, move |s| {
+        shard::run(s, shared.clone(), ready_tx.clone())
+    })
+    .map_err(|e| format!("cannot start shards: {e}"))?;
+    for _ in 0..shard_count {
+        let outcome = match ready_rx.recv_timeout(READY_TIMEOUT) {
+            Ok(r) => r,
+            Err(_) => Err("a shard did not start in time".to_string()),
+        };
+        if let Err(e) = outcome {
+            engine.request_shutdown();
+            let _ = engine.join();
+            return Err(e);
+        }
+    }
+    let listen_list: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
+    tracing::info!(
+        proxy = %listen_list.join(","),
+        publish = %publish,
+        driver = %engine.driver(),
+        shards = shard_count,
+        "tack ready"
+    );
+    engine
+        .wait_for_signal()
+        .map_err(|e| format!("cannot wait for signals: {e}"))?;
+    tracing::info!("shutdown requested: draining");
+    engine.join().map_err(|e| format!("shard failed: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,1 +1,11 @@
-//! End-to-end tests: start the real tack binary and talk to it over loopback.
+//! End-to-end tests: start the real `tack` binary on loopback ports chosen at run time, talk to
+//! it with real sockets, and assert on bytes. Every scenario runs on both drivers (io_uring and
+//! the epoll fallback); see [`support::DRIVERS`].
+
+mod support;
+
+mod config_files;
+mod errors;
+mod proxy;
+mod routes;
+mod shutdown;

@@ -1,0 +1,65 @@
+//! Accepting client connections on a shard's SO_REUSEPORT listener, with admission against the
+//! shard's `connections_max`: a connection over the limit is answered `503` and closed (never
+//! silently dropped), and counted.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use monoio::net::{TcpListener, TcpStream};
+
+use crate::conn::{self, io::Peer};
+use crate::http1::Version;
+use crate::metrics::Counter;
+use crate::shard::ShardCtx;
+
+const BODY_OVER_LIMIT: &str = "Too many connections, try again later.\n";
+
+/// Pause after an accept error such as EMFILE, so a full fd table does not spin the shard.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
+
+/// Accept until shutdown, spawning one task per connection.
+pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => Some(r),
+            _ = ctx.shard.shutdown_signal() => None,
+        };
+        let Some(result) = accepted else { break };
+        match result {
+            Ok((stream, addr)) => {
+                if ctx.conns_open.get() >= ctx.cfg.connections_max {
+                    ctx.counters().inc(Counter::ConnectionRefused);
+                    tracing::warn!(
+                        shard = %ctx.id,
+                        peer = %addr,
+                        limit = ctx.cfg.connections_max,
+                        "connection refused: shard at connections_max"
+                    );
+                    monoio::spawn(refuse(stream));
+                    continue;
+                }
+                ctx.conns_open.set(ctx.conns_open.get() + 1);
+                ctx.counters().inc(Counter::ConnectionAccepted);
+                ctx.counters().inc(Counter::ConnectionConnected);
+                let c = ctx.clone();
+                monoio::spawn(async move {
+                    conn::serve(c.clone(), stream, addr).await;
+                    debug_assert!(c.conns_open.get() > 0);
+                    c.conns_open.set(c.conns_open.get() - 1);
+                    c.counters().dec(Counter::ConnectionConnected);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(shard = %ctx.id, error = %e, "accept failed");
+                monoio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+            }
+        }
+    }
+    tracing::debug!(shard = %ctx.id, "listener closed");
+}
+
+/// Tell an over-limit client why, then close.
+async fn refuse(stream: TcpStream) {
+    let mut peer = Peer::new(stream);
+    let _ = conn::send_simple(&mut peer, Version::Http11, 503, BODY_OVER_LIMIT, true).await;
+}

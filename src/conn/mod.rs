@@ -1,0 +1,782 @@
+//! One client connection: read a request head, route it, forward it to a backend (or the
+//! built-in test handler), relay the response, and loop for keep-alive and pipelining.
+//!
+//! ## Lifecycle ([`ConnState`])
+//! ```text
+//!   Idle ──readable──▶ ReadHead ──head──▶ Routed ──▶ AwaitBackend ──head──▶ Responding ─┐
+//!    ▲                    │                  │             │                            │
+//!    │                    └─bad/timeout──┐   └─no route────┤ backend error/timeout      │
+//!    │                                   ▼                 ▼                            │
+//!    └──────────── keep-alive ◀──────── (error response written) ◀──────────────────────┘
+//!                                        │ close / shutdown
+//!                                        ▼
+//!                                      Closed
+//! ```
+//! Pipelined requests are answered in order because one request is handled at a time: bytes
+//! that follow a request stay in the input buffer and become the next head. An idle connection
+//! holds no input buffer: it waits for readiness first, then reads.
+
+pub mod held;
+pub mod io;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use monoio::net::TcpStream;
+
+use crate::backend::{self, Connected};
+use crate::config::XfpMode;
+use crate::http1::{
+    self, parse_request_head, parse_response_head, write_client_response_head,
+    write_forward_head, write_simple_response, BodyFraming, ForwardOptions, HeadError,
+    RequestHead, ResponseHead, Version,
+};
+use crate::metrics::Counter;
+use crate::route::{HttpTarget, Proto, Route, SigKey, Target};
+use crate::shard::ShardCtx;
+use held::{HoldPlan, write_full_response};
+use io::{relay_body, OutEncoding, Peer, RelayError, Sink};
+
+/// Largest backend response body buffered as a GRIP instruction (Pushpin's
+/// `MAX_ACCEPT_RESPONSE_BODY`); over it the client gets 502.
+const GRIP_BODY_MAX: usize = 100_000;
+
+/// Most headers a request head may carry (over it: 431).
+const REQUEST_HEADERS_MAX: usize = 128;
+
+/// Body Pushpin sends when proxying fails; GRIP libraries and users recognise it.
+pub const BODY_PROXY_ERROR: &str = "Error while proxying to origin.\n";
+const BODY_ROUTE_NOT_FOUND: &str = "Route not found.\n";
+const BODY_BACKEND_TIMEOUT: &str = "Timed out waiting for origin.\n";
+const BODY_HEAD_TIMEOUT: &str = "Request head not received in time.\n";
+const BODY_SHUTTING_DOWN: &str = "Server shutting down.\n";
+
+/// Where a connection is in its life; see the module doc for the edges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnState {
+    /// Between requests: waiting for readiness, no buffer held.
+    Idle,
+    /// Reading a request head (bounded by `header_bytes_max` and `client_head_timeout`).
+    ReadHead,
+    /// Head parsed and route chosen.
+    Routed,
+    /// Request forwarded; waiting for the backend's response head.
+    AwaitBackend,
+    /// Response head sent; body being relayed.
+    Responding,
+    /// Done; the socket is being closed.
+    Closed,
+}
+
+impl ConnState {
+    /// Legal transitions (checked in debug builds).
+    fn can_go(self, next: ConnState) -> bool {
+        use ConnState::*;
+        matches!(
+            (self, next),
+            (Idle, ReadHead)
+                | (Idle, Closed)
+                | (ReadHead, Routed)
+                | (ReadHead, Idle)
+                | (ReadHead, Closed)
+                | (Routed, AwaitBackend)
+                | (Routed, Responding)
+                | (Routed, Idle)
+                | (Routed, Closed)
+                | (AwaitBackend, Responding)
+                | (AwaitBackend, Idle)
+                | (AwaitBackend, Closed)
+                | (Responding, Idle)
+                | (Responding, Closed)
+        )
+    }
+}
+
+/// Per-connection bookkeeping.
+struct Conn {
+    client: Peer,
+    peer_addr: SocketAddr,
+    state: ConnState,
+}
+
+impl Conn {
+    fn set_state(&mut self, next: ConnState) {
+        debug_assert!(
+            self.state.can_go(next),
+            "illegal connection transition {:?} -> {:?}",
+            self.state,
+            next
+        );
+        self.state = next;
+    }
+}
+
+/// What the request handler decided about the client connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum After {
+    KeepAlive,
+    Close,
+}
+
+/// How a request was answered: done (with the connection's fate and the status), or handed to
+/// a GRIP hold.
+pub enum Reply {
+    Done(After, u16),
+    Hold(Box<HoldPlan>),
+}
+
+impl From<(After, u16)> for Reply {
+    fn from((a, s): (After, u16)) -> Self {
+        Reply::Done(a, s)
+    }
+}
+
+/// Serve one client connection until it closes, errs, idles out, or the shard shuts down.
+pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer_addr: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut conn = Conn {
+        client: Peer::new(stream),
+        peer_addr,
+        state: ConnState::Idle,
+    };
+    loop {
+        debug_assert_eq!(conn.state, ConnState::Idle);
+        if conn.client.pending().is_empty() {
+            conn.client.release_if_empty();
+            if !wait_readable(&ctx, &conn.client).await {
+                break;
+            }
+        }
+        conn.set_state(ConnState::ReadHead);
+        let head = match read_head(&ctx, &mut conn.client).await {
+            Ok(Some(head)) => head,
+            Ok(None) => break,
+            Err(HeadFailure::Timeout) => {
+                ctx.counters().inc(Counter::ClientHeadTimeout);
+                let _ = send_simple(&mut conn.client, Version::Http11, 408, BODY_HEAD_TIMEOUT, true)
+                    .await;
+                break;
+            }
+            Err(HeadFailure::Bad(e)) => {
+                ctx.counters().inc(Counter::ClientBadRequest);
+                tracing::debug!(peer = %conn.peer_addr, error = ?e, "bad request head");
+                let _ = send_simple(&mut conn.client, Version::Http11, e.status(), e.reason(), true)
+                    .await;
+                break;
+            }
+        };
+        ctx.counters().inc(Counter::RequestReceived);
+        conn.set_state(ConnState::Routed);
+        let started = Instant::now();
+        let method = head.method.clone();
+        let path = head.path.clone();
+        let peer_addr = conn.peer_addr;
+        let (after, status) = match handle_request(&ctx, &mut conn, head).await {
+            Reply::Done(after, status) => (after, status),
+            Reply::Hold(plan) => {
+                let Conn { client, .. } = conn;
+                let Peer { stream, buf, pos } = client;
+                let pending = buf.get(pos..).map(<[u8]>::to_vec).unwrap_or_default();
+                let end = held::run(&ctx, stream, pending, *plan).await;
+                match end.stream {
+                    Some(stream) => {
+                        conn = Conn {
+                            client: Peer { stream, buf: end.pending, pos: 0 },
+                            peer_addr,
+                            state: ConnState::Responding,
+                        };
+                        (end.after, end.status)
+                    }
+                    None => break,
+                }
+            }
+        };
+        if ctx.cfg.access_log {
+            tracing::info!(
+                target: "access",
+                peer = %peer_addr,
+                %method,
+                %path,
+                status,
+                ms = started.elapsed().as_millis() as u64,
+            );
+        }
+        if after == After::Close || ctx.shard.shutdown_requested() {
+            conn.set_state(ConnState::Closed);
+            break;
+        }
+        conn.set_state(ConnState::Idle);
+    }
+}
+
+/// Wait until the idle client sends something. False: close (timeout, shutdown or error).
+async fn wait_readable(ctx: &ShardCtx, client: &Peer) -> bool {
+    if ctx.shard.shutdown_requested() {
+        return false;
+    }
+    monoio::select! {
+        r = monoio::time::timeout(ctx.cfg.client_idle_timeout, client.stream.readable(false)) => {
+            matches!(r, Ok(Ok(())))
+        }
+        _ = ctx.shard.shutdown_signal() => false,
+    }
+}
+
+enum HeadFailure {
+    Timeout,
+    Bad(HeadError),
+}
+
+/// Read and parse one request head. `Ok(None)`: the client closed (or reset) first.
+async fn read_head(ctx: &ShardCtx, client: &mut Peer) -> Result<Option<RequestHead>, HeadFailure> {
+    let deadline = Instant::now() + ctx.cfg.client_head_timeout;
+    let max = ctx.cfg.header_bytes_max;
+    loop {
+        match parse_request_head(client.pending(), max, REQUEST_HEADERS_MAX) {
+            Ok(Some((head, used))) => {
+                client.consume(used);
+                return Ok(Some(head));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(HeadFailure::Bad(e)),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, client.fill(max)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                return if client.pending().is_empty() {
+                    Ok(None)
+                } else {
+                    Err(HeadFailure::Timeout)
+                };
+            }
+        }
+    }
+}
+
+/// Write a short text response tack makes itself.
+pub async fn send_simple(
+    client: &mut Peer,
+    version: Version,
+    status: u16,
+    body: &str,
+    close: bool,
+) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(160 + body.len());
+    write_simple_response(&mut out, version, status, body, close);
+    client.write_all(out).await.0
+}
+
+/// Answer an error before the request body was read: the connection can only stay open if
+/// there is no body to skip.
+async fn fail_early(
+    conn: &mut Conn,
+    head: &RequestHead,
+    status: u16,
+    body: &str,
+) -> (After, u16) {
+    let close = !head.keep_alive || head.framing != BodyFraming::None;
+    let ok = send_simple(&mut conn.client, head.version, status, body, close)
+        .await
+        .is_ok();
+    (if ok && !close { After::KeepAlive } else { After::Close }, status)
+}
+
+/// Route and answer one request. Returns whether the client connection stays open, and the
+/// status sent (for the access log; 0 when none could be sent).
+async fn handle_request(ctx: &Rc<ShardCtx>, conn: &mut Conn, head: RequestHead) -> Reply {
+    let proto = match head.upgrade.as_deref() {
+        Some(u) if u.eq_ignore_ascii_case("websocket") => Proto::Ws,
+        _ => Proto::Http,
+    };
+    let tls = ctx.config.proxy.accept_xfp
+        && head
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("x-forwarded-proto") && h.value == b"https");
+    let routes = ctx.config.routes.clone();
+    let Some(route) = routes.lookup(head.host.as_deref(), &head.path, proto, tls) else {
+        ctx.counters().inc(Counter::RouteNotFound);
+        return fail_early(conn, &head, 502, BODY_ROUTE_NOT_FOUND).await.into();
+    };
+    if ctx.shard.shutdown_requested() {
+        return fail_early(conn, &head, 503, BODY_SHUTTING_DOWN).await.into();
+    }
+    let http_targets: Vec<&HttpTarget> = route
+        .targets
+        .iter()
+        .filter_map(|t| match t {
+            Target::Http(h) => Some(h),
+            _ => None,
+        })
+        .collect();
+    if http_targets.is_empty() {
+        // Only the built-in test handler remains (routes always have at least one target).
+        debug_assert!(route.targets.iter().any(|t| matches!(t, Target::Test)));
+        conn.set_state(ConnState::Responding);
+        return crate::testbackend::handle(ctx, &mut conn.client, &head, route).await;
+    }
+    proxy(ctx, conn, head, route, &http_targets).await
+}
+
+/// Connect to the route's targets in failover order.
+async fn connect_targets<'t>(
+    ctx: &ShardCtx,
+    targets: &[&'t HttpTarget],
+    allow_reuse: bool,
+) -> std::io::Result<(Connected, &'t HttpTarget)> {
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no target");
+    for t in targets {
+        match backend::connect_first(&ctx.pool, &t.addrs, ctx.cfg.backend_connect_timeout, allow_reuse)
+            .await
+        {
+            Ok(c) => {
+                ctx.counters().inc(if c.reused {
+                    Counter::BackendPoolReuse
+                } else {
+                    Counter::BackendConnect
+                });
+                return Ok((c, t));
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Whether the client proved it is a trusted upstream GRIP proxy (`upstream_key`): then its
+/// `Grip-*` headers are kept, nothing is signed again, and GRIP answers pass back to it.
+fn is_trusted_upstream(ctx: &ShardCtx, head: &RequestHead) -> bool {
+    match &ctx.config.proxy.upstream_key {
+        Some(key) => head
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("grip-sig"))
+            .and_then(|h| std::str::from_utf8(&h.value).ok())
+            .is_some_and(|tok| crate::sig::verify_grip_sig(tok, key, unix_now())),
+        None => false,
+    }
+}
+
+/// The request head as the backend will see it.
+fn forward_head(
+    ctx: &ShardCtx,
+    conn: &Conn,
+    head: &RequestHead,
+    route: &Route,
+    target: &HttpTarget,
+    trusted: bool,
+) -> Vec<u8> {
+    let proxy = &ctx.config.proxy;
+    let now = unix_now();
+    let sig = if route.no_grip || trusted {
+        None
+    } else {
+        let key: Option<&[u8]> = match &route.sig_key {
+            Some(SigKey::Secret(k)) => Some(k),
+            None => proxy.sig_key.as_deref(),
+        };
+        let iss = route.sig_iss.as_deref().unwrap_or(&proxy.sig_iss);
+        key.filter(|k| !k.is_empty())
+            .map(|k| crate::sig::mint_grip_sig(k, iss, now))
+    };
+    let path = route.rewrite_path(&head.path);
+    let default_host;
+    let host_header: &str = match (&target.host_header, &route.as_host, &head.host) {
+        (Some(h), _, _) => h,
+        (None, Some(h), _) => h,
+        (None, None, Some(h)) => h,
+        (None, None, None) => {
+            default_host = format!("{}:{}", target.host, target.port);
+            &default_host
+        }
+    };
+    let xff_rules = if trusted { &proxy.xff_trusted } else { &proxy.xff };
+    let grip_feature;
+    let extra: &[(String, String)] = if route.no_grip {
+        &route.headers
+    } else {
+        let mut v = Vec::with_capacity(route.headers.len() + 1);
+        v.push(("Grip-Feature".to_string(), crate::grip::GRIP_FEATURES.to_string()));
+        v.extend(route.headers.iter().cloned());
+        grip_feature = v;
+        &grip_feature
+    };
+    let opts = ForwardOptions {
+        path: &path,
+        host_header,
+        peer_ip: conn.peer_addr.ip(),
+        client_tls: false,
+        trusted_upstream: trusted,
+        xff_rules,
+        xfp: match proxy.xfp {
+            XfpMode::ProtoOnly => http1::XfpMode::ProtoOnly,
+            XfpMode::Both => http1::XfpMode::Both,
+            XfpMode::None => http1::XfpMode::None,
+        },
+        grip_sig: sig.as_deref(),
+        extra_headers: extra,
+        body_framing: head.framing,
+        upgrade: false,
+    };
+    let mut out = Vec::with_capacity(512);
+    write_forward_head(&mut out, head, &opts);
+    out
+}
+
+/// Forward one request to a backend and relay the answer.
+async fn proxy(
+    ctx: &Rc<ShardCtx>,
+    conn: &mut Conn,
+    head: RequestHead,
+    route: &Route,
+    targets: &[&HttpTarget],
+) -> Reply {
+    let cfg = &ctx.cfg;
+    let has_body = head.framing != BodyFraming::None;
+    let trusted = is_trusted_upstream(ctx, &head);
+    // A request without a body can be re-sent on a fresh connection if a pooled one turns out
+    // dead before any response byte arrived.
+    let mut attempts_left = if has_body { 1 } else { 2 };
+    let mut allow_reuse = true;
+    let (backend, resp) = loop {
+        attempts_left -= 1;
+        let (mut be, target) = match connect_targets(ctx, targets, allow_reuse).await {
+            Ok(x) => x,
+            Err(e) => {
+                ctx.counters().inc(Counter::BackendError);
+                tracing::warn!(route = %route.id, error = %e, "no backend reachable");
+                return fail_early(conn, &head, 502, BODY_PROXY_ERROR).await.into();
+            }
+        };
+        conn.set_state(ConnState::AwaitBackend);
+        let mut out = forward_head(ctx, conn, &head, route, target, trusted);
+        // Small Content-Length bodies already received go out with the head in one write.
+        let mut body_sent = !has_body;
+        if let BodyFraming::Length(n) = head.framing {
+            if (conn.client.pending().len() as u64) >= n && !head.expect_continue {
+                out.extend_from_slice(&conn.client.pending()[..n as usize]);
+                body_sent = true;
+            }
+        }
+        let (res, _) = be.peer.write_all(out).await;
+        if let Err(e) = res {
+            if be.reused && attempts_left > 0 {
+                allow_reuse = false;
+                continue;
+            }
+            ctx.counters().inc(Counter::BackendError);
+            tracing::debug!(error = %e, "backend write failed");
+            return fail_early(conn, &head, 502, BODY_PROXY_ERROR).await.into();
+        }
+        if body_sent {
+            if let BodyFraming::Length(n) = head.framing {
+                conn.client.consume(n as usize);
+            }
+        } else {
+            if head.expect_continue && head.version == Version::Http11 {
+                let cont = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+                if conn.client.write_all(cont).await.0.is_err() {
+                    return Reply::Done(After::Close, 0);
+                }
+            }
+            let out_enc = match head.framing {
+                BodyFraming::Chunked => OutEncoding::Chunked,
+                _ => OutEncoding::Identity,
+            };
+            let relayed = relay_body(
+                &mut conn.client,
+                Sink::Stream(&mut be.peer.stream),
+                head.framing,
+                out_enc,
+                cfg.body_buffer_bytes,
+                cfg.client_head_timeout,
+            )
+            .await;
+            match relayed {
+                Ok(_) => {}
+                Err(RelayError::Source(_)) | Err(RelayError::TooLarge) => {
+                    return Reply::Done(After::Close, 0)
+                }
+                Err(RelayError::SourceFraming(e)) => {
+                    ctx.counters().inc(Counter::ClientBadRequest);
+                    let _ = send_simple(&mut conn.client, head.version, 400, e.reason(), true).await;
+                    return Reply::Done(After::Close, 400);
+                }
+                Err(RelayError::Sink(e)) => {
+                    ctx.counters().inc(Counter::BackendError);
+                    tracing::debug!(error = %e, "backend closed during request body");
+                    let _ = send_simple(&mut conn.client, head.version, 502, BODY_PROXY_ERROR, true)
+                        .await;
+                    return Reply::Done(After::Close, 502);
+                }
+            }
+        }
+        match read_response_head(ctx, &mut be, &head.method).await {
+            Ok(resp) => break (be, resp),
+            Err(ResponseFailure::ClosedEarly) if be.reused && attempts_left > 0 => {
+                allow_reuse = false;
+                continue;
+            }
+            Err(ResponseFailure::Timeout) => {
+                ctx.counters().inc(Counter::BackendTimeout);
+                tracing::warn!(route = %route.id, "backend response timed out");
+                let _ = send_simple(&mut conn.client, head.version, 504, BODY_BACKEND_TIMEOUT, false)
+                    .await;
+                return Reply::Done(keep_or_close(&head), 504);
+            }
+            Err(e) => {
+                ctx.counters().inc(Counter::BackendError);
+                tracing::debug!(error = ?e, "bad backend response");
+                let _ = send_simple(&mut conn.client, head.version, 502, BODY_PROXY_ERROR, false)
+                    .await;
+                return Reply::Done(keep_or_close(&head), 502);
+            }
+        }
+    };
+    conn.set_state(ConnState::Responding);
+    let grip_headers = resp.headers.iter().any(|h| h.name.len() >= 5 && h.name[..5].eq_ignore_ascii_case("grip-"));
+    let is_grip = grip_headers || crate::grip::is_grip(&resp.headers);
+    if is_grip && !route.no_grip && !trusted {
+        return grip_answer(ctx, conn, &head, route, backend, resp).await;
+    }
+    respond(ctx, conn, &head, backend, &resp).await.into()
+}
+
+fn keep_or_close(head: &RequestHead) -> After {
+    if head.keep_alive {
+        After::KeepAlive
+    } else {
+        After::Close
+    }
+}
+
+/// The backend answered with GRIP instructions: buffer them (bounded), parse, and either answer
+/// at once (no hold) or hand the client to a hold.
+async fn grip_answer(
+    ctx: &Rc<ShardCtx>,
+    conn: &mut Conn,
+    head: &RequestHead,
+    route: &Route,
+    mut be: Connected,
+    resp: ResponseHead,
+) -> Reply {
+    let mut body = Vec::new();
+    let framing = if head.method.eq_ignore_ascii_case("HEAD") {
+        BodyFraming::None
+    } else {
+        resp.framing
+    };
+    let read = relay_body(
+        &mut be.peer,
+        Sink::Buffer { buf: &mut body, max: GRIP_BODY_MAX },
+        framing,
+        OutEncoding::Identity,
+        ctx.cfg.body_buffer_bytes,
+        ctx.cfg.backend_response_timeout,
+    )
+    .await;
+    let fail = |why: &str| {
+        tracing::warn!(route = %route.id, "GRIP instruction rejected: {why}");
+    };
+    match read {
+        Ok(_) => {
+            if resp.keep_alive && resp.framing != BodyFraming::CloseDelimited && be.peer.pending().is_empty() {
+                ctx.pool.put(be.addr, be.peer.stream, Instant::now());
+            }
+        }
+        Err(e) => {
+            ctx.counters().inc(Counter::GripInvalid);
+            fail(&format!("body: {e:?}"));
+            let _ = send_simple(&mut conn.client, head.version, 502, BODY_PROXY_ERROR, false).await;
+            return Reply::Done(keep_or_close(head), 502);
+        }
+    }
+    let per_conn = ctx.config.handler.connection_subscription_max;
+    let parsed = crate::grip::parse_instruction(
+        resp.status,
+        &resp.reason,
+        &resp.headers,
+        &body,
+        route.prefix.as_deref(),
+        per_conn,
+    );
+    let instruction = match parsed {
+        Ok(i) => i,
+        Err(e) => {
+            ctx.counters().inc(Counter::GripInvalid);
+            fail(&e.0);
+            let text = if route.debug { format!("{}
+", e.0) } else { BODY_PROXY_ERROR.to_string() };
+            let _ = send_simple(&mut conn.client, head.version, 502, &text, false).await;
+            return Reply::Done(keep_or_close(head), 502);
+        }
+    };
+    if instruction.hold.is_none() {
+        // No hold: the instruction's response is the answer.
+        let mut out = Vec::with_capacity(256 + instruction.response.body.len());
+        write_full_response(&mut out, &instruction.response, head.version, head.keep_alive);
+        let ok = conn.client.write_all(out).await.0.is_ok();
+        let after = if ok { keep_or_close(head) } else { After::Close };
+        return Reply::Done(after, instruction.response.code);
+    }
+    ctx.counters().inc(Counter::HoldsStarted);
+    Reply::Hold(Box::new(HoldPlan {
+        instruction,
+        version: head.version,
+        keep_alive: head.keep_alive,
+        route_id: route.id.clone(),
+    }))
+}
+
+#[derive(Debug)]
+enum ResponseFailure {
+    /// EOF or reset before any response byte.
+    ClosedEarly,
+    /// EOF or error after part of the head.
+    Broken,
+    Bad(HeadError),
+    Timeout,
+}
+
+/// Read the backend's final response head (interim 1xx answers are skipped).
+async fn read_response_head(
+    ctx: &ShardCtx,
+    be: &mut Connected,
+    method: &str,
+) -> Result<ResponseHead, ResponseFailure> {
+    let deadline = Instant::now() + ctx.cfg.backend_response_timeout;
+    let max = ctx.cfg.header_bytes_max.max(16 * 1024);
+    let mut got_any = false;
+    loop {
+        match parse_response_head(be.peer.pending(), method, max) {
+            Ok(Some((resp, used))) => {
+                be.peer.consume(used);
+                if (100..200).contains(&resp.status) && resp.status != 101 {
+                    got_any = true;
+                    continue;
+                }
+                return Ok(resp);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(ResponseFailure::Bad(e)),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, be.peer.fill(max)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return Err(if got_any || !be.peer.pending().is_empty() {
+                    ResponseFailure::Broken
+                } else {
+                    ResponseFailure::ClosedEarly
+                });
+            }
+            Ok(Ok(_)) => got_any = true,
+            Err(_) => return Err(ResponseFailure::Timeout),
+        }
+    }
+}
+
+/// Framing of a HEAD response as the backend declared it (no body follows).
+fn head_framing(resp: &ResponseHead) -> BodyFraming {
+    if let Some(v) = resp.header("content-length") {
+        if let Some(n) = std::str::from_utf8(v).ok().and_then(|s| s.trim().parse().ok()) {
+            return BodyFraming::Length(n);
+        }
+    }
+    match resp.header("transfer-encoding") {
+        Some(_) => BodyFraming::Chunked,
+        None => BodyFraming::None,
+    }
+}
+
+/// Send the response head and relay the body; return the backend connection to the pool when
+/// it can be reused.
+async fn respond(
+    ctx: &Rc<ShardCtx>,
+    conn: &mut Conn,
+    req: &RequestHead,
+    mut be: Connected,
+    resp: &ResponseHead,
+) -> (After, u16) {
+    let is_head = req.method.eq_ignore_ascii_case("HEAD");
+    let client_11 = req.version == Version::Http11;
+    let (in_framing, out_framing) = if is_head {
+        (BodyFraming::None, head_framing(resp))
+    } else {
+        let out = match resp.framing {
+            BodyFraming::Chunked | BodyFraming::CloseDelimited if client_11 => BodyFraming::Chunked,
+            BodyFraming::Chunked | BodyFraming::CloseDelimited => BodyFraming::CloseDelimited,
+            f => f,
+        };
+        (resp.framing, out)
+    };
+    let keep_alive = req.keep_alive
+        && out_framing != BodyFraming::CloseDelimited
+        && !ctx.shard.shutdown_requested();
+    let mut out = Vec::with_capacity(512);
+    write_client_response_head(&mut out, resp, req.version, out_framing, keep_alive);
+    let mut in_framing = in_framing;
+    if let BodyFraming::Length(n) = in_framing {
+        // Small bodies already received go out with the head in one write.
+        if (be.peer.pending().len() as u64) >= n && n <= ctx.cfg.body_buffer_bytes as u64 {
+            out.extend_from_slice(&be.peer.pending()[..n as usize]);
+            be.peer.consume(n as usize);
+            in_framing = BodyFraming::None;
+        }
+    }
+    if conn.client.write_all(out).await.0.is_err() {
+        return (After::Close, resp.status);
+    }
+    let enc = if out_framing == BodyFraming::Chunked {
+        OutEncoding::Chunked
+    } else {
+        OutEncoding::Identity
+    };
+    let relayed = if in_framing == BodyFraming::None {
+        if enc == OutEncoding::Chunked && !is_head {
+            // Nothing to relay, but a chunked answer still needs its last chunk.
+            let (r, _) = conn.client.write_all(http1::LAST_CHUNK.to_vec()).await;
+            r.map(|_| 0).map_err(RelayError::Sink)
+        } else {
+            Ok(0)
+        }
+    } else {
+        relay_body(
+            &mut be.peer,
+            Sink::Stream(&mut conn.client.stream),
+            in_framing,
+            enc,
+            ctx.cfg.body_buffer_bytes,
+            ctx.cfg.backend_response_timeout,
+        )
+        .await
+    };
+    match relayed {
+        Ok(_) => {
+            let reusable = resp.keep_alive
+                && resp.framing != BodyFraming::CloseDelimited
+                && be.peer.pending().is_empty();
+            if reusable {
+                ctx.pool.put(be.addr, be.peer.stream, Instant::now());
+            }
+            let after = if keep_alive { After::KeepAlive } else { After::Close };
+            (after, resp.status)
+        }
+        Err(e) => {
+            if !matches!(e, RelayError::Sink(_)) {
+                ctx.counters().inc(Counter::BackendError);
+            }
+            tracing::debug!(error = ?e, "response body relay failed");
+            (After::Close, resp.status)
+        }
+    }
+}

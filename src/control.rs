@@ -1,0 +1,172 @@
+//! The publish control API (`push_in_http_addr:push_in_http_port`, default 127.0.0.1:5561),
+//! served by every shard on its own SO_REUSEPORT listener. The request logic is pure
+//! ([`crate::publish::handle_control`]); this module only reads requests, hands accepted
+//! batches to [`crate::fanout::publish`], and writes answers. Unlike Pushpin, connections are
+//! kept alive when the client asks (Pushpin closes after every request, which caps publish
+//! throughput).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use monoio::net::TcpListener;
+
+use crate::conn::io::Peer;
+use crate::http1::{parse_request_head, BodyFraming, Version};
+use crate::metrics::Counter;
+use crate::publish::{self, ControlLimits, ControlOutcome, ControlRequest, ControlResponse};
+use crate::shard::ShardCtx;
+
+/// Accept control connections until shutdown.
+pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => Some(r),
+            _ = ctx.shard.shutdown_signal() => None,
+        };
+        let Some(result) = accepted else { break };
+        match result {
+            Ok((stream, addr)) => {
+                let c = ctx.clone();
+                monoio::spawn(async move { serve(c, Peer::new(stream), addr).await });
+            }
+            Err(e) => {
+                tracing::warn!(shard = %ctx.id, error = %e, "control accept failed");
+                monoio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+fn limits(ctx: &ShardCtx) -> ControlLimits {
+    ControlLimits {
+        max_headers_bytes: ctx.config.handler.push_in_http_max_headers_size,
+        max_body_bytes: ctx.config.handler.push_in_http_max_body_size,
+    }
+}
+
+async fn serve(ctx: Rc<ShardCtx>, mut peer: Peer, addr: SocketAddr) {
+    let lim = limits(&ctx);
+    let head_max = lim.max_headers_bytes.max(1024);
+    loop {
+        // Read one head (idle connections keep no buffer).
+        let deadline = Instant::now() + ctx.cfg.client_idle_timeout;
+        let head = loop {
+            match parse_request_head(peer.pending(), head_max, 128) {
+                Ok(Some((h, used))) => {
+                    peer.consume(used);
+                    break Some((h, used));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let r = simple(e.status(), e.reason());
+                    let _ = write_response(&mut peer, &r, Version::Http11, false).await;
+                    return;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match monoio::time::timeout(left, peer.fill(head_max)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => break None,
+            }
+        };
+        let Some((head, head_len)) = head else { return };
+        let accept = head
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("accept"))
+            .and_then(|h| std::str::from_utf8(&h.value).ok())
+            .map(str::to_string);
+        let content_length = match head.framing {
+            BodyFraming::Length(n) => Some(n),
+            _ => None,
+        };
+        let chunked = head.framing == BodyFraming::Chunked;
+        if let Some(r) = publish::precheck(&head.method, &head.path, content_length, chunked, head_len, &lim) {
+            let _ = write_response(&mut peer, &r, head.version, false).await;
+            return;
+        }
+        // Read the body (bounded by precheck).
+        let n = content_length.unwrap_or(0) as usize;
+        while peer.pending().len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match monoio::time::timeout(left, peer.fill(n.max(4096))).await {
+                Ok(Ok(k)) if k > 0 => {}
+                _ => return,
+            }
+        }
+        let body = peer.pending()[..n].to_vec();
+        peer.consume(n);
+        let req = ControlRequest {
+            method: &head.method,
+            path: &head.path,
+            accept: accept.as_deref(),
+            content_length,
+            chunked,
+            body: &body,
+            head_bytes: head_len,
+        };
+        let mut resp = publish::handle_control(&req, &lim);
+        match std::mem::replace(&mut resp.outcome, ControlOutcome::None) {
+            ControlOutcome::Publish(items) => {
+                ctx.counters().inc(Counter::PublishRequests);
+                if crate::fanout::publish(&ctx, items).await.is_err() {
+                    resp = busy();
+                }
+            }
+            ControlOutcome::Recover | ControlOutcome::None => {}
+        }
+        if resp.status >= 400 {
+            tracing::debug!(peer = %addr, status = resp.status, body = %resp.body.trim_end(), "control request refused");
+        }
+        let keep = head.keep_alive && !ctx.shard.shutdown_requested();
+        if write_response(&mut peer, &resp, head.version, keep).await.is_err() || !keep {
+            return;
+        }
+        peer.release_if_empty();
+    }
+}
+
+fn simple(status: u16, body: &str) -> ControlResponse {
+    ControlResponse {
+        status,
+        reason: crate::http1::reason_phrase(status),
+        content_type: "text/plain",
+        headers: Vec::new(),
+        body: format!("{}\n", body.trim_end()),
+        outcome: ControlOutcome::None,
+    }
+}
+
+fn busy() -> ControlResponse {
+    let mut r = simple(503, "Delivery queues are full, retry later.");
+    r.headers.push(("Retry-After", "1".to_string()));
+    r
+}
+
+async fn write_response(
+    peer: &mut Peer,
+    r: &ControlResponse,
+    version: Version,
+    keep: bool,
+) -> std::io::Result<()> {
+    let v = match version {
+        Version::Http10 => "HTTP/1.0",
+        Version::Http11 => "HTTP/1.1",
+    };
+    let mut out = Vec::with_capacity(160 + r.body.len());
+    out.extend_from_slice(format!("{v} {} {}\r\n", r.status, r.reason).as_bytes());
+    out.extend_from_slice(format!("Content-Type: {}\r\n", r.content_type).as_bytes());
+    for (n, val) in &r.headers {
+        out.extend_from_slice(format!("{n}: {val}\r\n").as_bytes());
+    }
+    out.extend_from_slice(format!("Content-Length: {}\r\n", r.body.len()).as_bytes());
+    if !keep {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if version == Version::Http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(r.body.as_bytes());
+    peer.write_all(out).await.0
+}

@@ -1,0 +1,200 @@
+//! Publishing across shards: a batch accepted on any shard is stamped with a global sequence
+//! number, handed to every other shard over the SPSC ring mesh (one `Arc` per destination, the
+//! payloads inside are `Bytes`, never copied), and queued on each shard's **delivery pipeline**,
+//! which one task drains in order.
+//!
+//! ## Ordering
+//! A publisher that waits for `200` before its next publish sees its items delivered in publish
+//! order on every shard, wherever each publish entered: before a shard queues a batch of its
+//! own, it drains every inbound ring, and everything it drains at once is sorted by sequence
+//! number. (A batch published earlier is already in the rings: the `200` is only sent after the
+//! push.) Concurrent publishes have no order between them, as in Pushpin.
+//!
+//! ## Backpressure
+//! Before pushing, the publishing shard checks that every outbound ring has room (it is the only
+//! producer of its rings, so room cannot shrink between the check and the push). If one is
+//! full it waits, giving the driver turns, up to `publish_wait`; then the publish is refused
+//! with `503` and `Retry-After`, and nothing was queued anywhere. A batch is never half-sent.
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::hold::{HoldEvent, HoldKind, Pushed};
+use crate::ids::ShardId;
+use crate::metrics::Counter;
+use crate::publish::{Action, PublishItem};
+use crate::shard::{ShardCtx, ShardMsg};
+use crate::subs::HolderKey;
+
+/// Global publish sequence: the only cross-shard atomic on the publish path (one increment per
+/// publish request, not per item or subscriber).
+static PUBLISH_SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// Items of one publish request, shared by every shard.
+#[derive(Debug)]
+pub struct PublishBatch {
+    pub seq: u64,
+    pub items: Vec<PublishItem>,
+}
+
+/// Deliveries pushed between two driver turns during a large fan-out.
+pub const DELIVERY_BUDGET: usize = 2048;
+
+/// Why a publish was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishRefused {
+    /// A ring to another shard (or the local pipeline) stayed full for `publish_wait`.
+    Busy,
+}
+
+/// Accept a publish on this shard: fan it out to every shard (this one included). Returns once
+/// every shard has the batch queued, or refuses it whole.
+pub async fn publish(ctx: &Rc<ShardCtx>, items: Vec<PublishItem>) -> Result<(), PublishRefused> {
+    let deadline = Instant::now() + ctx.cfg.publish_wait;
+    // Wait for room everywhere first, so that the batch is never half-sent.
+    loop {
+        let rings_ok = (0..ctx.shard.count())
+            .map(|i| ShardId(i as u16))
+            .filter(|&s| s != ctx.id)
+            .all(|s| ctx.shard.ring_len(s) < ctx.config.tuning.ring_capacity);
+        let local_ok = ctx.pipeline.borrow().len() < ctx.cfg.pipeline_max;
+        if rings_ok && local_ok {
+            break;
+        }
+        if Instant::now() >= deadline {
+            ctx.counters().inc(Counter::PublishRefusedBusy);
+            tracing::warn!(shard = %ctx.id, "publish refused: delivery queues full (503)");
+            return Err(PublishRefused::Busy);
+        }
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let n_items = items.len() as u64;
+    let batch = Arc::new(PublishBatch {
+        seq: PUBLISH_SEQ.fetch_add(1, Ordering::Relaxed),
+        items,
+    });
+    for i in 0..ctx.shard.count() {
+        let to = ShardId(i as u16);
+        if to == ctx.id {
+            continue;
+        }
+        if let Err(_msg) = ctx.shard.try_send(to, ShardMsg::Publish(batch.clone())) {
+            // Cannot happen: room was checked and this shard is the ring's only producer.
+            debug_assert!(false, "ring to {to} full after room check");
+            ctx.counters().inc(Counter::RingFull);
+        }
+    }
+    ctx.counters().add(Counter::MessageReceived, n_items);
+    // Anything published earlier elsewhere is in the rings now: queue it first (in order).
+    drain_rings(ctx);
+    ctx.pipeline.borrow_mut().push_back(batch);
+    ctx.pipeline_wake();
+    Ok(())
+}
+
+/// Move every batch waiting in the inbound rings into the delivery pipeline, in sequence order.
+pub fn drain_rings(ctx: &ShardCtx) -> usize {
+    let mut staged = ctx.staging.borrow_mut();
+    staged.clear();
+    loop {
+        let n = ctx.shard.drain_inbox(1024, |_from, msg| match msg {
+            ShardMsg::Publish(b) => staged.push(b),
+            ShardMsg::Ping => {}
+        });
+        if n == 0 {
+            break;
+        }
+    }
+    staged.sort_by_key(|b| b.seq);
+    let n = staged.len();
+    if n > 0 {
+        let mut pipe = ctx.pipeline.borrow_mut();
+        pipe.extend(staged.drain(..));
+        drop(pipe);
+        ctx.pipeline_wake();
+    }
+    n
+}
+
+/// The shard's delivery task: deliver pipeline batches one after another, in order.
+pub async fn delivery_loop(ctx: Rc<ShardCtx>) {
+    let mut keys: Vec<HolderKey> = Vec::new();
+    loop {
+        let next = ctx.pipeline.borrow_mut().pop_front();
+        match next {
+            Some(batch) => deliver_batch(&ctx, &batch, &mut keys).await,
+            None => {
+                if ctx.shard.shutdown_requested() {
+                    return;
+                }
+                ctx.pipeline_wait().await;
+            }
+        }
+    }
+}
+
+/// Per-shard rendering of one item: built once, shared by every local subscriber.
+struct Rendered {
+    stream: Option<HoldEvent>,
+    response: Option<HoldEvent>,
+}
+
+fn render(item: &PublishItem) -> Rendered {
+    let stream = item.http_stream.as_ref().and_then(|f| match f.action {
+        Action::Send => crate::publish::prerender_chunk(&f.content).map(|chunk| HoldEvent::Stream {
+            chunk,
+            raw: f.content.clone(),
+        }),
+        Action::Close => Some(HoldEvent::StreamClose),
+        Action::Hint | Action::Refresh => None,
+    });
+    let response = item.http_response.as_ref().and_then(|f| match f.action {
+        Action::Send => Some(HoldEvent::Response(Rc::new(f.clone()))),
+        // Close is ignored for response holds (a real response is better); hint needs a
+        // retry to the backend (reliable delivery), not done yet.
+        _ => None,
+    });
+    Rendered { stream, response }
+}
+
+/// Deliver one batch to this shard's subscribers, yielding to the driver every
+/// [`DELIVERY_BUDGET`] deliveries so a huge fan-out never stalls accepts and reads.
+async fn deliver_batch(ctx: &Rc<ShardCtx>, batch: &PublishBatch, keys: &mut Vec<HolderKey>) {
+    let mut budget = DELIVERY_BUDGET;
+    for item in &batch.items {
+        keys.clear();
+        ctx.holds.borrow().subs.holders_into(&item.channel, keys);
+        if keys.is_empty() {
+            continue;
+        }
+        let r = render(item);
+        let mut i = 0;
+        while i < keys.len() {
+            let end = (i + budget).min(keys.len());
+            {
+                let mut holds = ctx.holds.borrow_mut();
+                for &k in &keys[i..end] {
+                    let ev = match holds.kind(k) {
+                        Some(HoldKind::Stream) => r.stream.clone(),
+                        Some(HoldKind::Response) => r.response.clone(),
+                        None => None,
+                    };
+                    let Some(ev) = ev else { continue };
+                    match holds.push(k, ev) {
+                        Pushed::Queued => ctx.counters().inc(Counter::MessageSent),
+                        Pushed::Overflowed => ctx.counters().inc(Counter::SlowSubscriberDropped),
+                        Pushed::Gone => {}
+                    }
+                }
+            }
+            budget -= end - i;
+            i = end;
+            if budget == 0 {
+                shards::yield_now().await;
+                budget = DELIVERY_BUDGET;
+            }
+        }
+    }
+}

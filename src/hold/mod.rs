@@ -1,0 +1,293 @@
+//! Held connections of one shard: a slab of slots, each with a bounded event queue and the waker
+//! of the connection task that owns it, plus the shard's subscriber table and timer wheel.
+//!
+//! Delivery never does I/O here: it pushes an event (a shared `Bytes` or an `Rc`'d item, never a
+//! copy of the payload) into each subscriber's queue and wakes its task, which writes. A queue
+//! that is full when an event arrives marks the subscriber **overflowed**: its task closes the
+//! connection after writing what it has (the documented slow-subscriber policy; counted and
+//! logged by the caller), so nobody silently misses a message and stays connected.
+//!
+//! ## Lifecycle of a slot
+//! `register` (free → live, generation bumped) → events pushed / polled → `release` (live → free;
+//! its subscriptions and timers dropped; later events aimed at the old generation are ignored).
+
+use std::collections::VecDeque;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+
+use crate::subs::{HolderKey, SubError, SubTable};
+use crate::timer::{TimerId, TimerWheel};
+
+/// What a held connection is waiting for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldKind {
+    /// Long-poll: answered once by a published `http-response` or on timeout.
+    Response,
+    /// HTTP streaming / SSE: published `http-stream` content is appended.
+    Stream,
+}
+
+/// Something that happened to a held connection, in the order it must be acted on.
+#[derive(Clone, Debug)]
+pub enum HoldEvent {
+    /// Stream data: `chunk` is pre-rendered chunked framing (HTTP/1.1), `raw` the bare content.
+    Stream { chunk: Bytes, raw: Bytes },
+    /// Stream close (`action: close`).
+    StreamClose,
+    /// A published `http-response` for a long-poll (the item, shared).
+    Response(std::rc::Rc<crate::publish::HttpResponseFormat>),
+    /// The hold's timer fired (response timeout, or keep-alive for streams).
+    Timer(TimerKind),
+    /// The shard is shutting down.
+    Shutdown,
+}
+
+/// Which timer fired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerKind {
+    Timeout,
+    KeepAlive,
+}
+
+/// Timer payload: whose timer and which kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimerEntry {
+    pub holder: HolderKey,
+    pub kind: TimerKind,
+}
+
+struct Slot {
+    gen: u32,
+    live: bool,
+    kind: HoldKind,
+    queue: VecDeque<HoldEvent>,
+    waker: Option<Waker>,
+    overflowed: bool,
+    timer: Option<TimerId>,
+}
+
+/// Capacities of a shard's hold registry.
+#[derive(Clone, Copy, Debug)]
+pub struct HoldLimits {
+    /// Held connections at most (slots).
+    pub holds_max: usize,
+    /// Events queued per held connection before it counts as a slow subscriber.
+    pub queue_max: usize,
+    /// Distinct channels with subscribers on this shard.
+    pub channels_max: usize,
+    /// Subscriptions (connection × channel) on this shard.
+    pub subscriptions_max: usize,
+    /// Channels one connection may subscribe to (`connection_subscription_max`).
+    pub per_conn_max: usize,
+    /// Timers at most (one per hold).
+    pub timers_max: usize,
+}
+
+/// Outcome of pushing an event to one subscriber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// The queue was full: the subscriber is now marked overflowed (will be closed).
+    Overflowed,
+    /// Stale key: the connection is gone.
+    Gone,
+}
+
+/// The per-shard registry of held connections.
+pub struct HoldRegistry {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+    limits: HoldLimits,
+    pub subs: SubTable,
+    pub timers: TimerWheel<TimerEntry>,
+}
+
+impl HoldRegistry {
+    /// An empty registry; `now_ms` starts the timer wheel.
+    pub fn new(limits: HoldLimits, now_ms: u64) -> Self {
+        debug_assert!(limits.queue_max >= 1);
+        Self {
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            limits,
+            subs: SubTable::new(limits.channels_max, limits.subscriptions_max, limits.per_conn_max),
+            timers: TimerWheel::new(10, 4096, limits.timers_max, now_ms),
+        }
+    }
+
+    /// Held connections right now.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Take a slot for a new hold; `None` when `holds_max` are live.
+    pub fn register(&mut self, kind: HoldKind) -> Option<HolderKey> {
+        if self.live >= self.limits.holds_max {
+            return None;
+        }
+        let slot = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    gen: 0,
+                    live: false,
+                    kind,
+                    queue: VecDeque::new(),
+                    waker: None,
+                    overflowed: false,
+                    timer: None,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let s = &mut self.slots[slot as usize];
+        debug_assert!(!s.live && s.queue.is_empty());
+        s.gen = s.gen.wrapping_add(1);
+        s.live = true;
+        s.kind = kind;
+        s.overflowed = false;
+        s.timer = None;
+        self.live += 1;
+        Some(HolderKey { slot, gen: s.gen })
+    }
+
+    fn slot_mut(&mut self, key: HolderKey) -> Option<&mut Slot> {
+        self.slots
+            .get_mut(key.slot as usize)
+            .filter(|s| s.live && s.gen == key.gen)
+    }
+
+    /// Subscribe a live hold to a channel.
+    pub fn subscribe(&mut self, key: HolderKey, channel: &str) -> Result<bool, SubError> {
+        debug_assert!(self.slot_mut(key).is_some(), "subscribe on a dead hold");
+        self.subs.subscribe(channel, key).map(|(_, first)| first)
+    }
+
+    /// (Re)arm the hold's one timer at `deadline_ms`; the previous one is cancelled.
+    /// False when the wheel is full (the caller falls back to closing at its own deadline).
+    pub fn set_timer(&mut self, key: HolderKey, deadline_ms: u64, kind: TimerKind) -> bool {
+        let old = match self.slot_mut(key) {
+            Some(s) => s.timer.take(),
+            None => return false,
+        };
+        if let Some(id) = old {
+            self.timers.cancel(id);
+        }
+        match self.timers.insert(deadline_ms, TimerEntry { holder: key, kind }) {
+            Ok(id) => {
+                if let Some(s) = self.slot_mut(key) {
+                    s.timer = Some(id);
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Queue an event for one hold and wake its task.
+    pub fn push(&mut self, key: HolderKey, ev: HoldEvent) -> Pushed {
+        let queue_max = self.limits.queue_max;
+        let Some(s) = self.slot_mut(key) else {
+            return Pushed::Gone;
+        };
+        if s.overflowed {
+            return Pushed::Overflowed;
+        }
+        let out = if s.queue.len() >= queue_max {
+            s.overflowed = true;
+            Pushed::Overflowed
+        } else {
+            s.queue.push_back(ev);
+            Pushed::Queued
+        };
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+        out
+    }
+
+    /// Move due timers into their holds' queues (at most `max`); returns how many fired.
+    pub fn fire_timers(&mut self, now_ms: u64, max: usize, scratch: &mut Vec<TimerEntry>) -> usize {
+        scratch.clear();
+        let n = self.timers.expire(now_ms, max, scratch);
+        for i in 0..scratch.len() {
+            let e = scratch[i];
+            if let Some(s) = self.slot_mut(e.holder) {
+                s.timer = None;
+                // Timers bypass the queue bound: they carry no payload and there is one per hold.
+                s.queue.push_back(HoldEvent::Timer(e.kind));
+                if let Some(w) = s.waker.take() {
+                    w.wake();
+                }
+            }
+        }
+        n
+    }
+
+    /// Next event for a hold, or register the task's waker. `Ready(None)`: the queue is empty
+    /// and the hold overflowed (close it), or the key is stale.
+    pub fn poll_event(&mut self, key: HolderKey, cx: &mut Context<'_>) -> Poll<Option<HoldEvent>> {
+        let Some(s) = self.slot_mut(key) else {
+            return Poll::Ready(None);
+        };
+        if let Some(ev) = s.queue.pop_front() {
+            return Poll::Ready(Some(ev));
+        }
+        if s.overflowed {
+            return Poll::Ready(None);
+        }
+        match &s.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => s.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Whether the hold was cut off for slowness.
+    pub fn overflowed(&mut self, key: HolderKey) -> bool {
+        self.slot_mut(key).is_some_and(|s| s.overflowed)
+    }
+
+    /// Free a hold: its subscriptions, timer and queue go; later events for it are ignored.
+    /// Returns the number of subscriptions removed.
+    pub fn release(&mut self, key: HolderKey) -> usize {
+        let timer = match self.slot_mut(key) {
+            Some(s) => {
+                s.live = false;
+                s.queue.clear();
+                s.waker = None;
+                s.timer.take()
+            }
+            None => return 0,
+        };
+        if let Some(id) = timer {
+            self.timers.cancel(id);
+        }
+        self.free.push(key.slot);
+        self.live -= 1;
+        self.subs.unsubscribe_all(key)
+    }
+
+    /// Wake every hold with a shutdown event.
+    pub fn shutdown_all(&mut self) {
+        for s in self.slots.iter_mut().filter(|s| s.live) {
+            s.queue.push_back(HoldEvent::Shutdown);
+            if let Some(w) = s.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// The kind of a live hold.
+    pub fn kind(&mut self, key: HolderKey) -> Option<HoldKind> {
+        self.slot_mut(key).map(|s| s.kind)
+    }
+}

@@ -1,0 +1,227 @@
+//! The per-shard world: everything one core owns (listeners, connection count, backend pool,
+//! counters) and the shard's main future: bind, report readiness, serve until shutdown, drain.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::net::{ListenerOpts, TcpListener};
+
+use crate::backend::BackendPool;
+use crate::config::{Config, ShardConfig};
+use crate::fanout::PublishBatch;
+use crate::hold::{HoldLimits, HoldRegistry, TimerKind};
+use crate::ids::ShardId;
+use crate::metrics::{AllCounters, ShardCounters};
+use crate::subs::HolderKey;
+use crate::util::LocalNotify;
+
+/// Messages that cross shards over the SPSC ring mesh.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// A publish accepted on another shard (payloads shared, not copied).
+    Publish(Arc<PublishBatch>),
+    /// Liveness probe (used by tests of the mesh wiring).
+    Ping,
+}
+
+/// The engine's per-shard handle, as tack uses it.
+pub type Shard = shards::Shard<ShardMsg>;
+
+/// Read-only state shared by all shards (immutable after start).
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub counters: Arc<AllCounters>,
+}
+
+/// Everything a shard owns. Lives in an `Rc` on its shard's thread only.
+pub struct ShardCtx {
+    pub id: ShardId,
+    pub shard: Rc<Shard>,
+    pub config: Arc<Config>,
+    pub cfg: ShardConfig,
+    pub all_counters: Arc<AllCounters>,
+    pub pool: BackendPool,
+    /// Client connections currently open on this shard (bounded by `cfg.connections_max`).
+    pub conns_open: Cell<usize>,
+    /// Held connections, their subscriptions and timers.
+    pub holds: RefCell<HoldRegistry>,
+    /// Publish batches waiting to be delivered on this shard, in order (bounded by
+    /// `cfg.pipeline_max`).
+    pub pipeline: RefCell<VecDeque<Arc<PublishBatch>>>,
+    /// Scratch space for sorting batches drained from the rings.
+    pub staging: RefCell<Vec<Arc<PublishBatch>>>,
+    pipeline_notify: LocalNotify,
+    timer_notify: LocalNotify,
+    started: Instant,
+}
+
+impl ShardCtx {
+    /// This shard's counters.
+    #[inline]
+    pub fn counters(&self) -> &ShardCounters {
+        &self.all_counters.shards[self.id.0 as usize]
+    }
+
+    /// Milliseconds since the shard started (the clock of the hold timers).
+    pub fn clock_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Wake the delivery task.
+    pub fn pipeline_wake(&self) {
+        self.pipeline_notify.notify();
+    }
+
+    /// Wait until the delivery pipeline may have work.
+    pub async fn pipeline_wait(&self) {
+        self.pipeline_notify.wait().await;
+    }
+
+    /// Arm a hold's timer; if the wheel is full the hold still ends, at the next sweep.
+    pub fn arm_timer(&self, key: HolderKey, deadline_ms: u64, kind: TimerKind) {
+        if !self.holds.borrow_mut().set_timer(key, deadline_ms, kind) {
+            self.counters().inc(crate::metrics::Counter::TimerRefused);
+            tracing::warn!(shard = %self.id, "timer wheel full: hold timer not armed");
+        }
+        self.timer_notify.notify();
+    }
+}
+
+/// Bind one listening socket with SO_REUSEPORT so that every shard gets its own queue.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
+    TcpListener::bind_with_config(addr, &opts)
+}
+
+/// The shard's main future: bind, report to `ready`, serve until shutdown, then drain.
+pub async fn run(shard: Shard, shared: Arc<Shared>, ready: Sender<Result<(), String>>) {
+    let id = shard.id();
+    let cfg = shared.config.shard_config(id.0 as usize);
+    let mut listeners = Vec::new();
+    for &addr in &shared.config.listen {
+        match bind(addr) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                let _ = ready.send(Err(format!("{id}: cannot listen on {addr}: {e}")));
+                return;
+            }
+        }
+    }
+    let control = match bind(shared.config.publish_listen) {
+        Ok(l) => l,
+        Err(e) => {
+            let addr = shared.config.publish_listen;
+            let _ = ready.send(Err(format!("{id}: cannot listen on {addr} (publish API): {e}")));
+            return;
+        }
+    };
+    let metrics = match shared.config.prometheus_listen.map(bind) {
+        Some(Ok(l)) => Some(l),
+        None => None,
+        Some(Err(e)) => {
+            let addr = shared.config.prometheus_listen.unwrap_or(shared.config.publish_listen);
+            let _ = ready.send(Err(format!("{id}: cannot listen on {addr} (metrics): {e}")));
+            return;
+        }
+    };
+    let per_conn = shared.config.handler.connection_subscription_max.max(1);
+    let holds_max = cfg.connections_max;
+    let limits = HoldLimits {
+        holds_max,
+        queue_max: cfg.hold_queue_max,
+        channels_max: holds_max.saturating_mul(per_conn),
+        subscriptions_max: holds_max.saturating_mul(per_conn),
+        per_conn_max: per_conn,
+        timers_max: holds_max,
+    };
+    let ctx = Rc::new(ShardCtx {
+        id,
+        shard: Rc::new(shard),
+        config: shared.config.clone(),
+        pool: BackendPool::new(cfg.backend_pool_idle_max, cfg.backend_pool_idle_timeout),
+        cfg,
+        all_counters: shared.counters.clone(),
+        conns_open: Cell::new(0),
+        holds: RefCell::new(HoldRegistry::new(limits, 0)),
+        pipeline: RefCell::new(VecDeque::new()),
+        staging: RefCell::new(Vec::new()),
+        pipeline_notify: LocalNotify::default(),
+        timer_notify: LocalNotify::default(),
+        started: Instant::now(),
+    });
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    for l in listeners {
+        monoio::spawn(crate::accept::accept_loop(ctx.clone(), l));
+    }
+    monoio::spawn(crate::control::accept_loop(ctx.clone(), control));
+    if let Some(l) = metrics {
+        monoio::spawn(crate::metrics_http::accept_loop(ctx.clone(), l));
+    }
+    monoio::spawn(inbox_loop(ctx.clone()));
+    monoio::spawn(crate::fanout::delivery_loop(ctx.clone()));
+    monoio::spawn(timer_loop(ctx.clone()));
+    ctx.shard.shutdown_signal().await;
+    ctx.holds.borrow_mut().shutdown_all();
+    ctx.pipeline_wake();
+    ctx.timer_notify.notify();
+    tracing::debug!(shard = %id, open = ctx.conns_open.get(), "draining");
+    let deadline = Instant::now() + ctx.cfg.drain_timeout;
+    // Shutdown path only: a coarse poll of the open-connection count until it reaches zero.
+    while ctx.conns_open.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if ctx.conns_open.get() > 0 {
+        tracing::warn!(shard = %id, open = ctx.conns_open.get(), "drain timeout: closing remaining connections");
+    }
+    ctx.pool.clear();
+}
+
+/// Drain messages from other shards as they arrive.
+async fn inbox_loop(ctx: Rc<ShardCtx>) {
+    loop {
+        ctx.shard.inbox_ready().await;
+        if ctx.shard.shutdown_requested() {
+            return;
+        }
+        crate::fanout::drain_rings(&ctx);
+        shards::yield_now().await;
+    }
+}
+
+/// Longest sleep of the timer task: bounds how late a timer armed during the sleep may fire
+/// (hold timeouts are whole seconds, keep-alives at least 1 s, so this is well inside).
+const TIMER_SLEEP_MAX: Duration = Duration::from_millis(250);
+
+/// Most timers fired per turn.
+const TIMER_EXPIRE_MAX: usize = 4096;
+
+/// Fire due hold timers. Sleeps until the earliest deadline (at most [`TIMER_SLEEP_MAX`]), or
+/// until woken when nothing is scheduled, so an idle shard costs nothing.
+async fn timer_loop(ctx: Rc<ShardCtx>) {
+    let mut scratch = Vec::new();
+    loop {
+        if ctx.shard.shutdown_requested() {
+            return;
+        }
+        let now = ctx.clock_ms();
+        let fired = ctx.holds.borrow_mut().fire_timers(now, TIMER_EXPIRE_MAX, &mut scratch);
+        if fired == TIMER_EXPIRE_MAX {
+            shards::yield_now().await;
+            continue;
+        }
+        let next = ctx.holds.borrow().timers.next_deadline_ms();
+        match next {
+            None => ctx.timer_notify.wait().await,
+            Some(d) => {
+                let wait = Duration::from_millis(d.saturating_sub(now)).min(TIMER_SLEEP_MAX);
+                monoio::time::sleep(wait.max(Duration::from_millis(1))).await;
+            }
+        }
+    }
+}
