@@ -29,20 +29,37 @@
 //! - **hold**: a client connection kept open by a GRIP instruction (long-poll or stream).
 //! - **channel**: the name a hold subscribes to; a **publish** delivers an item to every hold on it.
 //!
-//! Pure modules (no I/O, no clock reads): `http1`, `route`, `config`, `sig`.
-//! I/O modules (monoio): `shard`, `accept`, `conn`, `backend`, `testbackend`.
+//! Publishing: `POST /publish/` on the control port ─▶ `control` ─▶ `publish` (parse, validate
+//! the whole batch) ─▶ `fanout` (sequence number, one ring message per other shard) ─▶ each
+//! shard's delivery pipeline ─▶ `hold` registry (subscriber table lookup, bounded per-connection
+//! queues) ─▶ `conn::held` tasks write the shared bytes.
+//!
+//! Pure modules (no I/O, no clock reads): `http1`, `route`, `config`, `sig`, `grip`, `publish`,
+//! `subs`, `timer`, `hold`.
+//! I/O modules (monoio): `shard`, `accept`, `conn`, `backend`, `testbackend`, `control`,
+//! `fanout`, `metrics_http`.
 
 pub mod cli;
 pub mod config;
 pub mod ids;
 pub mod metrics;
+pub mod util;
 
 pub mod http1;
 pub mod route;
 pub mod sig;
 
+pub mod grip;
+pub mod hold;
+pub mod publish;
+pub mod subs;
+pub mod timer;
+
 pub mod accept;
 pub mod backend;
 pub mod conn;
+pub mod control;
+pub mod fanout;
+pub mod metrics_http;
 pub mod shard;
 pub mod testbackend;
