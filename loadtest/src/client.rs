@@ -11,7 +11,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::wire::{self, Framing, WireReader};
-pub use crate::wire::{fnv64, Fnv64};
+pub use crate::wire::{fill_pattern, fnv64, pattern, Fnv64};
 
 /// Read and write timeout set on new connections (reads also obey each call's deadline).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);

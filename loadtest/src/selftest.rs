@@ -2,10 +2,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::client::pattern;
 use crate::client::{http_get_streaming, http_post_streaming, pattern_fnv64, RawClient};
 use crate::origin::{fnv64, Origin, OriginBody, OriginResponse};
 use crate::tack::TackProcess;
-use crate::wire::pattern;
 
 const T: Duration = Duration::from_secs(10);
 
