@@ -336,11 +336,26 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let spawned = std::thread::Builder::new()
             .name(format!("origin-conn-{id}"))
             .spawn(move || {
+                // Unregisters (and so closes) the connection even if a test's handler panics.
+                let _live = LiveGuard { shared: &s, id };
                 let _ = serve(stream, &s);
-                lock(&s.live).remove(&id);
             });
         if spawned.is_err() {
             lock(&shared.live).remove(&id);
+        }
+    }
+}
+
+/// Removes a connection's clone from `Shared::live` when its thread ends, however it ends.
+struct LiveGuard<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = lock(&self.shared.live).remove(&self.id) {
+            let _ = s.shutdown(Shutdown::Both);
         }
     }
 }

@@ -311,3 +311,19 @@ fn tack_process_exit_before_ready_panics_with_stderr() {
     let (bin, args) = sh("echo boom >&2; exit 1");
     let _ = TackProcess::start(&bin, &args, &[]);
 }
+
+#[test]
+fn handler_panic_closes_the_connection() {
+    let o = Origin::start_with(|req| {
+        if req.path == "/boom" {
+            panic!("handler panic (expected by the test)");
+        }
+        OriginResponse::text(200, "ok")
+    });
+    let mut c = RawClient::connect(o.addr());
+    c.send(b"GET /boom HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(c.is_closed_by_peer(T));
+    let mut c = RawClient::connect(o.addr());
+    c.send(b"GET /fine HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(c.read_response(T).unwrap().body, b"ok");
+}
