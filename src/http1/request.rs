@@ -51,6 +51,9 @@ impl RequestHead {
     }
 }
 
+/// Header slots kept on the stack by [`parse_request_head`] (128 × 32 bytes = 4 KiB).
+const STACK_HEADERS: usize = 128;
+
 /// Parse a complete request head from the front of `buf`. `Ok(None)` = need more bytes (and
 /// `buf.len() < max_head_bytes`, else `Err(TooLarge)`). `Ok(Some((head, head_len)))` = parsed,
 /// body starts at `buf[head_len..]`. More than `max_headers` header lines is `TooLarge`.
@@ -62,8 +65,16 @@ pub fn parse_request_head(
     // Only ever look at the first `max_head_bytes`: the work per call is bounded and a head that
     // does not end inside the window is too large, whatever follows.
     let window = &buf[..buf.len().min(max_head_bytes)];
-    let mut storage = vec![httparse::EMPTY_HEADER; max_headers];
-    let mut req = httparse::Request::new(&mut storage);
+    // Header slots live on the stack for the usual limits; only a larger limit allocates.
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap;
+    let storage: &mut [httparse::Header<'_>] = if max_headers <= STACK_HEADERS {
+        &mut stack[..max_headers]
+    } else {
+        heap = vec![httparse::EMPTY_HEADER; max_headers];
+        &mut heap
+    };
+    let mut req = httparse::Request::new(storage);
     let head_len = match req.parse(window) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {

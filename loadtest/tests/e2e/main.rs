@@ -5,6 +5,7 @@
 mod support;
 
 mod config_files;
+mod grip;
 mod errors;
 mod proxy;
 mod routes;

@@ -83,3 +83,52 @@ pub fn echo_headers(v: &serde_json::Value, name: &str) -> Vec<String> {
         .map(|h| h[1].as_str().unwrap_or("").to_string())
         .collect()
 }
+
+/// A Python interpreter that can `import gripcontrol` (the official GRIP library). Uses
+/// `TACK_TEST_PYTHON` if set; otherwise makes a virtualenv under `target/` and installs
+/// `gripcontrol` from PyPI into it once.
+pub fn gripcontrol_python() -> PathBuf {
+    if let Ok(p) = std::env::var("TACK_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("target").join("gripcontrol-venv");
+    let py = venv.join("bin").join("python");
+    let importable = |py: &PathBuf| {
+        std::process::Command::new(py)
+            .args(["-c", "import gripcontrol"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if importable(&py) {
+        return py;
+    }
+    // Tests run in parallel: one creates the venv, the others wait on the lock file.
+    let lock = root.join("target").join("gripcontrol-venv.lock");
+    let _ = std::fs::create_dir_all(root.join("target"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&lock) {
+            Ok(_) => break,
+            Err(_) => {
+                assert!(std::time::Instant::now() < deadline, "gripcontrol venv lock held too long");
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                if importable(&py) {
+                    return py;
+                }
+            }
+        }
+    }
+    let ok = std::process::Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && std::process::Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet", "gripcontrol"])
+            .status()
+            .is_ok_and(|s| s.success());
+    let _ = std::fs::remove_file(&lock);
+    assert!(ok && importable(&py), "could not install gripcontrol into {}", venv.display());
+    py
+}
