@@ -19,6 +19,8 @@ use crate::route::{RouteEnv, SigKey};
 
 /// Where `{libdir}` points: Pushpin's Debian/Ubuntu package layout.
 pub const LIBDIR: &str = "/usr/lib/pushpin";
+/// The signing key the stock pushpin.conf ships (grip-spec §5.3): loaded as-is, with a note.
+pub const STOCK_SIG_KEY: &str = "changeme";
 /// Include nesting bound: guards against include cycles.
 const INCLUDE_DEPTH_MAX: usize = 8;
 
@@ -335,6 +337,12 @@ impl PushpinSettings {
         let p = &mut s.proxy;
         if let Some(e) = get("proxy", "sig_key") {
             p.sig_key = key_bytes(e, dir, env)?;
+            if e.value == STOCK_SIG_KEY {
+                s.notes.push(format!(
+                    "{}:{}: sig_key is Pushpin's stock \"{STOCK_SIG_KEY}\": anyone can forge Grip-Sig; set a real secret",
+                    e.file, e.line
+                ));
+            }
         }
         if let Some(e) = get("proxy", "sig_iss") {
             p.sig_iss = e.value.clone();

@@ -366,8 +366,9 @@ fn stock_pushpin_1_36_config_loads_from_disk() {
             SystemEnv.read_file(path)
         }
     }
+    let conf_path = dir.join("pushpin.conf");
     let result = Config::load_with(
-        &cli(&["--config", dir.join("pushpin.conf").to_str().unwrap()]),
+        &cli(&["--config", conf_path.to_str().unwrap()]),
         &DiskWithoutLibdir,
     );
     std::fs::remove_dir_all(&dir).unwrap();
@@ -409,7 +410,10 @@ fn stock_pushpin_1_36_config_loads_from_disk() {
     }
     assert_eq!(
         c.notes,
-        ["skipped include /usr/lib/pushpin/internal.conf (not found; it only configures Pushpin's internal ZeroMQ sockets)"]
+        [
+            "skipped include /usr/lib/pushpin/internal.conf (not found; it only configures Pushpin's internal ZeroMQ sockets)".to_string(),
+            format!("{}:77: sig_key is Pushpin's stock \"changeme\": anyone can forge Grip-Sig; set a real secret", conf_path.display()),
+        ]
     );
     assert_eq!(
         c.ignored_keys,

@@ -83,8 +83,11 @@ pub enum Proto {
 pub struct Route {
     /// `id=`, or the condition token as written when absent.
     pub id: String,
-    /// Lower-cased exact host; `None` = `*`. Rules without a domain are only in `lookup_id`.
+    /// Lower-cased exact host; `None` = `*` (or no domain at all, see `id_only`).
     pub domain: Option<String>,
+    /// The condition had no domain (its first item contained `=`): never matched by host,
+    /// only selectable with [`RouteTable::lookup_id`].
+    pub id_only: bool,
     /// `proto=http|ws`.
     pub proto: Option<Proto>,
     /// `ssl=yes|no`: client-side TLS (including an accepted `X-Forwarded-Proto`).
@@ -227,7 +230,9 @@ impl RouteTable {
             .iter()
             .map(|&i| &self.routes[i])
             .find(|r| r.matches(path, proto, tls));
-        debug_assert!(found.is_none_or(|r| r.domain.is_some() || rules == &self.any));
+        // `*` rules carry no domain, host rules do; id-only rules are in neither list.
+        debug_assert!(found.is_none_or(|r| r.domain.is_none() == std::ptr::eq(rules, &self.any)));
+        debug_assert!(found.is_none_or(|r| !r.id_only));
         found
     }
 
@@ -471,6 +476,7 @@ fn parse_rule(
     };
     let mut r = Route {
         id: String::new(),
+        id_only: domain.is_none(),
         domain,
         proto: None,
         ssl: None,
@@ -992,6 +998,8 @@ pub(crate) mod tests {
         assert_eq!(t.len(), 4);
         let hidden = t.lookup_id("hidden").unwrap();
         assert_eq!(hidden.domain, None);
+        assert!(hidden.id_only);
+        assert!(!t.lookup_id("*").unwrap().id_only);
         assert_eq!(hidden.line, 1);
         // Never matched by host: `*` wins for everyone.
         assert_eq!(
