@@ -1,0 +1,602 @@
+//! tack's own tuning file (TOML), given with `--tuning FILE`.
+//!
+//! It is a separate file from `pushpin.conf` on purpose: `pushpin.conf` stays a file Pushpin
+//! itself can read, and everything specific to tack's thread-per-core engine lives here. Every
+//! key is optional; an unknown key or table is an error (a typo must not silently fall back to
+//! a default). Values outside the documented bounds are rejected at start-up.
+//!
+//! ```toml
+//! [tack]
+//! shards = 0                          # shard (thread) count, 1..=1024; 0 = one per available core
+//! pin_cores = true                    # pin shard k to core k
+//! driver = "auto"                     # auto | io_uring | legacy (epoll)
+//! uring_entries = 1024                # io_uring SQ size, 16..=32768, rounded up to a power of two
+//! sqpoll_idle_ms = 0                  # SQPOLL kernel-thread idle in ms, 0..=10000; 0 = SQPOLL off
+//! ring_capacity = 4096                # messages per cross-shard SPSC ring, 16..=1048576,
+//!                                     # rounded up to a power of two
+//! connections_max = 10000             # client connections per shard, 1..=1000000; beyond it new
+//!                                     # connections get 503 and are closed (counted).
+//!                                     # Default: ceil(pushpin.conf client_maxconn / shards) if set
+//! header_bytes_max = 8192             # client request head limit (431 beyond), 1024..=1048576.
+//!                                     # Default: pushpin.conf client_buffer_size if set
+//! body_buffer_bytes = 16384           # per-transfer copy buffer, 1024..=16777216
+//! backend_connect_timeout_ms = 5000   # 1..=3600000
+//! backend_response_timeout_ms = 30000 # silent backend → 504; 1..=3600000
+//! client_idle_timeout_ms = 60000      # idle keep-alive client closed; 1..=3600000
+//! client_head_timeout_ms = 10000      # partial request head older than this → 408 and close
+//!                                     # (slowloris guard); 1..=3600000
+//! backend_pool_idle_max = 64          # idle keep-alive backend connections per shard per target
+//!                                     # address, 0..=65536 (0 = no pooling)
+//! backend_pool_idle_timeout_ms = 30000 # 1..=3600000
+//! drain_timeout_ms = 5000             # on SIGTERM, time in-flight requests get to finish;
+//!                                     # 0..=3600000
+//! access_log = false                  # one log line per request
+//!
+//! [shard.1]                           # overrides for shard index 1 (0-based); only these keys:
+//! connections_max = 5000
+//! header_bytes_max = 16384
+//! body_buffer_bytes = 65536
+//! backend_pool_idle_max = 16
+//! ```
+//!
+//! A `[shard.N]` table for a shard that does not exist (N ≥ shard count, e.g. a file written
+//! for a bigger machine) is reported among the ignored keys, not an error.
+//!
+//! Precedence (see `config`): command line > this file > `pushpin.conf` > built-in defaults.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::limits::*;
+use super::ConfigError;
+
+/// I/O driver choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+pub enum Driver {
+    /// io_uring when the kernel allows it, else epoll.
+    #[default]
+    #[serde(rename = "auto")]
+    #[value(name = "auto")]
+    Auto,
+    /// io_uring only; fail at start if unavailable.
+    #[serde(rename = "io_uring")]
+    #[value(name = "io_uring")]
+    IoUring,
+    /// epoll only.
+    #[serde(rename = "legacy")]
+    #[value(name = "legacy")]
+    Legacy,
+}
+
+/// Raw mirror of the TOML file: every key optional, no logic.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TuningFile {
+    /// `[tack]`.
+    #[serde(default)]
+    pub tack: TackSection,
+    /// `[shard.N]` tables, keyed by the text of N.
+    #[serde(default)]
+    pub shard: BTreeMap<String, ShardOverride>,
+}
+
+/// Raw `[tack]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct TackSection {
+    pub shards: Option<usize>,
+    pub pin_cores: Option<bool>,
+    pub driver: Option<Driver>,
+    pub uring_entries: Option<u32>,
+    pub sqpoll_idle_ms: Option<u32>,
+    pub ring_capacity: Option<usize>,
+    pub connections_max: Option<usize>,
+    pub header_bytes_max: Option<usize>,
+    pub body_buffer_bytes: Option<usize>,
+    pub backend_connect_timeout_ms: Option<u64>,
+    pub backend_response_timeout_ms: Option<u64>,
+    pub client_idle_timeout_ms: Option<u64>,
+    pub client_head_timeout_ms: Option<u64>,
+    pub backend_pool_idle_max: Option<usize>,
+    pub backend_pool_idle_timeout_ms: Option<u64>,
+    pub drain_timeout_ms: Option<u64>,
+    pub access_log: Option<bool>,
+}
+
+/// A `[shard.N]` table: per-shard overrides (raw, then validated in place).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct ShardOverride {
+    pub connections_max: Option<usize>,
+    pub header_bytes_max: Option<usize>,
+    pub body_buffer_bytes: Option<usize>,
+    pub backend_pool_idle_max: Option<usize>,
+}
+
+impl TuningFile {
+    /// Parses the TOML text; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<TuningFile, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+}
+
+/// Resolved engine tuning: every value present and within bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tuning {
+    /// Shard count, 1..=[`SHARDS_MAX`].
+    pub shards: usize,
+    /// Pin shard k to core k.
+    pub pin_cores: bool,
+    /// I/O driver.
+    pub driver: Driver,
+    /// io_uring SQ entries (power of two).
+    pub uring_entries: u32,
+    /// SQPOLL idle; `None` = SQPOLL off.
+    pub sqpoll_idle: Option<Duration>,
+    /// Messages per cross-shard ring (power of two).
+    pub ring_capacity: usize,
+    /// Client connections per shard (before `[shard.N]` overrides).
+    pub connections_max: usize,
+    /// Client request head limit in bytes.
+    pub header_bytes_max: usize,
+    /// Per-transfer copy buffer in bytes.
+    pub body_buffer_bytes: usize,
+    /// Backend connect timeout.
+    pub backend_connect_timeout: Duration,
+    /// Backend response (head) timeout.
+    pub backend_response_timeout: Duration,
+    /// Idle keep-alive client timeout.
+    pub client_idle_timeout: Duration,
+    /// Partial request head timeout.
+    pub client_head_timeout: Duration,
+    /// Idle pooled backend connections per shard per target address.
+    pub backend_pool_idle_max: usize,
+    /// Idle pooled backend connection lifetime.
+    pub backend_pool_idle_timeout: Duration,
+    /// Grace period for in-flight requests on SIGTERM.
+    pub drain_timeout: Duration,
+    /// Log one line per request.
+    pub access_log: bool,
+    /// Validated `[shard.N]` overrides for existing shards only.
+    pub shard_overrides: BTreeMap<usize, ShardOverride>,
+}
+
+/// Inputs from the other layers that tuning resolution depends on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TuningInputs {
+    /// `--shards`.
+    pub cli_shards: Option<usize>,
+    /// `--driver`.
+    pub cli_driver: Option<Driver>,
+    /// Available cores (for `shards = 0`).
+    pub cores: usize,
+    /// pushpin.conf `client_maxconn` (instance-wide).
+    pub client_maxconn: Option<usize>,
+    /// pushpin.conf `client_buffer_size`.
+    pub client_buffer_size: Option<usize>,
+}
+
+impl Tuning {
+    /// Resolves the file against the other layers. Returns the tuning and ignored keys
+    /// (`shard.N` tables for shards that do not exist).
+    pub fn resolve(
+        file: &TuningFile,
+        origin: &str,
+        inputs: TuningInputs,
+    ) -> Result<(Tuning, Vec<String>), ConfigError> {
+        let t = &file.tack;
+        let bad = |key: &str, v: &dyn std::fmt::Display, msg: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message: format!("[tack] {key} = {v}: {msg}"),
+        };
+        let range = |key: &str, v: u64, (lo, hi): (u64, u64)| {
+            if v < lo || v > hi {
+                Err(bad(key, &v, format!("must be between {lo} and {hi}")))
+            } else {
+                Ok(v)
+            }
+        };
+        let u = |r: (usize, usize)| (r.0 as u64, r.1 as u64);
+        let ms =
+            |key: &str, v: Option<u64>, default: u64, lo: u64| -> Result<Duration, ConfigError> {
+                Ok(Duration::from_millis(range(
+                    key,
+                    v.unwrap_or(default),
+                    (lo, TIMEOUT_MS_MAX),
+                )?))
+            };
+
+        let shards = match (inputs.cli_shards, t.shards) {
+            (Some(n), _) => {
+                if !(1..=SHARDS_MAX).contains(&n) {
+                    return Err(ConfigError::Invalid {
+                        origin: "--shards".to_string(),
+                        message: format!("{n}: must be between 1 and {SHARDS_MAX}"),
+                    });
+                }
+                n
+            }
+            (None, Some(0)) | (None, None) => inputs.cores.clamp(1, SHARDS_MAX),
+            (None, Some(n)) => range("shards", n as u64, (1, SHARDS_MAX as u64))? as usize,
+        };
+        let uring = range(
+            "uring_entries",
+            t.uring_entries.unwrap_or(DEFAULT_URING_ENTRIES).into(),
+            (URING_ENTRIES_RANGE.0.into(), URING_ENTRIES_RANGE.1.into()),
+        )?;
+        let sqpoll = range(
+            "sqpoll_idle_ms",
+            t.sqpoll_idle_ms.unwrap_or(DEFAULT_SQPOLL_IDLE_MS).into(),
+            (0, SQPOLL_IDLE_MS_MAX.into()),
+        )?;
+        let ring = range(
+            "ring_capacity",
+            t.ring_capacity.unwrap_or(DEFAULT_RING_CAPACITY) as u64,
+            u(RING_CAPACITY_RANGE),
+        )?;
+        let connections_default = inputs
+            .client_maxconn
+            .map_or(DEFAULT_CONNECTIONS_MAX, |total| total.div_ceil(shards));
+        let connections_max = range(
+            "connections_max",
+            t.connections_max.unwrap_or(connections_default) as u64,
+            u(CONNECTIONS_MAX_RANGE),
+        )? as usize;
+        let header_default = inputs
+            .client_buffer_size
+            .unwrap_or(DEFAULT_HEADER_BYTES_MAX);
+        let header_bytes_max = range(
+            "header_bytes_max",
+            t.header_bytes_max.unwrap_or(header_default) as u64,
+            u(HEADER_BYTES_MAX_RANGE),
+        )? as usize;
+        let body_buffer_bytes = range(
+            "body_buffer_bytes",
+            t.body_buffer_bytes.unwrap_or(DEFAULT_BODY_BUFFER_BYTES) as u64,
+            u(BODY_BUFFER_BYTES_RANGE),
+        )? as usize;
+        let backend_pool_idle_max = range(
+            "backend_pool_idle_max",
+            t.backend_pool_idle_max
+                .unwrap_or(DEFAULT_BACKEND_POOL_IDLE_MAX) as u64,
+            (0, BACKEND_POOL_IDLE_MAX_MAX as u64),
+        )? as usize;
+
+        let mut overrides = BTreeMap::new();
+        let mut ignored = Vec::new();
+        for (name, o) in &file.shard {
+            let index: usize = name.parse().map_err(|_| ConfigError::Invalid {
+                origin: origin.to_string(),
+                message: format!("[shard.{name}]: the shard index must be a number (0-based)"),
+            })?;
+            if index >= shards {
+                ignored.push(format!("shard.{index} (only {shards} shards)"));
+                continue;
+            }
+            let obad = |key: &str, v: usize, (lo, hi): (usize, usize)| -> Result<(), ConfigError> {
+                if v < lo || v > hi {
+                    return Err(ConfigError::Invalid {
+                        origin: origin.to_string(),
+                        message: format!(
+                            "[shard.{index}] {key} = {v}: must be between {lo} and {hi}"
+                        ),
+                    });
+                }
+                Ok(())
+            };
+            if let Some(v) = o.connections_max {
+                obad("connections_max", v, CONNECTIONS_MAX_RANGE)?;
+            }
+            if let Some(v) = o.header_bytes_max {
+                obad("header_bytes_max", v, HEADER_BYTES_MAX_RANGE)?;
+            }
+            if let Some(v) = o.body_buffer_bytes {
+                obad("body_buffer_bytes", v, BODY_BUFFER_BYTES_RANGE)?;
+            }
+            if let Some(v) = o.backend_pool_idle_max {
+                obad("backend_pool_idle_max", v, (0, BACKEND_POOL_IDLE_MAX_MAX))?;
+            }
+            overrides.insert(index, o.clone());
+        }
+
+        let tuning = Tuning {
+            shards,
+            pin_cores: t.pin_cores.unwrap_or(true),
+            driver: inputs.cli_driver.or(t.driver).unwrap_or_default(),
+            // In range, so at most 32768 after rounding: fits u32.
+            uring_entries: (uring as u32).next_power_of_two(),
+            sqpoll_idle: (sqpoll > 0).then(|| Duration::from_millis(sqpoll)),
+            ring_capacity: (ring as usize).next_power_of_two(),
+            connections_max,
+            header_bytes_max,
+            body_buffer_bytes,
+            backend_connect_timeout: ms(
+                "backend_connect_timeout_ms",
+                t.backend_connect_timeout_ms,
+                DEFAULT_BACKEND_CONNECT_TIMEOUT_MS,
+                1,
+            )?,
+            backend_response_timeout: ms(
+                "backend_response_timeout_ms",
+                t.backend_response_timeout_ms,
+                DEFAULT_BACKEND_RESPONSE_TIMEOUT_MS,
+                1,
+            )?,
+            client_idle_timeout: ms(
+                "client_idle_timeout_ms",
+                t.client_idle_timeout_ms,
+                DEFAULT_CLIENT_IDLE_TIMEOUT_MS,
+                1,
+            )?,
+            client_head_timeout: ms(
+                "client_head_timeout_ms",
+                t.client_head_timeout_ms,
+                DEFAULT_CLIENT_HEAD_TIMEOUT_MS,
+                1,
+            )?,
+            backend_pool_idle_max,
+            backend_pool_idle_timeout: ms(
+                "backend_pool_idle_timeout_ms",
+                t.backend_pool_idle_timeout_ms,
+                DEFAULT_BACKEND_POOL_IDLE_TIMEOUT_MS,
+                1,
+            )?,
+            drain_timeout: ms(
+                "drain_timeout_ms",
+                t.drain_timeout_ms,
+                DEFAULT_DRAIN_TIMEOUT_MS,
+                0,
+            )?,
+            access_log: t.access_log.unwrap_or(false),
+            shard_overrides: overrides,
+        };
+        debug_assert!(
+            tuning.ring_capacity.is_power_of_two() && tuning.uring_entries.is_power_of_two()
+        );
+        debug_assert!((1..=SHARDS_MAX).contains(&tuning.shards));
+        Ok((tuning, ignored))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(text: &str, inputs: TuningInputs) -> Result<(Tuning, Vec<String>), ConfigError> {
+        Tuning::resolve(
+            &TuningFile::parse(text, "tuning.toml")?,
+            "tuning.toml",
+            inputs,
+        )
+    }
+
+    fn cores(n: usize) -> TuningInputs {
+        TuningInputs {
+            cores: n,
+            ..TuningInputs::default()
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let (t, ignored) = resolve("", cores(4)).unwrap();
+        assert!(ignored.is_empty());
+        assert_eq!(
+            t,
+            Tuning {
+                shards: 4,
+                pin_cores: true,
+                driver: Driver::Auto,
+                uring_entries: 1024,
+                sqpoll_idle: None,
+                ring_capacity: 4096,
+                connections_max: 10_000,
+                header_bytes_max: 8192,
+                body_buffer_bytes: 16_384,
+                backend_connect_timeout: Duration::from_millis(5000),
+                backend_response_timeout: Duration::from_millis(30_000),
+                client_idle_timeout: Duration::from_millis(60_000),
+                client_head_timeout: Duration::from_millis(10_000),
+                backend_pool_idle_max: 64,
+                backend_pool_idle_timeout: Duration::from_millis(30_000),
+                drain_timeout: Duration::from_millis(5000),
+                access_log: false,
+                shard_overrides: BTreeMap::new(),
+            }
+        );
+    }
+
+    #[test]
+    fn every_key_and_rounding() {
+        let (t, ignored) = resolve(
+            r#"
+[tack]
+shards = 3
+pin_cores = false
+driver = "io_uring"
+uring_entries = 1000
+sqpoll_idle_ms = 20
+ring_capacity = 5000
+connections_max = 7
+header_bytes_max = 2048
+body_buffer_bytes = 4096
+backend_connect_timeout_ms = 1
+backend_response_timeout_ms = 2
+client_idle_timeout_ms = 3
+client_head_timeout_ms = 4
+backend_pool_idle_max = 0
+backend_pool_idle_timeout_ms = 6
+drain_timeout_ms = 0
+access_log = true
+[shard.1]
+connections_max = 5000
+[shard.7]
+connections_max = 1
+"#,
+            cores(8),
+        )
+        .unwrap();
+        assert_eq!(t.shards, 3);
+        assert!(!t.pin_cores && t.access_log);
+        assert_eq!(t.driver, Driver::IoUring);
+        assert_eq!(t.uring_entries, 1024);
+        assert_eq!(t.sqpoll_idle, Some(Duration::from_millis(20)));
+        assert_eq!(t.ring_capacity, 8192);
+        assert_eq!(
+            (t.connections_max, t.header_bytes_max, t.body_buffer_bytes),
+            (7, 2048, 4096)
+        );
+        assert_eq!(t.backend_connect_timeout, Duration::from_millis(1));
+        assert_eq!(t.backend_response_timeout, Duration::from_millis(2));
+        assert_eq!(t.client_idle_timeout, Duration::from_millis(3));
+        assert_eq!(t.client_head_timeout, Duration::from_millis(4));
+        assert_eq!(t.backend_pool_idle_max, 0);
+        assert_eq!(t.backend_pool_idle_timeout, Duration::from_millis(6));
+        assert_eq!(t.drain_timeout, Duration::ZERO);
+        assert_eq!(
+            t.shard_overrides,
+            BTreeMap::from([(
+                1,
+                ShardOverride {
+                    connections_max: Some(5000),
+                    ..ShardOverride::default()
+                }
+            )])
+        );
+        assert_eq!(ignored, ["shard.7 (only 3 shards)"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = resolve("[tack]\nshard = 2\n", cores(1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("tuning.toml: TOML parse error at line 2, column 1"),
+            "{e}"
+        );
+        assert!(e.contains("unknown field `shard`"), "{e}");
+        let e = resolve("[tacks]\n", cores(1)).unwrap_err().to_string();
+        assert!(e.contains("unknown field `tacks`"), "{e}");
+        let e = resolve("[shard.0]\npin_cores = true\n", cores(1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `pin_cores`"), "{e}");
+        let e = resolve("[tack]\ndriver = \"uring\"\n", cores(1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `uring`"), "{e}");
+        let e = resolve("[shard.x]\nconnections_max = 1\n", cores(1))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "tuning.toml: [shard.x]: the shard index must be a number (0-based)"
+        );
+    }
+
+    #[test]
+    fn safety_bounds() {
+        let cases = [
+            (
+                "shards = 1025",
+                "tuning.toml: [tack] shards = 1025: must be between 1 and 1024",
+            ),
+            (
+                "header_bytes_max = 100",
+                "tuning.toml: [tack] header_bytes_max = 100: must be between 1024 and 1048576",
+            ),
+            (
+                "header_bytes_max = 2000000",
+                "tuning.toml: [tack] header_bytes_max = 2000000: must be between 1024 and 1048576",
+            ),
+            (
+                "ring_capacity = 8",
+                "tuning.toml: [tack] ring_capacity = 8: must be between 16 and 1048576",
+            ),
+            (
+                "ring_capacity = 1048577",
+                "tuning.toml: [tack] ring_capacity = 1048577: must be between 16 and 1048576",
+            ),
+            (
+                "uring_entries = 65536",
+                "tuning.toml: [tack] uring_entries = 65536: must be between 16 and 32768",
+            ),
+            (
+                "connections_max = 0",
+                "tuning.toml: [tack] connections_max = 0: must be between 1 and 1000000",
+            ),
+            (
+                "client_head_timeout_ms = 0",
+                "tuning.toml: [tack] client_head_timeout_ms = 0: must be between 1 and 3600000",
+            ),
+            (
+                "drain_timeout_ms = 3600001",
+                "tuning.toml: [tack] drain_timeout_ms = 3600001: must be between 0 and 3600000",
+            ),
+            (
+                "sqpoll_idle_ms = 10001",
+                "tuning.toml: [tack] sqpoll_idle_ms = 10001: must be between 0 and 10000",
+            ),
+        ];
+        for (line, want) in cases {
+            let e = resolve(&format!("[tack]\n{line}\n"), cores(2)).unwrap_err();
+            assert_eq!(e.to_string(), want);
+        }
+        let e = resolve("[shard.0]\nheader_bytes_max = 10\n", cores(2)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "tuning.toml: [shard.0] header_bytes_max = 10: must be between 1024 and 1048576"
+        );
+        let e = resolve("[tack]\nshards = -1\n", cores(2))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid value: integer `-1`"), "{e}");
+    }
+
+    #[test]
+    fn layers_feed_defaults() {
+        let inputs = TuningInputs {
+            cli_shards: Some(3),
+            cli_driver: Some(Driver::Legacy),
+            cores: 8,
+            client_maxconn: Some(50_000),
+            client_buffer_size: Some(4096),
+        };
+        let (t, _) = resolve("[tack]\nshards = 5\ndriver = \"io_uring\"\n", inputs).unwrap();
+        assert_eq!((t.shards, t.driver), (3, Driver::Legacy));
+        assert_eq!(t.connections_max, 16_667); // ceil(50000 / 3)
+        assert_eq!(t.header_bytes_max, 4096);
+        let (t, _) = resolve(
+            "[tack]\nconnections_max = 9\nheader_bytes_max = 9000\n",
+            inputs,
+        )
+        .unwrap();
+        assert_eq!((t.connections_max, t.header_bytes_max), (9, 9000));
+        let e = resolve(
+            "",
+            TuningInputs {
+                cli_shards: Some(0),
+                ..inputs
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "--shards: 0: must be between 1 and 1024");
+        // shards = 0 means one per core, capped.
+        assert_eq!(
+            resolve("[tack]\nshards = 0\n", cores(5000))
+                .unwrap()
+                .0
+                .shards,
+            1024
+        );
+        assert_eq!(resolve("", cores(0)).unwrap().0.shards, 1);
+    }
+}
