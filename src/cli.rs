@@ -58,6 +58,10 @@ pub struct Cli {
     /// binds 127.0.0.1.
     #[arg(long, value_name = "[ADDR:]PORT", value_parser = parse_publish_listen)]
     pub publish_port: Option<SocketAddr>,
+
+    /// Prometheus metrics listener; replaces prometheus_port. A bare port binds 127.0.0.1.
+    #[arg(long, value_name = "[ADDR:]PORT", value_parser = parse_publish_listen)]
+    pub metrics_port: Option<SocketAddr>,
 }
 
 fn parse_client_listen(s: &str) -> Result<SocketAddr, String> {

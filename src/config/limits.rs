@@ -124,6 +124,19 @@ pub const BACKEND_POOL_IDLE_MAX_MAX: usize = 65_536;
 pub const DEFAULT_BACKEND_POOL_IDLE_TIMEOUT_MS: u64 = 30_000;
 /// On SIGTERM in-flight requests get 5 s to finish (systemd waits 90 s by default).
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 5000;
+
+/// Published items queued per held connection. Pushpin keeps 100 and drops the rest silently;
+/// tack keeps 1024 so that a burst of 100 messages to a client that reads a little late is
+/// absorbed (1024 queue entries × 40 bytes = 40 KiB only while the backlog exists), and closes a
+/// subscriber that falls further behind rather than let it miss messages unknowingly.
+pub const DEFAULT_HOLD_QUEUE_MAX: usize = 1024;
+
+/// Publish batches waiting for delivery on one shard. Each entry is an `Arc` to a batch shared
+/// by all shards, so the bound limits latency more than memory.
+pub const DEFAULT_PIPELINE_MAX: usize = 4096;
+
+/// How long a publish waits for room in full delivery queues before it is refused with 503.
+pub const DEFAULT_PUBLISH_WAIT_MS: u64 = 5000;
 /// Any timeout above an hour is a unit mistake (seconds written as ms × 1000).
 pub const TIMEOUT_MS_MAX: u64 = 3_600_000;
 

@@ -249,6 +249,12 @@ pub struct ShardConfig {
     pub drain_timeout: Duration,
     /// Log one line per request.
     pub access_log: bool,
+    /// Published items queued per held connection.
+    pub hold_queue_max: usize,
+    /// Publish batches waiting for delivery on this shard.
+    pub pipeline_max: usize,
+    /// How long a publish waits for queue room before 503.
+    pub publish_wait: Duration,
 }
 
 impl Config {
@@ -344,7 +350,7 @@ impl Config {
             })
         };
         let publish_listen = cli.publish_port.unwrap_or(pp.publish_listen);
-        check_listeners(&listen, publish_listen, pp.prometheus_listen)?;
+        check_listeners(&listen, publish_listen, cli.metrics_port.or(pp.prometheus_listen))?;
 
         let routes = if !cli.routes.is_empty() {
             RouteTable::from_lines_with(&cli.routes, "--route", env)?
@@ -373,7 +379,7 @@ impl Config {
         let config = Config {
             listen,
             publish_listen,
-            prometheus_listen: pp.prometheus_listen,
+            prometheus_listen: cli.metrics_port.or(pp.prometheus_listen),
             prometheus_prefix: pp.prometheus_prefix,
             route_warnings: routes.warnings().to_vec(),
             routes: Arc::new(routes),
@@ -418,6 +424,9 @@ impl Config {
             backend_pool_idle_timeout: t.backend_pool_idle_timeout,
             drain_timeout: t.drain_timeout,
             access_log: t.access_log,
+            hold_queue_max: t.hold_queue_max,
+            pipeline_max: t.pipeline_max,
+            publish_wait: t.publish_wait,
         }
     }
 }

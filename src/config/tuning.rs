@@ -31,6 +31,11 @@
 //! drain_timeout_ms = 5000             # on SIGTERM, time in-flight requests get to finish;
 //!                                     # 0..=3600000
 //! access_log = false                  # one log line per request
+//! hold_queue_max = 1024               # published items queued per held connection, 1..=65536;
+//!                                     # a subscriber whose queue overflows is closed (counted)
+//! pipeline_max = 4096                 # publish batches waiting for delivery per shard, 1..=1048576
+//! publish_wait_ms = 5000              # a publish waits this long for queue room, then 503
+//!                                     # with Retry-After; 0..=3600000
 //!
 //! [shard.1]                           # overrides for shard index 1 (0-based); only these keys:
 //! connections_max = 5000
@@ -104,6 +109,9 @@ pub struct TackSection {
     pub backend_pool_idle_timeout_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
     pub access_log: Option<bool>,
+    pub hold_queue_max: Option<usize>,
+    pub pipeline_max: Option<usize>,
+    pub publish_wait_ms: Option<u64>,
 }
 
 /// A `[shard.N]` table: per-shard overrides (raw, then validated in place).
@@ -164,6 +172,12 @@ pub struct Tuning {
     pub drain_timeout: Duration,
     /// Log one line per request.
     pub access_log: bool,
+    /// Published items queued per held connection.
+    pub hold_queue_max: usize,
+    /// Publish batches waiting for delivery per shard.
+    pub pipeline_max: usize,
+    /// How long a publish waits for queue room before 503.
+    pub publish_wait: Duration,
     /// Validated `[shard.N]` overrides for existing shards only.
     pub shard_overrides: BTreeMap<usize, ShardOverride>,
 }
@@ -269,6 +283,17 @@ impl Tuning {
             (0, BACKEND_POOL_IDLE_MAX_MAX as u64),
         )? as usize;
 
+        let hold_queue_max = range(
+            "hold_queue_max",
+            t.hold_queue_max.unwrap_or(DEFAULT_HOLD_QUEUE_MAX) as u64,
+            (1, 65536),
+        )? as usize;
+        let pipeline_max = range(
+            "pipeline_max",
+            t.pipeline_max.unwrap_or(DEFAULT_PIPELINE_MAX) as u64,
+            (1, 1 << 20),
+        )? as usize;
+
         let mut overrides = BTreeMap::new();
         let mut ignored = Vec::new();
         for (name, o) in &file.shard {
@@ -355,6 +380,14 @@ impl Tuning {
                 0,
             )?,
             access_log: t.access_log.unwrap_or(false),
+            hold_queue_max,
+            pipeline_max,
+            publish_wait: ms(
+                "publish_wait_ms",
+                t.publish_wait_ms,
+                DEFAULT_PUBLISH_WAIT_MS,
+                0,
+            )?,
             shard_overrides: overrides,
         };
         debug_assert!(
