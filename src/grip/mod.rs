@@ -51,12 +51,8 @@ const HOP_BY_HOP: [&str; 8] = [
     "Upgrade",
 ];
 
-/// One response header as received from the backend (same shape as `http1::Header`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
-    pub name: String,
-    pub value: Vec<u8>,
-}
+/// One response header as received from the backend.
+pub use crate::http1::Header;
 
 /// How the client connection is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
