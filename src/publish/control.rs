@@ -27,7 +27,8 @@
 //!   gives 404);
 //! - `Accept` negotiation honours `q` (highest wins, ties go to the earlier entry, `q=0`
 //!   excludes), matches case-insensitively, and treats an empty `Accept` as absent. Pushpin
-//!   ignores `q` and (1.36, main) lets the last recognised entry win, (older) the first.
+//!   ignores `q`; its current code lets the last recognised entry win (older code took the
+//!   first), so only lists mixing text and JSON without `q` can differ.
 //!
 //! The root text stays `Pushpin API` so that health checks written for Pushpin keep passing.
 
