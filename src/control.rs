@@ -40,8 +40,8 @@ pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
 
 fn limits(ctx: &ShardCtx) -> ControlLimits {
     ControlLimits {
-        max_headers_bytes: ctx.config.handler.push_in_http_max_headers_size,
-        max_body_bytes: ctx.config.handler.push_in_http_max_body_size,
+        max_headers_bytes: ctx.config.handler.publish_headers_bytes_max,
+        max_body_bytes: ctx.config.handler.publish_body_bytes_max,
     }
 }
 

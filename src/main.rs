@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use tack::cli::Cli;
+use tack::config::tuning::Driver;
 use tack::config::Config;
 use tack::metrics::AllCounters;
 use tack::shard::{self, Shared};
@@ -50,6 +51,7 @@ fn init_logging(config: &Config) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
@@ -59,9 +61,13 @@ fn run(config: Config) -> Result<(), String> {
     let engine_cfg = shards::EngineConfig {
         shards: t.shards,
         pin: t.pin_cores,
-        driver: t.driver,
+        driver: match t.driver {
+            Driver::Auto => shards::DriverRequest::Auto,
+            Driver::IoUring => shards::DriverRequest::IoUring,
+            Driver::Legacy => shards::DriverRequest::Legacy,
+        },
         uring_entries: t.uring_entries,
-        sqpoll_idle_ms: t.sqpoll_idle_ms,
+        sqpoll_idle_ms: t.sqpoll_idle.map(|d| d.as_millis() as u32),
         ring_capacity: t.ring_capacity,
         thread_name: "tack-shard".into(),
     };

@@ -4,87 +4,71 @@
 //! and a relaxed store (a plain `mov` on x86-64, no locked instruction), so the hot path pays no
 //! more than for a plain integer. Readers (the metrics endpoint, the shutdown summary) sum the
 //! shards' values with relaxed loads; a value read mid-update is at most one increment behind.
-//! Metric names are the constants in [`names`], in the order of [`Counter`].
+//! Metric names, kinds and help texts are declared once, in the `counters!` table.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Canonical metric names, Pushpin's where Pushpin has one.
-pub mod names {
-    pub const REQUEST_RECEIVED: &str = "request_received";
-    pub const CONNECTION_CONNECTED: &str = "connection_connected";
-    pub const CONNECTION_ACCEPTED: &str = "tack_connection_accepted";
-    pub const CONNECTION_REFUSED: &str = "tack_connection_refused_over_limit";
-    pub const CLIENT_BAD_REQUEST: &str = "tack_client_bad_request";
-    pub const CLIENT_HEAD_TIMEOUT: &str = "tack_client_head_timeout";
-    pub const BACKEND_CONNECT: &str = "tack_backend_connect";
-    pub const BACKEND_POOL_REUSE: &str = "tack_backend_pool_reuse";
-    pub const BACKEND_ERROR: &str = "tack_backend_error";
-    pub const BACKEND_TIMEOUT: &str = "tack_backend_timeout";
-    pub const ROUTE_NOT_FOUND: &str = "tack_route_not_found";
-    pub const RING_FULL: &str = "tack_ring_full";
-}
+/// Declares [`Counter`] with each metric's exported name, kind and help text, in one table.
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $variant:ident => $name:literal, $kind:ident, $help:literal; )*) => {
+        /// Every metric a shard keeps.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum Counter { $( $(#[$doc])* $variant, )* }
 
-/// Every metric a shard keeps. `Gauge`-like entries are noted; the rest only grow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(usize)]
-pub enum Counter {
-    RequestReceived,
-    /// Gauge: client connections currently open on the shard.
-    ConnectionConnected,
-    ConnectionAccepted,
-    ConnectionRefused,
-    ClientBadRequest,
-    ClientHeadTimeout,
-    BackendConnect,
-    BackendPoolReuse,
-    BackendError,
-    BackendTimeout,
-    RouteNotFound,
-    RingFull,
-}
+        /// Number of entries in [`Counter`].
+        pub const COUNTERS: usize = [$( Counter::$variant ),*].len();
 
-/// Number of entries in [`Counter`].
-pub const COUNTERS: usize = 12;
+        impl Counter {
+            /// All counters, in declaration order.
+            pub const ALL: [Counter; COUNTERS] = [$( Counter::$variant ),*];
 
-impl Counter {
-    /// All counters, in declaration order.
-    pub const ALL: [Counter; COUNTERS] = [
-        Counter::RequestReceived,
-        Counter::ConnectionConnected,
-        Counter::ConnectionAccepted,
-        Counter::ConnectionRefused,
-        Counter::ClientBadRequest,
-        Counter::ClientHeadTimeout,
-        Counter::BackendConnect,
-        Counter::BackendPoolReuse,
-        Counter::BackendError,
-        Counter::BackendTimeout,
-        Counter::RouteNotFound,
-        Counter::RingFull,
-    ];
+            /// The exported name (Pushpin's where Pushpin has one).
+            pub fn name(self) -> &'static str {
+                match self { $( Counter::$variant => $name, )* }
+            }
 
-    /// The exported name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Counter::RequestReceived => names::REQUEST_RECEIVED,
-            Counter::ConnectionConnected => names::CONNECTION_CONNECTED,
-            Counter::ConnectionAccepted => names::CONNECTION_ACCEPTED,
-            Counter::ConnectionRefused => names::CONNECTION_REFUSED,
-            Counter::ClientBadRequest => names::CLIENT_BAD_REQUEST,
-            Counter::ClientHeadTimeout => names::CLIENT_HEAD_TIMEOUT,
-            Counter::BackendConnect => names::BACKEND_CONNECT,
-            Counter::BackendPoolReuse => names::BACKEND_POOL_REUSE,
-            Counter::BackendError => names::BACKEND_ERROR,
-            Counter::BackendTimeout => names::BACKEND_TIMEOUT,
-            Counter::RouteNotFound => names::ROUTE_NOT_FOUND,
-            Counter::RingFull => names::RING_FULL,
+            /// Whether the value goes down as well as up.
+            pub fn is_gauge(self) -> bool {
+                match self { $( Counter::$variant => stringify!($kind) == "gauge", )* }
+            }
+
+            /// One-line description.
+            pub fn help(self) -> &'static str {
+                match self { $( Counter::$variant => $help, )* }
+            }
         }
-    }
+    };
+}
 
-    /// Whether the value goes down as well as up.
-    pub fn is_gauge(self) -> bool {
-        matches!(self, Counter::ConnectionConnected)
-    }
+counters! {
+    RequestReceived => "request_received", counter, "Client requests received (Pushpin's name).";
+    ConnectionConnected => "connection_connected", gauge, "Client connections open now (Pushpin's name).";
+    MessageReceived => "message_received", counter, "Published items accepted (Pushpin's name).";
+    MessageSent => "message_sent", counter, "Published items queued to a subscriber (Pushpin's name).";
+    ConnectionAccepted => "tack_connection_accepted", counter, "Client connections accepted.";
+    ConnectionRefused => "tack_connection_refused_over_limit", counter, "Client connections refused with 503 at connections_max.";
+    ClientBadRequest => "tack_client_bad_request", counter, "Malformed client requests (4xx, connection closed).";
+    ClientHeadTimeout => "tack_client_head_timeout", counter, "Clients that did not send a full head in time (408).";
+    BackendConnect => "tack_backend_connect", counter, "New backend connections.";
+    BackendPoolReuse => "tack_backend_pool_reuse", counter, "Requests sent on a pooled backend connection.";
+    BackendError => "tack_backend_error", counter, "Backend failures answered 502.";
+    BackendTimeout => "tack_backend_timeout", counter, "Backends that did not answer in time (504).";
+    RouteNotFound => "tack_route_not_found", counter, "Requests that matched no route (502).";
+    GripInvalid => "tack_grip_invalid", counter, "Invalid GRIP instructions from backends (502).";
+    HoldsStarted => "tack_holds_started", counter, "Client connections held by a GRIP instruction.";
+    HoldsActive => "tack_holds_active", gauge, "Held client connections now.";
+    HoldRefused => "tack_hold_refused", counter, "Holds refused at the hold limit (503).";
+    SubscriptionsStarted => "tack_subscriptions_started", counter, "Channel subscriptions made by holds.";
+    SubscriptionsEnded => "tack_subscriptions_ended", counter, "Channel subscriptions removed (hold ended or client left).";
+    SubscriptionRefused => "tack_subscription_refused", counter, "Channels not subscribed: over connection_subscription_max or a table limit.";
+    KeepAliveSent => "tack_keep_alive_sent", counter, "Keep-alive payloads written to streams.";
+    SlowSubscriberDropped => "tack_delivery_dropped_slow_subscriber", counter, "Deliveries not queued because the subscriber's queue was full (it is closed).";
+    SlowSubscriberClosed => "tack_slow_subscriber_closed", counter, "Subscribers closed because their delivery queue overflowed.";
+    PublishRequests => "tack_publish_requests", counter, "Accepted publish requests.";
+    PublishRefusedBusy => "tack_publish_refused_busy", counter, "Publishes refused with 503 because delivery queues stayed full.";
+    RingFull => "tack_ring_full", counter, "Cross-shard ring pushes that found the ring full.";
+    TimerRefused => "tack_timer_refused", counter, "Hold timers not armed because the timer wheel was full.";
 }
 
 /// One shard's counters. Written by that shard only.
@@ -147,6 +131,7 @@ impl AllCounters {
         let mut out = String::new();
         for c in Counter::ALL {
             let kind = if c.is_gauge() { "gauge" } else { "counter" };
+            out.push_str(&format!("# HELP {prefix}{} {}\n", c.name(), c.help()));
             out.push_str(&format!("# TYPE {prefix}{} {kind}\n", c.name()));
             out.push_str(&format!("{prefix}{} {}\n", c.name(), self.total(c)));
             for (i, s) in self.shards.iter().enumerate() {

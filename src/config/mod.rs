@@ -75,26 +75,8 @@ pub enum ConfigError {
     },
 }
 
-/// `x_forwarded_for` rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum XffRule {
-    /// `truncate:N`: keep at most N existing entries.
-    Truncate(usize),
-    /// `append`: add the client address.
-    Append,
-}
-
-/// `set_x_forwarded_protocol`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum XfpMode {
-    /// `proto-only` (default): set `X-Forwarded-Proto` only.
-    #[default]
-    ProtoOnly,
-    /// `true`: set `X-Forwarded-Proto` and `X-Forwarded-Protocol`.
-    Both,
-    /// Anything else: set neither.
-    None,
-}
+/// `x_forwarded_for` rules and `set_x_forwarded_protocol` modes: the forwarding layer's types.
+pub use crate::http1::forward::{XffRule, XfpMode};
 
 /// `[proxy]` settings.
 #[derive(Clone, PartialEq, Eq)]

@@ -26,7 +26,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use monoio::net::TcpStream;
 
 use crate::backend::{self, Connected};
-use crate::config::XfpMode;
 use crate::http1::{
     self, parse_request_head, parse_response_head, write_client_response_head,
     write_forward_head, write_simple_response, BodyFraming, ForwardOptions, HeadError,
@@ -418,11 +417,7 @@ fn forward_head(
         client_tls: false,
         trusted_upstream: trusted,
         xff_rules,
-        xfp: match proxy.xfp {
-            XfpMode::ProtoOnly => http1::XfpMode::ProtoOnly,
-            XfpMode::Both => http1::XfpMode::Both,
-            XfpMode::None => http1::XfpMode::None,
-        },
+        xfp: proxy.xfp,
         grip_sig: sig.as_deref(),
         extra_headers: extra,
         body_framing: head.framing,

@@ -26,9 +26,10 @@ pub enum XffRule {
 }
 
 /// `set_x_forwarded_protocol` from config.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum XfpMode {
     /// Set `X-Forwarded-Proto` only (Pushpin's default, `proto-only`).
+    #[default]
     ProtoOnly,
     /// Set `X-Forwarded-Proto` and the older `X-Forwarded-Protocol` (`true`).
     Both,
