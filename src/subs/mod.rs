@@ -13,18 +13,22 @@
 //! # Bounds and memory arithmetic (64-bit target)
 //!
 //! All capacities are fixed by [`SubTable::new`]; a full table refuses with a [`SubError`] and
-//! never grows past them. Storage is reserved up front (`with_capacity`), so the vectors and hash
-//! tables never reallocate; untouched reserved pages cost address space only.
+//! never grows past them. Storage is reserved up front, so nothing reallocates after creation;
+//! untouched reserved pages cost address space only. Hash tables are reserved for **twice**
+//! their maximum entry count: a swiss table that has filled with deletion tombstones rehashes
+//! in place only while it is at most half full, otherwise it allocates a bigger table; with 2×
+//! reserve it never does. (An in-place rehash is still an occasional O(table) pause, amortised
+//! over at least as many inserts; see `HASH_RESERVE_FACTOR`.)
 //!
 //! * Per subscription: a slab node is 28 bytes (`HolderKey` 8 + channel slot 4 + four links 4×4);
-//!   the pair index costs 4 bytes + 1 control byte per bucket; the holder map costs at most one
-//!   16-byte entry + 1 control byte per subscription (worst case: every holder holds one
-//!   subscription). Hash tables size their buckets to the next power of two ≥ 8/7 of the
-//!   requested capacity, i.e. 1.14×–2.29× the entry count. Worst case ≈ 28 + 5×2.29 + 17×2.29
-//!   ≈ 79 bytes, typical ≈ 50 bytes: 1e6 subscriptions per shard ≈ 50–80 MB.
+//!   the pair index costs 4 bytes + 1 control byte per bucket; the holder map 16 bytes + 1
+//!   control byte per bucket, one entry per holder (worst case: one per subscription). With 2×
+//!   reserve, buckets = next power of two ≥ 2 × 8/7 × max, i.e. 2.29×–4.57× the maximum. Worst
+//!   case per subscription ≈ 28 + (5 + 17) × 4.57 ≈ 129 bytes, best ≈ 28 + 22 × 2.29 ≈ 78:
+//!   1e6 subscriptions per shard reserve ≈ 78–129 MB (≈ 120 MB at exactly 1e6).
 //! * Per channel: a 32-byte slot (name pointer 16, head/tail/count 12, generation 1, padding),
-//!   the name index 4 bytes + 1 control byte per bucket, and the name's own heap block (at most
-//!   [`CHANNEL_NAME_BYTES_MAX`] bytes). 1e5 channels with 32-byte names ≈ 7.5 MB.
+//!   the name index 5 bytes × 2.29–4.57 per bucket, and the name's own heap block (at most
+//!   [`CHANNEL_NAME_BYTES_MAX`] bytes). 1e5 channels with 32-byte names ≈ 8.6 MB.
 //!
 //! # Identifiers
 //!
@@ -57,8 +61,15 @@ pub const SUBSCRIPTIONS_MAX_LIMIT: usize = (u32::MAX - 1) as usize;
 /// Below this many subscriptions the debug build sweeps every invariant after each mutation;
 /// above it, it checks the touched lists and sweeps fully once per [`DEBUG_SWEEP_EVERY`]
 /// mutations, so debug runs over large tables stay roughly linear.
+#[cfg(debug_assertions)]
 const DEBUG_FULL_SWEEP_MAX: usize = 256;
+#[cfg(debug_assertions)]
 const DEBUG_SWEEP_EVERY: u64 = 1024;
+
+/// Hash tables reserve this many times their maximum entry count so that tombstone cleanup is
+/// always an in-place rehash, never a reallocation (hashbrown rehashes in place while at most
+/// half full).
+const HASH_RESERVE_FACTOR: usize = 2;
 
 /// Null link in the intrusive lists.
 const NIL: u32 = u32::MAX;
@@ -208,9 +219,9 @@ impl SubTable {
             channels: Vec::with_capacity(channels_max),
             channels_free: NIL,
             channels_live: 0,
-            names: HashTable::with_capacity(channels_max),
-            pairs: HashTable::with_capacity(subscriptions_max),
-            holders: HashMap::with_capacity(subscriptions_max),
+            names: HashTable::with_capacity(channels_max * HASH_RESERVE_FACTOR),
+            pairs: HashTable::with_capacity(subscriptions_max * HASH_RESERVE_FACTOR),
+            holders: HashMap::with_capacity(subscriptions_max * HASH_RESERVE_FACTOR),
             hasher: RandomState::new(),
             channels_max,
             subscriptions_max,
