@@ -240,17 +240,15 @@ async fn read_head(ctx: &ShardCtx, client: &mut Peer) -> Result<Option<RequestHe
             Ok(None) => {}
             Err(e) => return Err(HeadFailure::Bad(e)),
         }
+        // A read cancelled by the timeout loses its buffer: decide before awaiting whether a
+        // timeout means "slow client" (408) or "idle keep-alive client" (silent close).
+        let partial = !client.pending().is_empty();
         let left = deadline.saturating_duration_since(Instant::now());
         match monoio::time::timeout(left, client.fill(max)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
             Ok(Ok(_)) => {}
-            Err(_) => {
-                return if client.pending().is_empty() {
-                    Ok(None)
-                } else {
-                    Err(HeadFailure::Timeout)
-                };
-            }
+            Err(_) if partial => return Err(HeadFailure::Timeout),
+            Err(_) => return Ok(None),
         }
     }
 }

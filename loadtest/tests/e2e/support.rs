@@ -28,9 +28,11 @@ pub fn start(driver: &str, extra: &[String]) -> Tack {
         publish.to_string(),
         "--driver".to_string(),
         driver.to_string(),
-        "--shards".to_string(),
-        "2".to_string(),
     ];
+    // Two shards unless the test asks otherwise: exercises the cross-shard paths.
+    if !extra.iter().any(|a| a == "--shards") {
+        args.extend(["--shards".to_string(), "2".to_string()]);
+    }
     args.extend(extra.iter().cloned());
     let proc = TackProcess::start(env!("CARGO_BIN_EXE_tack"), &args, &[]);
     let expected = DRIVERS.iter().find(|d| d.0 == driver).map(|d| d.1).unwrap_or("");
