@@ -147,6 +147,7 @@ mod tests {
                 shards: Some(2),
                 driver: Some(Driver::IoUring),
                 publish_port: Some("127.0.0.1:6000".parse().unwrap()),
+                metrics_port: None,
             }
         );
         let cli = parse(&[

@@ -82,7 +82,14 @@ async fn serve(ctx: Rc<ShardCtx>, mut peer: Peer, addr: SocketAddr) {
             _ => None,
         };
         let chunked = head.framing == BodyFraming::Chunked;
-        if let Some(r) = publish::precheck(&head.method, &head.path, content_length, chunked, head_len, &lim) {
+        if let Some(r) = publish::precheck(
+            &head.method,
+            &head.path,
+            content_length,
+            chunked,
+            head_len,
+            &lim,
+        ) {
             let _ = write_response(&mut peer, &r, head.version, false).await;
             return;
         }
@@ -120,7 +127,11 @@ async fn serve(ctx: Rc<ShardCtx>, mut peer: Peer, addr: SocketAddr) {
             tracing::debug!(peer = %addr, status = resp.status, body = %resp.body.trim_end(), "control request refused");
         }
         let keep = head.keep_alive && !ctx.shard.shutdown_requested();
-        if write_response(&mut peer, &resp, head.version, keep).await.is_err() || !keep {
+        if write_response(&mut peer, &resp, head.version, keep)
+            .await
+            .is_err()
+            || !keep
+        {
             return;
         }
         peer.release_if_empty();

@@ -143,10 +143,12 @@ struct Rendered {
 
 fn render(item: &PublishItem) -> Rendered {
     let stream = item.http_stream.as_ref().and_then(|f| match f.action {
-        Action::Send => crate::publish::prerender_chunk(&f.content).map(|chunk| HoldEvent::Stream {
-            chunk,
-            raw: f.content.clone(),
-        }),
+        Action::Send => {
+            crate::publish::prerender_chunk(&f.content).map(|chunk| HoldEvent::Stream {
+                chunk,
+                raw: f.content.clone(),
+            })
+        }
         Action::Close => Some(HoldEvent::StreamClose),
         Action::Hint | Action::Refresh => None,
     });

@@ -88,7 +88,10 @@ impl ShardCounters {
     #[inline]
     pub fn add(&self, c: Counter, n: u64) {
         let slot = &self.vals[c as usize];
-        slot.store(slot.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        slot.store(
+            slot.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     /// Subtract one from a gauge. Only the owning shard may call this.
@@ -135,7 +138,11 @@ impl AllCounters {
             out.push_str(&format!("# TYPE {prefix}{} {kind}\n", c.name()));
             out.push_str(&format!("{prefix}{} {}\n", c.name(), self.total(c)));
             for (i, s) in self.shards.iter().enumerate() {
-                out.push_str(&format!("{prefix}{}{{shard=\"{i}\"}} {}\n", c.name(), s.get(c)));
+                out.push_str(&format!(
+                    "{prefix}{}{{shard=\"{i}\"}} {}\n",
+                    c.name(),
+                    s.get(c)
+                ));
             }
         }
         out

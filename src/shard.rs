@@ -94,7 +94,10 @@ impl ShardCtx {
 
 /// Bind one listening socket with SO_REUSEPORT so that every shard gets its own queue.
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
+    let opts = ListenerOpts::new()
+        .reuse_port(true)
+        .reuse_addr(true)
+        .backlog(4096);
     TcpListener::bind_with_config(addr, &opts)
 }
 
@@ -116,7 +119,9 @@ pub async fn run(shard: Shard, shared: Arc<Shared>, ready: Sender<Result<(), Str
         Ok(l) => l,
         Err(e) => {
             let addr = shared.config.publish_listen;
-            let _ = ready.send(Err(format!("{id}: cannot listen on {addr} (publish API): {e}")));
+            let _ = ready.send(Err(format!(
+                "{id}: cannot listen on {addr} (publish API): {e}"
+            )));
             return;
         }
     };
@@ -124,7 +129,10 @@ pub async fn run(shard: Shard, shared: Arc<Shared>, ready: Sender<Result<(), Str
         Some(Ok(l)) => Some(l),
         None => None,
         Some(Err(e)) => {
-            let addr = shared.config.prometheus_listen.unwrap_or(shared.config.publish_listen);
+            let addr = shared
+                .config
+                .prometheus_listen
+                .unwrap_or(shared.config.publish_listen);
             let _ = ready.send(Err(format!("{id}: cannot listen on {addr} (metrics): {e}")));
             return;
         }
@@ -210,7 +218,10 @@ async fn timer_loop(ctx: Rc<ShardCtx>) {
             return;
         }
         let now = ctx.clock_ms();
-        let fired = ctx.holds.borrow_mut().fire_timers(now, TIMER_EXPIRE_MAX, &mut scratch);
+        let fired = ctx
+            .holds
+            .borrow_mut()
+            .fire_timers(now, TIMER_EXPIRE_MAX, &mut scratch);
         if fired == TIMER_EXPIRE_MAX {
             shards::yield_now().await;
             continue;

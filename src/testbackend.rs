@@ -87,8 +87,20 @@ pub async fn handle(
     let (status, body) = match path {
         "/" => (200, HELLO),
         _ if mode.is_some() => (400, "The test handler does not take request bodies.\n"),
-        _ => (404, "Not found: the test handler serves /, /stream and /response.\n"),
+        _ => (
+            404,
+            "Not found: the test handler serves /, /stream and /response.\n",
+        ),
     };
-    let ok = send_simple(client, head.version, status, body, close).await.is_ok();
-    Reply::Done(if ok && !close { After::KeepAlive } else { After::Close }, status)
+    let ok = send_simple(client, head.version, status, body, close)
+        .await
+        .is_ok();
+    Reply::Done(
+        if ok && !close {
+            After::KeepAlive
+        } else {
+            After::Close
+        },
+        status,
+    )
 }

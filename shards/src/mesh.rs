@@ -49,7 +49,9 @@ pub(crate) fn build<M>(n: usize, capacity: usize) -> Vec<Endpoints<M>> {
         }
     }
     debug_assert!(eps.iter().enumerate().all(|(i, e)| {
-        e.tx.iter().enumerate().all(|(j, t)| t.is_some() == (i != j))
+        e.tx.iter()
+            .enumerate()
+            .all(|(j, t)| t.is_some() == (i != j))
             && e.rx.len() == n - 1
             && e.rx.iter().all(|(s, _)| s.index() != i)
     }));
@@ -142,7 +144,11 @@ impl<M: Send + 'static> Shard<M> {
     /// and returns `Err(msg)` in release builds.
     pub fn try_send(&self, to: ShardId, msg: M) -> Result<(), M> {
         debug_assert!(to != self.id, "{}: try_send to itself", self.id);
-        debug_assert!(to.index() < self.count, "{}: try_send to unknown {to}", self.id);
+        debug_assert!(
+            to.index() < self.count,
+            "{}: try_send to unknown {to}",
+            self.id
+        );
         let Some(Some(tx)) = self.tx.get(to.index()) else {
             return Err(msg);
         };
@@ -398,10 +404,7 @@ mod tests {
         assert_eq!(got, vec![(2, 202), (3, 302), (1, 103)]);
         got.clear();
         assert_eq!(s[0].drain_inbox(100, |from, m| got.push((from.0, m))), 5);
-        assert_eq!(
-            got,
-            vec![(3, 303), (1, 104), (2, 203), (3, 304), (2, 204)]
-        );
+        assert_eq!(got, vec![(3, 303), (1, 104), (2, 203), (3, 304), (2, 204)]);
         assert_eq!(s[0].drain_inbox(100, |_, _| panic!("empty")), 0);
         assert_eq!(s[0].drain_inbox(0, |_, _| panic!("max 0")), 0);
     }

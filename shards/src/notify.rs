@@ -246,7 +246,14 @@ impl WaiterSet {
     /// Returns how many were woken.
     pub(crate) fn wake_all(&self) -> usize {
         // Clone first: waking must not run while the set is borrowed.
-        let wakers: Vec<Waker> = self.inner.borrow().slots.iter().flatten().cloned().collect();
+        let wakers: Vec<Waker> = self
+            .inner
+            .borrow()
+            .slots
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
         let n = wakers.len();
         for w in wakers {
             w.wake();

@@ -38,7 +38,11 @@ impl<M> RingTx<M> {
                 Ok(())
             }
             Err(rtrb::PushError::Full(msg)) => {
-                debug_assert_eq!(self.inner.slots(), 0, "push refused although slots were free");
+                debug_assert_eq!(
+                    self.inner.slots(),
+                    0,
+                    "push refused although slots were free"
+                );
                 Err(msg)
             }
         }

@@ -144,7 +144,10 @@ pub(crate) fn install() -> io::Result<TickerHandle> {
     let task = monoio::spawn(ticker_task(ticker.clone(), reader));
     TICKER.with(|slot| {
         let mut slot = slot.borrow_mut();
-        debug_assert!(slot.is_none(), "a ticker is already installed on this thread");
+        debug_assert!(
+            slot.is_none(),
+            "a ticker is already installed on this thread"
+        );
         *slot = Some(ticker.clone());
     });
     Ok(TickerHandle { ticker, task })

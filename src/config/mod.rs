@@ -332,7 +332,11 @@ impl Config {
             })
         };
         let publish_listen = cli.publish_port.unwrap_or(pp.publish_listen);
-        check_listeners(&listen, publish_listen, cli.metrics_port.or(pp.prometheus_listen))?;
+        check_listeners(
+            &listen,
+            publish_listen,
+            cli.metrics_port.or(pp.prometheus_listen),
+        )?;
 
         let routes = if !cli.routes.is_empty() {
             RouteTable::from_lines_with(&cli.routes, "--route", env)?

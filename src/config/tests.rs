@@ -143,6 +143,9 @@ fn shard_configs_apply_overrides() {
             backend_pool_idle_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(5),
             access_log: false,
+            hold_queue_max: 1024,
+            pipeline_max: 4096,
+            publish_wait: Duration::from_secs(5),
         }
     );
     assert_eq!(

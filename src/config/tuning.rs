@@ -441,6 +441,9 @@ mod tests {
                 backend_pool_idle_timeout: Duration::from_millis(30_000),
                 drain_timeout: Duration::from_millis(5000),
                 access_log: false,
+                hold_queue_max: 1024,
+                pipeline_max: 4096,
+                publish_wait: Duration::from_millis(5000),
                 shard_overrides: BTreeMap::new(),
             }
         );

@@ -48,7 +48,12 @@ pub struct HoldEnd {
 }
 
 /// Serialize a complete response with Content-Length.
-pub fn write_full_response(out: &mut Vec<u8>, resp: &HeldResponse, version: Version, keep_alive: bool) {
+pub fn write_full_response(
+    out: &mut Vec<u8>,
+    resp: &HeldResponse,
+    version: Version,
+    keep_alive: bool,
+) {
     let v = match version {
         Version::Http10 => "HTTP/1.0",
         Version::Http11 => "HTTP/1.1",
@@ -100,7 +105,12 @@ enum ClientSide {
 
 /// Run a hold to its end. The caller has already sent nothing; this writes every byte the client
 /// gets for this request.
-pub async fn run(ctx: &Rc<ShardCtx>, stream: TcpStream, mut pending: Vec<u8>, plan: HoldPlan) -> HoldEnd {
+pub async fn run(
+    ctx: &Rc<ShardCtx>,
+    stream: TcpStream,
+    mut pending: Vec<u8>,
+    plan: HoldPlan,
+) -> HoldEnd {
     let kind = match plan.instruction.hold {
         Some(grip::HoldMode::Stream) => HoldKind::Stream,
         _ => HoldKind::Response,
@@ -111,9 +121,20 @@ pub async fn run(ctx: &Rc<ShardCtx>, stream: TcpStream, mut pending: Vec<u8>, pl
         tracing::warn!(shard = %ctx.id, "hold refused: holds_max reached (503)");
         let mut s = stream;
         let mut out = Vec::new();
-        http1::write_simple_response(&mut out, plan.version, 503, "Too many held connections.\n", true);
+        http1::write_simple_response(
+            &mut out,
+            plan.version,
+            503,
+            "Too many held connections.\n",
+            true,
+        );
         let _ = s.write_all(out).await;
-        return HoldEnd { stream: None, pending, after: After::Close, status: 503 };
+        return HoldEnd {
+            stream: None,
+            pending,
+            after: After::Close,
+            status: 503,
+        };
     };
     ctx.counters().inc(Counter::HoldsActive);
     subscribe_all(ctx, key, &plan);
@@ -133,10 +154,20 @@ pub async fn run(ctx: &Rc<ShardCtx>, stream: TcpStream, mut pending: Vec<u8>, pl
                     let p = grip::PublishedResponse {
                         code: published.code,
                         reason: published.reason.clone(),
-                        headers: published.headers.iter().map(|(n, v)| (n.clone(), v.to_vec())).collect(),
+                        headers: published
+                            .headers
+                            .iter()
+                            .map(|(n, v)| (n.clone(), v.to_vec()))
+                            .collect(),
                         body: published.body.to_vec(),
                     };
-                    (Some(grip::merge_published_response(&plan.instruction.response, &p)), false)
+                    (
+                        Some(grip::merge_published_response(
+                            &plan.instruction.response,
+                            &p,
+                        )),
+                        false,
+                    )
                 }
                 Some(HoldEvent::Timer(_)) => (Some(plan.instruction.response.clone()), false),
                 Some(HoldEvent::Shutdown) => (Some(plan.instruction.response.clone()), true),
@@ -149,18 +180,35 @@ pub async fn run(ctx: &Rc<ShardCtx>, stream: TcpStream, mut pending: Vec<u8>, pl
                     let mut out = Vec::with_capacity(256 + resp.body.len());
                     write_full_response(&mut out, &resp, plan.version, keep);
                     let ok = wr.write_all(out).await.0.is_ok();
-                    (resp.code, if ok && keep { After::KeepAlive } else { After::Close })
+                    (
+                        resp.code,
+                        if ok && keep {
+                            After::KeepAlive
+                        } else {
+                            After::Close
+                        },
+                    )
                 }
                 None => (0, After::Close),
             }
         }
         HoldKind::Stream => {
-            stream_hold(ctx, key, &plan, &mut wr, &mut watcher, &mut reader, &mut pending).await
+            stream_hold(
+                ctx,
+                key,
+                &plan,
+                &mut wr,
+                &mut watcher,
+                &mut reader,
+                &mut pending,
+            )
+            .await
         }
     };
     let removed = ctx.holds.borrow_mut().release(key);
     ctx.counters().dec(Counter::HoldsActive);
-    ctx.counters().add(Counter::SubscriptionsEnded, removed as u64);
+    ctx.counters()
+        .add(Counter::SubscriptionsEnded, removed as u64);
     // Reunite the socket when the connection goes on: cancel the watcher's read and wait for
     // it, so that bytes it raced to receive are kept, not lost.
     let stream = if after == After::KeepAlive {
@@ -181,8 +229,17 @@ pub async fn run(ctx: &Rc<ShardCtx>, stream: TcpStream, mut pending: Vec<u8>, pl
     } else {
         None
     };
-    let after = if stream.is_some() { after } else { After::Close };
-    HoldEnd { stream, pending, after, status }
+    let after = if stream.is_some() {
+        after
+    } else {
+        After::Close
+    };
+    HoldEnd {
+        stream,
+        pending,
+        after,
+        status,
+    }
 }
 
 fn subscribe_all(ctx: &ShardCtx, key: HolderKey, plan: &HoldPlan) {
@@ -197,7 +254,10 @@ fn subscribe_all(ctx: &ShardCtx, key: HolderKey, plan: &HoldPlan) {
         }
     }
     if plan.instruction.channels_dropped > 0 {
-        ctx.counters().add(Counter::SubscriptionRefused, plan.instruction.channels_dropped as u64);
+        ctx.counters().add(
+            Counter::SubscriptionRefused,
+            plan.instruction.channels_dropped as u64,
+        );
         tracing::warn!(
             shard = %ctx.id,
             route = %plan.route_id,
@@ -323,13 +383,19 @@ where
             Some(HoldEvent::StreamClose) => {
                 if http11 {
                     let ok = write_bytes(wr, Bytes::from_static(http1::LAST_CHUNK)).await;
-                    let after = if ok && plan.keep_alive { After::KeepAlive } else { After::Close };
+                    let after = if ok && plan.keep_alive {
+                        After::KeepAlive
+                    } else {
+                        After::Close
+                    };
                     return (status, after);
                 }
                 return (status, After::Close);
             }
             Some(HoldEvent::Timer(TimerKind::KeepAlive)) => {
-                let Some((framed, every, mode)) = &ka else { continue };
+                let Some((framed, every, mode)) = &ka else {
+                    continue;
+                };
                 let now = ctx.clock_ms();
                 let due = match mode {
                     KeepAliveMode::Idle => last_write + every,

@@ -79,7 +79,10 @@ impl Peer {
         }
         let room = max_pending.saturating_sub(self.buf.len());
         if room == 0 {
-            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "input buffer full"));
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "input buffer full",
+            ));
         }
         let want = room.min(READ_CHUNK_MIN.max(self.buf.capacity() - self.buf.len()));
         self.buf.reserve(want);

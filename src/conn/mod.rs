@@ -27,14 +27,14 @@ use monoio::net::TcpStream;
 
 use crate::backend::{self, Connected};
 use crate::http1::{
-    self, parse_request_head, parse_response_head, write_client_response_head,
-    write_forward_head, write_simple_response, BodyFraming, ForwardOptions, HeadError,
-    RequestHead, ResponseHead, Version,
+    self, parse_request_head, parse_response_head, write_client_response_head, write_forward_head,
+    write_simple_response, BodyFraming, ForwardOptions, HeadError, RequestHead, ResponseHead,
+    Version,
 };
 use crate::metrics::Counter;
 use crate::route::{HttpTarget, Proto, Route, SigKey, Target};
 use crate::shard::ShardCtx;
-use held::{HoldPlan, write_full_response};
+use held::{write_full_response, HoldPlan};
 use io::{relay_body, OutEncoding, Peer, RelayError, Sink};
 
 /// Largest backend response body buffered as a GRIP instruction (Pushpin's
@@ -153,15 +153,27 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer_addr: SocketAddr) 
             Ok(None) => break,
             Err(HeadFailure::Timeout) => {
                 ctx.counters().inc(Counter::ClientHeadTimeout);
-                let _ = send_simple(&mut conn.client, Version::Http11, 408, BODY_HEAD_TIMEOUT, true)
-                    .await;
+                let _ = send_simple(
+                    &mut conn.client,
+                    Version::Http11,
+                    408,
+                    BODY_HEAD_TIMEOUT,
+                    true,
+                )
+                .await;
                 break;
             }
             Err(HeadFailure::Bad(e)) => {
                 ctx.counters().inc(Counter::ClientBadRequest);
                 tracing::debug!(peer = %conn.peer_addr, error = ?e, "bad request head");
-                let _ = send_simple(&mut conn.client, Version::Http11, e.status(), e.reason(), true)
-                    .await;
+                let _ = send_simple(
+                    &mut conn.client,
+                    Version::Http11,
+                    e.status(),
+                    e.reason(),
+                    true,
+                )
+                .await;
                 break;
             }
         };
@@ -181,7 +193,11 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer_addr: SocketAddr) 
                 match end.stream {
                     Some(stream) => {
                         conn = Conn {
-                            client: Peer { stream, buf: end.pending, pos: 0 },
+                            client: Peer {
+                                stream,
+                                buf: end.pending,
+                                pos: 0,
+                            },
                             peer_addr,
                             state: ConnState::Responding,
                         };
@@ -268,17 +284,19 @@ pub async fn send_simple(
 
 /// Answer an error before the request body was read: the connection can only stay open if
 /// there is no body to skip.
-async fn fail_early(
-    conn: &mut Conn,
-    head: &RequestHead,
-    status: u16,
-    body: &str,
-) -> (After, u16) {
+async fn fail_early(conn: &mut Conn, head: &RequestHead, status: u16, body: &str) -> (After, u16) {
     let close = !head.keep_alive || head.framing != BodyFraming::None;
     let ok = send_simple(&mut conn.client, head.version, status, body, close)
         .await
         .is_ok();
-    (if ok && !close { After::KeepAlive } else { After::Close }, status)
+    (
+        if ok && !close {
+            After::KeepAlive
+        } else {
+            After::Close
+        },
+        status,
+    )
 }
 
 /// Route and answer one request. Returns whether the client connection stays open, and the
@@ -296,10 +314,14 @@ async fn handle_request(ctx: &Rc<ShardCtx>, conn: &mut Conn, head: RequestHead) 
     let routes = ctx.config.routes.clone();
     let Some(route) = routes.lookup(head.host.as_deref(), &head.path, proto, tls) else {
         ctx.counters().inc(Counter::RouteNotFound);
-        return fail_early(conn, &head, 502, BODY_ROUTE_NOT_FOUND).await.into();
+        return fail_early(conn, &head, 502, BODY_ROUTE_NOT_FOUND)
+            .await
+            .into();
     };
     if ctx.shard.shutdown_requested() {
-        return fail_early(conn, &head, 503, BODY_SHUTTING_DOWN).await.into();
+        return fail_early(conn, &head, 503, BODY_SHUTTING_DOWN)
+            .await
+            .into();
     }
     let http_targets: Vec<&HttpTarget> = route
         .targets
@@ -326,8 +348,13 @@ async fn connect_targets<'t>(
 ) -> std::io::Result<(Connected, &'t HttpTarget)> {
     let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no target");
     for t in targets {
-        match backend::connect_first(&ctx.pool, &t.addrs, ctx.cfg.backend_connect_timeout, allow_reuse)
-            .await
+        match backend::connect_first(
+            &ctx.pool,
+            &t.addrs,
+            ctx.cfg.backend_connect_timeout,
+            allow_reuse,
+        )
+        .await
         {
             Ok(c) => {
                 ctx.counters().inc(if c.reused {
@@ -397,13 +424,20 @@ fn forward_head(
             &default_host
         }
     };
-    let xff_rules = if trusted { &proxy.xff_trusted } else { &proxy.xff };
+    let xff_rules = if trusted {
+        &proxy.xff_trusted
+    } else {
+        &proxy.xff
+    };
     let grip_feature;
     let extra: &[(String, String)] = if route.no_grip {
         &route.headers
     } else {
         let mut v = Vec::with_capacity(route.headers.len() + 1);
-        v.push(("Grip-Feature".to_string(), crate::grip::GRIP_FEATURES.to_string()));
+        v.push((
+            "Grip-Feature".to_string(),
+            crate::grip::GRIP_FEATURES.to_string(),
+        ));
         v.extend(route.headers.iter().cloned());
         grip_feature = v;
         &grip_feature
@@ -502,14 +536,16 @@ async fn proxy(
                 }
                 Err(RelayError::SourceFraming(e)) => {
                     ctx.counters().inc(Counter::ClientBadRequest);
-                    let _ = send_simple(&mut conn.client, head.version, 400, e.reason(), true).await;
+                    let _ =
+                        send_simple(&mut conn.client, head.version, 400, e.reason(), true).await;
                     return Reply::Done(After::Close, 400);
                 }
                 Err(RelayError::Sink(e)) => {
                     ctx.counters().inc(Counter::BackendError);
                     tracing::debug!(error = %e, "backend closed during request body");
-                    let _ = send_simple(&mut conn.client, head.version, 502, BODY_PROXY_ERROR, true)
-                        .await;
+                    let _ =
+                        send_simple(&mut conn.client, head.version, 502, BODY_PROXY_ERROR, true)
+                            .await;
                     return Reply::Done(After::Close, 502);
                 }
             }
@@ -523,21 +559,30 @@ async fn proxy(
             Err(ResponseFailure::Timeout) => {
                 ctx.counters().inc(Counter::BackendTimeout);
                 tracing::warn!(route = %route.id, "backend response timed out");
-                let _ = send_simple(&mut conn.client, head.version, 504, BODY_BACKEND_TIMEOUT, false)
-                    .await;
+                let _ = send_simple(
+                    &mut conn.client,
+                    head.version,
+                    504,
+                    BODY_BACKEND_TIMEOUT,
+                    false,
+                )
+                .await;
                 return Reply::Done(keep_or_close(&head), 504);
             }
             Err(e) => {
                 ctx.counters().inc(Counter::BackendError);
                 tracing::debug!(error = ?e, "bad backend response");
-                let _ = send_simple(&mut conn.client, head.version, 502, BODY_PROXY_ERROR, false)
-                    .await;
+                let _ =
+                    send_simple(&mut conn.client, head.version, 502, BODY_PROXY_ERROR, false).await;
                 return Reply::Done(keep_or_close(&head), 502);
             }
         }
     };
     conn.set_state(ConnState::Responding);
-    let grip_headers = resp.headers.iter().any(|h| h.name.len() >= 5 && h.name[..5].eq_ignore_ascii_case("grip-"));
+    let grip_headers = resp
+        .headers
+        .iter()
+        .any(|h| h.name.len() >= 5 && h.name[..5].eq_ignore_ascii_case("grip-"));
     let is_grip = grip_headers || crate::grip::is_grip(&resp.headers);
     if is_grip && !route.no_grip && !trusted {
         return grip_answer(ctx, conn, &head, route, backend, resp).await;
@@ -571,7 +616,10 @@ async fn grip_answer(
     };
     let read = relay_body(
         &mut be.peer,
-        Sink::Buffer { buf: &mut body, max: GRIP_BODY_MAX },
+        Sink::Buffer {
+            buf: &mut body,
+            max: GRIP_BODY_MAX,
+        },
         framing,
         OutEncoding::Identity,
         ctx.cfg.body_buffer_bytes,
@@ -583,7 +631,10 @@ async fn grip_answer(
     };
     match read {
         Ok(_) => {
-            if resp.keep_alive && resp.framing != BodyFraming::CloseDelimited && be.peer.pending().is_empty() {
+            if resp.keep_alive
+                && resp.framing != BodyFraming::CloseDelimited
+                && be.peer.pending().is_empty()
+            {
                 ctx.pool.put(be.addr, be.peer.stream, Instant::now());
             }
         }
@@ -608,8 +659,15 @@ async fn grip_answer(
         Err(e) => {
             ctx.counters().inc(Counter::GripInvalid);
             fail(&e.0);
-            let text = if route.debug { format!("{}
-", e.0) } else { BODY_PROXY_ERROR.to_string() };
+            let text = if route.debug {
+                format!(
+                    "{}
+",
+                    e.0
+                )
+            } else {
+                BODY_PROXY_ERROR.to_string()
+            };
             let _ = send_simple(&mut conn.client, head.version, 502, &text, false).await;
             return Reply::Done(keep_or_close(head), 502);
         }
@@ -617,9 +675,18 @@ async fn grip_answer(
     if instruction.hold.is_none() {
         // No hold: the instruction's response is the answer.
         let mut out = Vec::with_capacity(256 + instruction.response.body.len());
-        write_full_response(&mut out, &instruction.response, head.version, head.keep_alive);
+        write_full_response(
+            &mut out,
+            &instruction.response,
+            head.version,
+            head.keep_alive,
+        );
         let ok = conn.client.write_all(out).await.0.is_ok();
-        let after = if ok { keep_or_close(head) } else { After::Close };
+        let after = if ok {
+            keep_or_close(head)
+        } else {
+            After::Close
+        };
         return Reply::Done(after, instruction.response.code);
     }
     ctx.counters().inc(Counter::HoldsStarted);
@@ -637,7 +704,8 @@ enum ResponseFailure {
     ClosedEarly,
     /// EOF or error after part of the head.
     Broken,
-    Bad(HeadError),
+    /// The head broke HTTP/1.1 rules (smuggling-prone framing, bad syntax, too large).
+    Bad,
     Timeout,
 }
 
@@ -661,7 +729,10 @@ async fn read_response_head(
                 return Ok(resp);
             }
             Ok(None) => {}
-            Err(e) => return Err(ResponseFailure::Bad(e)),
+            Err(e) => {
+                tracing::debug!(error = %e, "backend response head rejected");
+                return Err(ResponseFailure::Bad);
+            }
         }
         let left = deadline.saturating_duration_since(Instant::now());
         match monoio::time::timeout(left, be.peer.fill(max)).await {
@@ -681,7 +752,10 @@ async fn read_response_head(
 /// Framing of a HEAD response as the backend declared it (no body follows).
 fn head_framing(resp: &ResponseHead) -> BodyFraming {
     if let Some(v) = resp.header("content-length") {
-        if let Some(n) = std::str::from_utf8(v).ok().and_then(|s| s.trim().parse().ok()) {
+        if let Some(n) = std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
             return BodyFraming::Length(n);
         }
     }
@@ -761,7 +835,11 @@ async fn respond(
             if reusable {
                 ctx.pool.put(be.addr, be.peer.stream, Instant::now());
             }
-            let after = if keep_alive { After::KeepAlive } else { After::Close };
+            let after = if keep_alive {
+                After::KeepAlive
+            } else {
+                After::Close
+            };
             (after, resp.status)
         }
         Err(e) => {

@@ -113,7 +113,11 @@ impl HoldRegistry {
             free: Vec::new(),
             live: 0,
             limits,
-            subs: SubTable::new(limits.channels_max, limits.subscriptions_max, limits.per_conn_max),
+            subs: SubTable::new(
+                limits.channels_max,
+                limits.subscriptions_max,
+                limits.per_conn_max,
+            ),
             timers: TimerWheel::new(10, 4096, limits.timers_max, now_ms),
         }
     }
@@ -181,7 +185,10 @@ impl HoldRegistry {
         if let Some(id) = old {
             self.timers.cancel(id);
         }
-        match self.timers.insert(deadline_ms, TimerEntry { holder: key, kind }) {
+        match self
+            .timers
+            .insert(deadline_ms, TimerEntry { holder: key, kind })
+        {
             Ok(id) => {
                 if let Some(s) = self.slot_mut(key) {
                     s.timer = Some(id);
@@ -218,8 +225,7 @@ impl HoldRegistry {
     pub fn fire_timers(&mut self, now_ms: u64, max: usize, scratch: &mut Vec<TimerEntry>) -> usize {
         scratch.clear();
         let n = self.timers.expire(now_ms, max, scratch);
-        for i in 0..scratch.len() {
-            let e = scratch[i];
+        for &e in scratch.iter() {
             if let Some(s) = self.slot_mut(e.holder) {
                 s.timer = None;
                 // Timers bypass the queue bound: they carry no payload and there is one per hold.

@@ -61,14 +61,21 @@ fn stock_pushpin_conf_with_routes_file_proxies() {
         );
         assert!(tack.wait_for_line(expect, T).is_some(), "{driver}");
         // Keys tack does not implement are logged, not fatal.
-        assert!(tack.wait_for_line("ignored", T).is_some(), "{driver}: ignored keys logged");
+        assert!(
+            tack.wait_for_line("ignored", T).is_some(),
+            "{driver}: ignored keys logged"
+        );
         let mut c = RawClient::connect(http);
         c.send(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n");
         let r = c.read_response(T).expect("proxied");
         assert_eq!(r.status, 200, "{driver}");
         let v = echo_json(&r.body);
         // x_forwarded_for=append adds the client address; sig_key=changeme signs.
-        assert_eq!(echo_headers(&v, "x-forwarded-for"), vec!["127.0.0.1"], "{driver}");
+        assert_eq!(
+            echo_headers(&v, "x-forwarded-for"),
+            vec!["127.0.0.1"],
+            "{driver}"
+        );
         let sig = echo_headers(&v, "grip-sig");
         assert_eq!(sig.len(), 1, "{driver}: one Grip-Sig");
         assert_eq!(sig[0].split('.').count(), 3, "JWT shape");

@@ -14,7 +14,12 @@ fn expect_status_then_close(tack_addr: std::net::SocketAddr, req: &[u8], status:
     let mut c = RawClient::connect(tack_addr);
     c.send(req);
     let r = c.read_response(T).unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert_eq!(r.status, status, "{what}: {:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        status,
+        "{what}: {:?}",
+        String::from_utf8_lossy(&r.body)
+    );
     assert!(c.is_closed_by_peer(T), "{what}: connection must be closed");
 }
 
@@ -45,10 +50,16 @@ fn malformed_and_smuggling_requests_are_refused() {
         big.extend_from_slice(b"\r\n");
         expect_status_then_close(a, &big, 431, "oversized head");
         // None of it reached the backend.
-        assert_eq!(origin.requests_seen(), 0, "{driver}: smuggled bytes reached the origin");
+        assert_eq!(
+            origin.requests_seen(),
+            0,
+            "{driver}: smuggled bytes reached the origin"
+        );
         // Identical duplicate Content-Length is fine.
         let mut c = RawClient::connect(a);
-        c.send(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok");
+        c.send(
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+        );
         assert_eq!(c.read_response(T).expect("dup CL").status, 200, "{driver}");
     }
 }
@@ -79,7 +90,11 @@ fn dead_backend_502_silent_backend_504_and_failover() {
         // The client connection survives a 502 for a body-less request.
         c.send(b"GET /hello HTTP/1.1\r\nHost: live.test\r\n\r\n");
         let r = c.read_response(T).expect("failover");
-        assert_eq!((r.status, r.body.as_slice()), (200, &b"hello\n"[..]), "{driver}: failover");
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &b"hello\n"[..]),
+            "{driver}: failover"
+        );
         // A backend that never answers: 504 after the configured timeout.
         c.send(b"GET /silent HTTP/1.1\r\nHost: live.test\r\n\r\n");
         let r = c.read_response(T).expect("504");
@@ -99,7 +114,12 @@ fn over_limit_connections_are_refused_cleanly() {
         let tack = start_routed(
             driver,
             origin.addr(),
-            &["--tuning", tuning.to_str().expect("utf8 path"), "--shards", "1"],
+            &[
+                "--tuning",
+                tuning.to_str().expect("utf8 path"),
+                "--shards",
+                "1",
+            ],
         );
         let mut held = Vec::new();
         for _ in 0..2 {
@@ -113,9 +133,7 @@ fn over_limit_connections_are_refused_cleanly() {
         assert_eq!(r.status, 503, "{driver}");
         assert!(over.is_closed_by_peer(T));
         assert!(
-            tack.proc
-                .wait_for_line("connections_max", T)
-                .is_some(),
+            tack.proc.wait_for_line("connections_max", T).is_some(),
             "{driver}: refusal is logged"
         );
         drop(held);
@@ -139,7 +157,11 @@ fn a_stalled_client_does_not_hurt_others() {
         for _ in 0..20 {
             let mut c = RawClient::connect(tack.addr);
             c.send(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
-            assert_eq!(c.read_response(T).expect("other client").status, 200, "{driver}");
+            assert_eq!(
+                c.read_response(T).expect("other client").status,
+                200,
+                "{driver}"
+            );
         }
         // The stalled one is answered 408 and closed after the head timeout.
         let r = slow.read_response(T).expect("408");

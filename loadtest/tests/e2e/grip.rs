@@ -19,7 +19,10 @@ pub fn publish(addr: SocketAddr, json: &str) -> (u16, String) {
 
 fn publish_with(addr: SocketAddr, json: &str, headers: &[&str]) -> (u16, String) {
     let mut c = RawClient::connect(addr);
-    let mut req = format!("POST /publish/ HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n", json.len());
+    let mut req = format!(
+        "POST /publish/ HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n",
+        json.len()
+    );
     for h in headers {
         req.push_str(h);
         req.push_str("\r\n");
@@ -48,7 +51,9 @@ fn read_stream_until(c: &mut RawClient, needle: &[u8], deadline: Duration) -> Ve
     let end = Instant::now() + deadline;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
-    c.stream().set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    c.stream()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
     while Instant::now() < end {
         if got.windows(needle.len()).any(|w| w == needle) {
             break;
@@ -72,7 +77,10 @@ fn open_streams(addr: SocketAddr, n: usize, path: &str) -> Vec<RawClient> {
             let text = String::from_utf8_lossy(&got);
             assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
             assert!(text.contains("Transfer-Encoding: chunked"), "{text}");
-            assert!(!text.to_ascii_lowercase().contains("grip-"), "Grip headers leaked: {text}");
+            assert!(
+                !text.to_ascii_lowercase().contains("grip-"),
+                "Grip headers leaked: {text}"
+            );
             assert!(text.contains("X-Origin: yes"), "{text}");
             c
         })
@@ -125,11 +133,17 @@ fn stream_holds_receive_publishes_in_order_on_every_shard() {
             let body = format!(
                 r#"{{"items":[{{"channel":"news","formats":{{"http-stream":{{"content":"m{i}\n"}}}}}}]}}"#
             );
-            assert_eq!(publish(tack.publish, &body), (200, "Published\n".to_string()), "{driver}");
+            assert_eq!(
+                publish(tack.publish, &body),
+                (200, "Published\n".to_string()),
+                "{driver}"
+            );
         }
-        let close = r#"{"items":[{"channel":"news","formats":{"http-stream":{"action":"close"}}}]}"#;
+        let close =
+            r#"{"items":[{"channel":"news","formats":{"http-stream":{"action":"close"}}}]}"#;
         assert_eq!(publish(tack.publish, close).0, 200);
-        let expected = b"3\r\nm0\n\r\n3\r\nm1\n\r\n3\r\nm2\n\r\n3\r\nm3\n\r\n3\r\nm4\n\r\n0\r\n\r\n";
+        let expected =
+            b"3\r\nm0\n\r\n3\r\nm1\n\r\n3\r\nm2\n\r\n3\r\nm3\n\r\n3\r\nm4\n\r\n0\r\n\r\n";
         for (i, c) in clients.iter_mut().enumerate() {
             let got = read_stream_until(c, b"0\r\n\r\n", T);
             assert!(
@@ -153,7 +167,11 @@ fn response_hold_gets_merged_published_response() {
                 .with_header("X-Custom", "kept")
         });
         let metrics = loadtest::ports::free_addr();
-        let tack = start_routed(driver, origin.addr(), &["--metrics-port", &metrics.to_string()]);
+        let tack = start_routed(
+            driver,
+            origin.addr(),
+            &["--metrics-port", &metrics.to_string()],
+        );
         let mut c = RawClient::connect(tack.addr);
         c.send(b"GET /poll HTTP/1.1\r\nHost: a\r\n\r\n");
         wait_holds(metrics, 1);
@@ -162,7 +180,11 @@ fn response_hold_gets_merged_published_response() {
         let r = c.read_response(T).expect("long-poll answer");
         assert_eq!((r.status, r.reason.as_str()), (201, "Created"), "{driver}");
         assert_eq!(r.body, b"published!\n");
-        assert_eq!(r.header("x-custom"), Some("kept"), "{driver}: held headers kept");
+        assert_eq!(
+            r.header("x-custom"),
+            Some("kept"),
+            "{driver}: held headers kept"
+        );
         assert_eq!(r.header("x-pub"), Some("p"));
         assert_eq!(r.header("content-length"), Some("11"));
         // Keep-alive: the same connection serves the next request.
@@ -185,10 +207,19 @@ fn response_hold_times_out_with_the_backend_response() {
         let mut c = RawClient::connect(tack.addr);
         let started = Instant::now();
         c.send(b"GET /poll HTTP/1.1\r\nHost: a\r\n\r\n");
-        let r = c.read_response(Duration::from_secs(15)).expect("timeout answer");
+        let r = c
+            .read_response(Duration::from_secs(15))
+            .expect("timeout answer");
         // Grip-Timeout is raised to Pushpin's 5 s floor.
-        assert!(started.elapsed() >= Duration::from_millis(4900), "{driver}: answered early");
-        assert_eq!((r.status, r.reason.as_str()), (299, "Custom Thing"), "{driver}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(4900),
+            "{driver}: answered early"
+        );
+        assert_eq!(
+            (r.status, r.reason.as_str()),
+            (299, "Custom Thing"),
+            "{driver}"
+        );
         assert_eq!(r.body, b"nothing new\n");
         assert!(r.header("grip-timeout").is_none());
     }
@@ -197,7 +228,8 @@ fn response_hold_times_out_with_the_backend_response() {
 #[test]
 fn json_instruct_and_invalid_instructions() {
     for (driver, _) in DRIVERS {
-        let origin = Origin::start_with(|req| match req.path.as_str() {
+        let origin = Origin::start_with(|req| {
+            match req.path.as_str() {
             "/instruct" => OriginResponse {
                 status: 200,
                 reason: "OK".into(),
@@ -209,27 +241,46 @@ fn json_instruct_and_invalid_instructions() {
             },
             "/bad" => OriginResponse::text(200, "x").with_header("Grip-Hold", "forever"),
             _ => OriginResponse::text(200, "plain").with_header("Grip-Link", "</next>; rel=gone"),
+        }
         });
         let tack = start_routed(driver, origin.addr(), &[]);
         let mut c = RawClient::connect(tack.addr);
         c.send(b"GET /instruct HTTP/1.1\r\nHost: a\r\n\r\n");
         let got = read_stream_until(&mut c, b"event: open\n\n\r\n", T);
         let text = String::from_utf8_lossy(&got);
-        assert!(text.contains("Content-Type: text/event-stream"), "{driver}: {text}");
-        let sse = r#"{"items":[{"channel":"j","formats":{"http-stream":{"content":"data: hi\n\n"}}}]}"#;
+        assert!(
+            text.contains("Content-Type: text/event-stream"),
+            "{driver}: {text}"
+        );
+        let sse =
+            r#"{"items":[{"channel":"j","formats":{"http-stream":{"content":"data: hi\n\n"}}}]}"#;
         assert_eq!(publish(tack.publish, sse).0, 200);
         let got = read_stream_until(&mut c, b"data: hi\n\n\r\n", T);
-        assert!(got.ends_with(b"a\r\ndata: hi\n\n\r\n"), "{driver}: {:?}", String::from_utf8_lossy(&got));
+        assert!(
+            got.ends_with(b"a\r\ndata: hi\n\n\r\n"),
+            "{driver}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
         // An invalid instruction: 502 with Pushpin's body.
         let mut c = RawClient::connect(tack.addr);
         c.send(b"GET /bad HTTP/1.1\r\nHost: a\r\n\r\n");
         let r = c.read_response(T).expect("502");
-        assert_eq!((r.status, r.body.as_slice()), (502, &b"Error while proxying to origin.\n"[..]));
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (502, &b"Error while proxying to origin.\n"[..])
+        );
         // GRIP headers without a hold: answered at once, Grip-* stripped.
         c.send(b"GET /plain HTTP/1.1\r\nHost: a\r\n\r\n");
         let r = c.read_response(T).expect("no-hold GRIP response");
-        assert_eq!((r.status, r.body.as_slice()), (200, &b"plain"[..]), "{driver}");
-        assert!(r.headers.iter().all(|(n, _)| !n.to_ascii_lowercase().starts_with("grip-")));
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &b"plain"[..]),
+            "{driver}"
+        );
+        assert!(r
+            .headers
+            .iter()
+            .all(|(n, _)| !n.to_ascii_lowercase().starts_with("grip-")));
     }
 }
 
@@ -242,17 +293,29 @@ fn publish_api_statuses_match_pushpin() {
         assert_eq!(publish(p, "not json").0, 400, "{driver}");
         assert_eq!(publish(p, r#"{"items":[{"channel":"a"}]}"#).0, 400);
         let (s, b) = publish_with(p, r#"{"items":[]}"#, &["Accept: application/json"]);
-        assert_eq!((s, b.as_str()), (200, "{\"message\":\"Published\"}\n"), "{driver}");
-        assert_eq!(publish_with(p, r#"{"items":[]}"#, &["Accept: image/png"]).0, 406);
+        assert_eq!(
+            (s, b.as_str()),
+            (200, "{\"message\":\"Published\"}\n"),
+            "{driver}"
+        );
+        assert_eq!(
+            publish_with(p, r#"{"items":[]}"#, &["Accept: image/png"]).0,
+            406
+        );
         let mut c = RawClient::connect(p);
         c.send(b"GET /publish/ HTTP/1.1\r\nHost: a\r\n\r\n");
         let r = c.read_response(T).expect("405");
         assert_eq!(r.status, 405, "{driver}");
         assert_eq!(r.header("allow"), Some("POST"));
         let mut c = RawClient::connect(p);
-        c.send(b"POST /publish/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+        c.send(
+            b"POST /publish/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        );
         assert_eq!(c.read_response(T).expect("411").status, 411, "{driver}");
-        let big = format!(r#"{{"items":[{{"channel":"a","formats":{{"http-stream":{{"content":"{}"}}}}}}]}}"#, "x".repeat(1_100_000));
+        let big = format!(
+            r#"{{"items":[{{"channel":"a","formats":{{"http-stream":{{"content":"{}"}}}}}}]}}"#,
+            "x".repeat(1_100_000)
+        );
         assert_eq!(publish(p, &big).0, 413, "{driver}");
     }
 }
@@ -271,14 +334,22 @@ fn channel_limit_is_enforced_and_logged() {
         c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         read_stream_until(&mut c, b"open\n\r\n", T);
         assert!(
-            tack.proc.wait_for_line("connection_subscription_max", T).is_some(),
+            tack.proc
+                .wait_for_line("connection_subscription_max", T)
+                .is_some(),
             "{driver}: dropped channels are logged"
         );
         // c19 is subscribed, c20 is not.
-        publish(tack.publish, r#"{"items":[{"channel":"c20","formats":{"http-stream":{"content":"no\n"}}},{"channel":"c19","formats":{"http-stream":{"content":"yes\n"}}}]}"#);
+        publish(
+            tack.publish,
+            r#"{"items":[{"channel":"c20","formats":{"http-stream":{"content":"no\n"}}},{"channel":"c19","formats":{"http-stream":{"content":"yes\n"}}}]}"#,
+        );
         let got = read_stream_until(&mut c, b"yes\n", T);
         let text = String::from_utf8_lossy(&got);
-        assert!(text.contains("yes\n") && !text.contains("no\n"), "{driver}: {text}");
+        assert!(
+            text.contains("yes\n") && !text.contains("no\n"),
+            "{driver}: {text}"
+        );
     }
 }
 
@@ -288,7 +359,11 @@ fn official_python_gripcontrol_publisher_reaches_held_clients() {
     for (driver, _) in DRIVERS {
         let origin = stream_origin();
         let metrics = loadtest::ports::free_addr();
-        let tack = start_routed(driver, origin.addr(), &["--metrics-port", &metrics.to_string()]);
+        let tack = start_routed(
+            driver,
+            origin.addr(),
+            &["--metrics-port", &metrics.to_string()],
+        );
         let mut clients = open_streams(tack.addr, 4, "/stream?ch=gc");
         wait_holds(metrics, 4);
         let script = "import sys\n\
@@ -299,10 +374,18 @@ pub.publish_http_stream('gc', 'from python\\n', blocking=True)\n";
             .args(["-c", script, &format!("http://{}", tack.publish)])
             .output()
             .expect("run python");
-        assert!(out.status.success(), "{driver}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{driver}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         for c in clients.iter_mut() {
             let got = read_stream_until(c, b"from python\n\r\n", T);
-            assert!(got.ends_with(b"c\r\nfrom python\n\r\n"), "{driver}: {:?}", String::from_utf8_lossy(&got));
+            assert!(
+                got.ends_with(b"c\r\nfrom python\n\r\n"),
+                "{driver}: {:?}",
+                String::from_utf8_lossy(&got)
+            );
         }
     }
 }

@@ -5,8 +5,8 @@
 mod support;
 
 mod config_files;
-mod grip;
 mod errors;
+mod grip;
 mod proxy;
 mod routes;
 mod shutdown;

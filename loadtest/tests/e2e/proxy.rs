@@ -17,7 +17,9 @@ fn keep_alive_pipelining_and_backend_pool() {
         let tack = start_routed(driver, origin.addr(), &[]);
         let mut c = RawClient::connect(tack.addr);
         // Two pipelined requests in one write, then a third on the same connection.
-        c.send(b"GET /echo?n=1 HTTP/1.1\r\nHost: a\r\n\r\nGET /echo?n=2 HTTP/1.1\r\nHost: a\r\n\r\n");
+        c.send(
+            b"GET /echo?n=1 HTTP/1.1\r\nHost: a\r\n\r\nGET /echo?n=2 HTTP/1.1\r\nHost: a\r\n\r\n",
+        );
         let r1 = c.read_response(T).expect("first pipelined response");
         let r2 = c.read_response(T).expect("second pipelined response");
         assert_eq!(r1.status, 200, "{driver}");
@@ -27,7 +29,11 @@ fn keep_alive_pipelining_and_backend_pool() {
         let r3 = c.read_response(T).expect("third response");
         assert_eq!(r3.body, b"hello\n");
         // Sequential requests reuse one pooled backend connection.
-        assert_eq!(origin.connections_accepted(), 1, "{driver}: backend pooling");
+        assert_eq!(
+            origin.connections_accepted(),
+            1,
+            "{driver}: backend pooling"
+        );
         assert_eq!(origin.requests_seen(), 3);
     }
 }
@@ -73,22 +79,37 @@ fn response_framings_chunked_close_delimited_and_http10() {
         assert!(r.chunked, "{driver}: re-framed as chunked");
         assert_eq!((r.body_len, r.body_fnv64), (100_000, expected));
         c.send(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
-        assert_eq!(c.read_response(T).expect("after close-delimited").body, b"hello\n");
+        assert_eq!(
+            c.read_response(T).expect("after close-delimited").body,
+            b"hello\n"
+        );
         // An HTTP/1.0 client gets the raw body and a close.
         let mut c10 = RawClient::connect(tack.addr);
         c10.send(b"GET /chunked/1000 HTTP/1.0\r\nHost: a\r\n\r\n");
         let raw = c10.read_until_close(T);
         let text = String::from_utf8_lossy(&raw);
         assert!(text.starts_with("HTTP/1.0 200"), "{driver}: {text}");
-        assert!(!text.to_ascii_lowercase().contains("transfer-encoding"), "{text}");
-        let body = &raw[raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head end") + 4..];
+        assert!(
+            !text.to_ascii_lowercase().contains("transfer-encoding"),
+            "{text}"
+        );
+        let body = &raw[raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("head end")
+            + 4..];
         assert_eq!(body.len(), 1000);
         // HTTP/1.0 with keep-alive and a Content-Length answer stays open.
         let mut k = RawClient::connect(tack.addr);
         k.send(b"GET /hello HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n");
         let r = k.read_response(T).expect("1.0 keep-alive");
         assert_eq!(r.version, "HTTP/1.0");
-        assert_eq!(r.header("connection").map(str::to_ascii_lowercase).as_deref(), Some("keep-alive"));
+        assert_eq!(
+            r.header("connection")
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
+            Some("keep-alive")
+        );
         k.send(b"GET /hello HTTP/1.0\r\nHost: a\r\n\r\n");
         assert_eq!(k.read_response(T).expect("second 1.0").body, b"hello\n");
     }
@@ -110,14 +131,19 @@ fn head_and_expect_continue() {
         c.send(b"GET /head HTTP/1.1\r\nHost: a\r\n\r\n");
         assert_eq!(c.read_response(T).expect("GET after HEAD").body, b"hello");
         // Expect: 100-continue: tack answers 100 itself, then relays the body.
-        c.send(b"POST /echo HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
+        c.send(
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+        );
         let interim = c.read_response(T).expect("100 Continue");
         assert_eq!(interim.status, 100, "{driver}");
         c.send(b"ping");
         let r = c.read_response(T).expect("final response");
         let v = echo_json(&r.body);
         assert_eq!(v["body"], "ping");
-        assert!(echo_headers(&v, "expect").is_empty(), "Expect is hop-by-hop");
+        assert!(
+            echo_headers(&v, "expect").is_empty(),
+            "Expect is hop-by-hop"
+        );
     }
 }
 
@@ -135,7 +161,10 @@ fn header_policy_hop_by_hop_grip_and_forwarding() {
         let r = c.read_response(T).expect("echo");
         let v = echo_json(&r.body);
         for gone in ["x-hop", "keep-alive", "grip-channel", "connection"] {
-            assert!(echo_headers(&v, gone).is_empty(), "{driver}: {gone} must not reach the backend");
+            assert!(
+                echo_headers(&v, gone).is_empty(),
+                "{driver}: {gone} must not reach the backend"
+            );
         }
         // Grip-Sig from an untrusted client is replaced by tack's own (default sig_key).
         let sigs = echo_headers(&v, "grip-sig");
@@ -170,7 +199,11 @@ fn large_bodies_stream_in_constant_memory() {
         let (status, len, fnv) =
             http_get_streaming(tack.addr, &format!("/bytes/{BIG}"), Duration::from_secs(60))
                 .expect("download");
-        assert_eq!((status, len, fnv), (200, BIG, expected), "{driver}: download");
+        assert_eq!(
+            (status, len, fnv),
+            (200, BIG, expected),
+            "{driver}: download"
+        );
         let r = http_post_streaming(tack.addr, "/echo", BIG, false, Duration::from_secs(60))
             .expect("upload");
         let v = echo_json(&r.body);
@@ -178,7 +211,11 @@ fn large_bodies_stream_in_constant_memory() {
         assert_eq!(v["body_fnv64"], expected, "{driver}: upload checksum");
         let r = http_post_streaming(tack.addr, "/echo", BIG, true, Duration::from_secs(60))
             .expect("chunked upload");
-        assert_eq!(echo_json(&r.body)["body_len"], BIG, "{driver}: chunked upload length");
+        assert_eq!(
+            echo_json(&r.body)["body_len"],
+            BIG,
+            "{driver}: chunked upload length"
+        );
         let after = tack.proc.rss_kib();
         // 50 MB went through each way; tack's resident memory must not grow with it.
         assert!(

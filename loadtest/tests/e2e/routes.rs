@@ -52,7 +52,11 @@ fn routes_file_matching_and_rewrites() {
         assert_eq!(r.status, 404);
         let last = a.last_requests();
         let req = last.last().expect("request reached origin a");
-        assert_eq!(req.header("host"), Some("backend.internal"), "{driver}: as_host");
+        assert_eq!(
+            req.header("host"),
+            Some("backend.internal"),
+            "{driver}: as_host"
+        );
         assert_eq!(req.header("x-added"), Some("yes"), "{driver}: header=");
     }
 }
@@ -65,9 +69,17 @@ fn bad_routes_file_is_a_clear_startup_error() {
         .output()
         .expect("run tack");
     assert!(!out.status.success(), "unknown flag must fail");
-    let conf = temp_file("pushpin.conf", &format!("[proxy]\nroutesfile={}\n", routes.display()));
+    let conf = temp_file(
+        "pushpin.conf",
+        &format!("[proxy]\nroutesfile={}\n", routes.display()),
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tack"))
-        .args(["--config", conf.to_str().expect("utf8"), "--port", "127.0.0.1:1"])
+        .args([
+            "--config",
+            conf.to_str().expect("utf8"),
+            "--port",
+            "127.0.0.1:1",
+        ])
         .output()
         .expect("run tack");
     assert_eq!(out.status.code(), Some(2));

@@ -23,15 +23,24 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
         // Wait until the slow request reached the origin, then ask tack to stop.
         let deadline = std::time::Instant::now() + T;
         while origin.requests_seen() < 2 {
-            assert!(std::time::Instant::now() < deadline, "slow request never arrived");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "slow request never arrived"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         let reader = std::thread::spawn(move || busy.read_response(T));
         let code = tack.proc.terminate(T);
         assert_eq!(code, Some(0), "{driver}: clean exit");
         let r = reader.join().expect("reader").expect("in-flight response");
-        assert_eq!(r.status, 200, "{driver}: in-flight request finished during drain");
-        assert!(idle.is_closed_by_peer(T), "{driver}: idle connection closed");
+        assert_eq!(
+            r.status, 200,
+            "{driver}: in-flight request finished during drain"
+        );
+        assert!(
+            idle.is_closed_by_peer(T),
+            "{driver}: idle connection closed"
+        );
         assert!(
             std::net::TcpStream::connect_timeout(&addr, T).is_err(),
             "{driver}: no longer accepting"

@@ -8,7 +8,8 @@ use loadtest::ports::free_addr;
 use loadtest::tack::TackProcess;
 
 /// Drivers every scenario runs on: tack's `--driver` values and what tack reports for each.
-pub const DRIVERS: [(&str, &str); 2] = [("io_uring", "driver=io_uring"), ("legacy", "driver=epoll")];
+pub const DRIVERS: [(&str, &str); 2] =
+    [("io_uring", "driver=io_uring"), ("legacy", "driver=epoll")];
 
 /// A running tack and the addresses it listens on.
 pub struct Tack {
@@ -35,7 +36,11 @@ pub fn start(driver: &str, extra: &[String]) -> Tack {
     }
     args.extend(extra.iter().cloned());
     let proc = TackProcess::start(env!("CARGO_BIN_EXE_tack"), &args, &[]);
-    let expected = DRIVERS.iter().find(|d| d.0 == driver).map(|d| d.1).unwrap_or("");
+    let expected = DRIVERS
+        .iter()
+        .find(|d| d.0 == driver)
+        .map(|d| d.1)
+        .unwrap_or("");
     let ready = proc
         .stderr_lines()
         .into_iter()
@@ -43,8 +48,15 @@ pub fn start(driver: &str, extra: &[String]) -> Tack {
         .expect("ready line");
     // The io_uring variant must really run on io_uring (this machine allows it); the legacy
     // variant must really run on epoll.
-    assert!(ready.contains(expected), "driver {driver}: ready line {ready:?}");
-    Tack { proc, addr, publish }
+    assert!(
+        ready.contains(expected),
+        "driver {driver}: ready line {ready:?}"
+    );
+    Tack {
+        proc,
+        addr,
+        publish,
+    }
 }
 
 /// Start tack with one route `* <origin>` plus extra arguments.
@@ -71,7 +83,10 @@ pub fn temp_file(name: &str, text: &str) -> PathBuf {
 /// Parse the mock origin's `/echo` JSON body.
 pub fn echo_json(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body).unwrap_or_else(|e| {
-        panic!("echo body is not JSON ({e}): {}", String::from_utf8_lossy(body))
+        panic!(
+            "echo body is not JSON ({e}): {}",
+            String::from_utf8_lossy(body)
+        )
     })
 }
 
@@ -110,10 +125,17 @@ pub fn gripcontrol_python() -> PathBuf {
     let _ = std::fs::create_dir_all(root.join("target"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     loop {
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&lock) {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+        {
             Ok(_) => break,
             Err(_) => {
-                assert!(std::time::Instant::now() < deadline, "gripcontrol venv lock held too long");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "gripcontrol venv lock held too long"
+                );
                 std::thread::sleep(std::time::Duration::from_millis(200));
                 if importable(&py) {
                     return py;
@@ -131,6 +153,10 @@ pub fn gripcontrol_python() -> PathBuf {
             .status()
             .is_ok_and(|s| s.success());
     let _ = std::fs::remove_file(&lock);
-    assert!(ok && importable(&py), "could not install gripcontrol into {}", venv.display());
+    assert!(
+        ok && importable(&py),
+        "could not install gripcontrol into {}",
+        venv.display()
+    );
     py
 }
