@@ -150,13 +150,14 @@ fn render(item: &PublishItem) -> Rendered {
             })
         }
         Action::Close => Some(HoldEvent::StreamClose),
-        Action::Hint | Action::Refresh => None,
+        Action::Hint => Some(HoldEvent::Hint),
+        Action::Refresh => None,
     });
     let response = item.http_response.as_ref().and_then(|f| match f.action {
         Action::Send => Some(HoldEvent::Response(Rc::new(f.clone()))),
-        // Close is ignored for response holds (a real response is better); hint needs a
-        // retry to the backend (reliable delivery), not done yet.
-        _ => None,
+        Action::Hint => Some(HoldEvent::Hint),
+        // Close is ignored for response holds, as Pushpin: a real response is better.
+        Action::Close | Action::Refresh => None,
     });
     Rendered { stream, response }
 }

@@ -82,6 +82,9 @@ pub async fn handle(
             version: head.version,
             keep_alive: head.keep_alive,
             route_id: route.id.clone(),
+            request: None,
+            peer_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            head_sent: false,
         }));
     }
     let (status, body) = match path {

@@ -18,9 +18,12 @@ use monoio::io::{
 };
 use monoio::net::TcpStream;
 
+use std::net::IpAddr;
+
+use crate::conn::fetch::{self, Fetched};
 use crate::grip::{self, HeldResponse, Instruction, KeepAliveMode};
 use crate::hold::{HoldEvent, HoldKind, TimerKind};
-use crate::http1::{self, Version};
+use crate::http1::{self, RequestHead, ResponseHead, Version};
 use crate::metrics::Counter;
 use crate::shard::ShardCtx;
 use crate::subs::HolderKey;
@@ -36,6 +39,64 @@ pub struct HoldPlan {
     pub version: Version,
     pub keep_alive: bool,
     pub route_id: String,
+    /// The client's request, for hint retries and next-link fetches (`None`: the built-in test
+    /// handler, which has no backend to ask).
+    pub request: Option<RequestHead>,
+    pub peer_ip: IpAddr,
+    /// A stream's response head (and first body) already went out (a next-link chain that
+    /// turned into a stream hold).
+    pub head_sent: bool,
+}
+
+/// Longest chain of `rel=next` links followed for one response (a loop guard).
+pub const NEXT_CHAIN_MAX: usize = 100;
+
+/// A backend answer as the client will see it: hop-by-hop, framing and `Grip-*` headers removed.
+pub fn plain_response(head: &ResponseHead, body: Vec<u8>) -> HeldResponse {
+    const DROP: [&str; 8] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    ];
+    let headers = head
+        .headers
+        .iter()
+        .filter(|h| {
+            let n = h.name.to_ascii_lowercase();
+            !DROP.contains(&n.as_str()) && !n.starts_with("grip-")
+        })
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect();
+    HeldResponse {
+        code: head.status,
+        reason: head.reason.clone(),
+        headers,
+        body,
+    }
+}
+
+/// Whether a backend answer carries GRIP instructions.
+pub fn is_grip_head(head: &ResponseHead) -> bool {
+    grip::is_grip(&head.headers)
+}
+
+/// Fetch a link (or re-ask for the held request) through the request's route.
+async fn fetch_for(ctx: &Rc<ShardCtx>, plan: &HoldPlan, request: &RequestHead) -> Option<Fetched> {
+    let routes = ctx.config.routes.clone();
+    let route = fetch::route_of(&routes, request)?;
+    match fetch::fetch(ctx, route, request, plan.peer_ip).await {
+        Ok(f) => Some(f),
+        Err(e) => {
+            ctx.counters().inc(Counter::BackendError);
+            tracing::warn!(shard = %ctx.id, route = %plan.route_id, error = ?e, "internal fetch failed");
+            None
+        }
+    }
 }
 
 /// How a hold ended.
@@ -109,7 +170,7 @@ pub async fn run(
     ctx: &Rc<ShardCtx>,
     stream: TcpStream,
     mut pending: Vec<u8>,
-    plan: HoldPlan,
+    mut plan: HoldPlan,
 ) -> HoldEnd {
     let kind = match plan.instruction.hold {
         Some(grip::HoldMode::Stream) => HoldKind::Stream,
@@ -143,60 +204,24 @@ pub async fn run(
     let watcher = watch_client(rd, canceller.handle());
     let mut watcher = pin!(watcher);
     let mut reader: Option<OwnedReadHalf<TcpStream>> = None;
-    let now = ctx.clock_ms();
     let (status, after) = match kind {
         HoldKind::Response => {
-            let deadline = now + u64::from(plan.instruction.timeout_s) * 1000;
-            ctx.arm_timer(key, deadline, TimerKind::Timeout);
-            let ev = next_event(ctx, key, &mut watcher, &mut reader, &mut pending).await;
-            let (resp, close) = match ev {
-                Some(HoldEvent::Response(published)) => {
-                    let p = grip::PublishedResponse {
-                        code: published.code,
-                        reason: published.reason.clone(),
-                        headers: published
-                            .headers
-                            .iter()
-                            .map(|(n, v)| (n.clone(), v.to_vec()))
-                            .collect(),
-                        body: published.body.to_vec(),
-                    };
-                    (
-                        Some(grip::merge_published_response(
-                            &plan.instruction.response,
-                            &p,
-                        )),
-                        false,
-                    )
-                }
-                Some(HoldEvent::Timer(_)) => (Some(plan.instruction.response.clone()), false),
-                Some(HoldEvent::Shutdown) => (Some(plan.instruction.response.clone()), true),
-                Some(_) => (None, true),
-                None => (None, true),
-            };
-            match resp {
-                Some(resp) => {
-                    let keep = plan.keep_alive && !close;
-                    let mut out = Vec::with_capacity(256 + resp.body.len());
-                    write_full_response(&mut out, &resp, plan.version, keep);
-                    let ok = wr.write_all(out).await.0.is_ok();
-                    (
-                        resp.code,
-                        if ok && keep {
-                            After::KeepAlive
-                        } else {
-                            After::Close
-                        },
-                    )
-                }
-                None => (0, After::Close),
-            }
+            response_hold(
+                ctx,
+                key,
+                &mut plan,
+                &mut wr,
+                &mut watcher,
+                &mut reader,
+                &mut pending,
+            )
+            .await
         }
         HoldKind::Stream => {
             stream_hold(
                 ctx,
                 key,
-                &plan,
+                &mut plan,
                 &mut wr,
                 &mut watcher,
                 &mut reader,
@@ -323,10 +348,134 @@ async fn write_bytes(wr: &mut OwnedWriteHalf<TcpStream>, b: Bytes) -> bool {
     wr.write_all(b).await.0.is_ok()
 }
 
+/// A long-poll: answered once, by a published `http-response`, a `hint` retry whose answer is
+/// not another hold, or the timeout.
+async fn response_hold<F>(
+    ctx: &Rc<ShardCtx>,
+    key: HolderKey,
+    plan: &mut HoldPlan,
+    wr: &mut OwnedWriteHalf<TcpStream>,
+    watcher: &mut std::pin::Pin<&mut F>,
+    reader: &mut Option<OwnedReadHalf<TcpStream>>,
+    pending: &mut Vec<u8>,
+) -> (u16, After)
+where
+    F: std::future::Future<Output = (OwnedReadHalf<TcpStream>, ClientSide)>,
+{
+    let deadline = ctx.clock_ms() + u64::from(plan.instruction.timeout_s) * 1000;
+    ctx.arm_timer(key, deadline, TimerKind::Timeout);
+    let (resp, close) = loop {
+        let ev = next_event(ctx, key, watcher, reader, pending).await;
+        match ev {
+            Some(HoldEvent::Response(published)) => {
+                let p = grip::PublishedResponse {
+                    code: published.code,
+                    reason: published.reason.clone(),
+                    headers: published
+                        .headers
+                        .iter()
+                        .map(|(n, v)| (n.clone(), v.to_vec()))
+                        .collect(),
+                    body: published.body.to_vec(),
+                };
+                break (
+                    Some(grip::merge_published_response(
+                        &plan.instruction.response,
+                        &p,
+                    )),
+                    false,
+                );
+            }
+            Some(HoldEvent::Hint) => {
+                // Pushpin's recovery: re-send the original request; another hold keeps the
+                // client waiting, anything else is the answer.
+                let Some(request) = plan.request.clone() else {
+                    continue;
+                };
+                if request.framing != http1::BodyFraming::None {
+                    continue;
+                }
+                let Some(f) = fetch_for(ctx, plan, &request).await else {
+                    continue;
+                };
+                if !is_grip_head(&f.head) {
+                    break (Some(plain_response(&f.head, f.body)), false);
+                }
+                let per_conn = ctx.config.handler.connection_subscription_max;
+                let parsed = grip::parse_instruction(
+                    f.head.status,
+                    &f.head.reason,
+                    &f.head.headers,
+                    &f.body,
+                    None,
+                    per_conn,
+                );
+                match parsed {
+                    Ok(i) if i.hold == Some(grip::HoldMode::Response) => {
+                        plan.instruction.response = i.response;
+                        let deadline = ctx.clock_ms() + u64::from(i.timeout_s) * 1000;
+                        ctx.arm_timer(key, deadline, TimerKind::Timeout);
+                    }
+                    Ok(i) => break (Some(i.response), false),
+                    Err(e) => {
+                        ctx.counters().inc(Counter::GripInvalid);
+                        tracing::warn!(route = %plan.route_id, "GRIP instruction rejected on retry: {}", e.0);
+                    }
+                }
+            }
+            Some(HoldEvent::Timer(_)) => break (Some(plan.instruction.response.clone()), false),
+            Some(HoldEvent::Shutdown) => break (Some(plan.instruction.response.clone()), true),
+            Some(HoldEvent::Stream { .. }) | Some(HoldEvent::StreamClose) => {}
+            None => break (None, true),
+        }
+    };
+    match resp {
+        Some(resp) => {
+            let keep = plan.keep_alive && !close;
+            let mut out = Vec::with_capacity(256 + resp.body.len());
+            write_full_response(&mut out, &resp, plan.version, keep);
+            let ok = wr.write_all(out).await.0.is_ok();
+            (
+                resp.code,
+                if ok && keep {
+                    After::KeepAlive
+                } else {
+                    After::Close
+                },
+            )
+        }
+        None => (0, After::Close),
+    }
+}
+
+/// Frame one stream payload for the client (chunk for HTTP/1.1, raw for 1.0).
+fn frame(http11: bool, data: &[u8]) -> Bytes {
+    if !http11 {
+        return Bytes::copy_from_slice(data);
+    }
+    let mut v = Vec::with_capacity(data.len() + 16);
+    http1::write_chunk(&mut v, data);
+    Bytes::from(v)
+}
+
+/// Write the stream's response head and initial body (chunked for HTTP/1.1).
+pub fn write_stream_start(out: &mut Vec<u8>, resp: &HeldResponse, version: Version) {
+    write_stream_head(out, resp, version);
+    if !resp.body.is_empty() {
+        if version == Version::Http11 {
+            http1::write_chunk(out, &resp.body);
+        } else {
+            out.extend_from_slice(&resp.body);
+        }
+    }
+}
+
+/// An HTTP stream (or SSE): published content is appended; keep-alives fill idle periods; a
+/// `rel=next` link is fetched after its timeout without channel activity, or on `hint`.
 async fn stream_hold<F>(
     ctx: &Rc<ShardCtx>,
     key: HolderKey,
-    plan: &HoldPlan,
+    plan: &mut HoldPlan,
     wr: &mut OwnedWriteHalf<TcpStream>,
     watcher: &mut std::pin::Pin<&mut F>,
     reader: &mut Option<OwnedReadHalf<TcpStream>>,
@@ -336,42 +485,49 @@ where
     F: std::future::Future<Output = (OwnedReadHalf<TcpStream>, ClientSide)>,
 {
     let http11 = plan.version == Version::Http11;
-    let resp = &plan.instruction.response;
-    let mut out = Vec::with_capacity(256 + resp.body.len());
-    write_stream_head(&mut out, resp, plan.version);
-    if !resp.body.is_empty() {
-        if http11 {
-            http1::write_chunk_header(&mut out, resp.body.len());
-            out.extend_from_slice(&resp.body);
-            out.extend_from_slice(http1::CHUNK_TRAILER);
-        } else {
-            out.extend_from_slice(&resp.body);
+    let status = plan.instruction.response.code;
+    if !plan.head_sent {
+        let resp = &plan.instruction.response;
+        let mut out = Vec::with_capacity(256 + resp.body.len());
+        write_stream_start(&mut out, resp, plan.version);
+        if wr.write_all(out).await.0.is_err() {
+            return (status, After::Close);
         }
-    }
-    let status = resp.code;
-    if wr.write_all(out).await.0.is_err() {
-        return (status, After::Close);
+        plan.head_sent = true;
     }
     // Keep-alive data, framed once.
     let ka = plan.instruction.keep_alive.as_ref().map(|ka| {
-        let data = Bytes::from(ka.data.clone());
-        let framed = if http11 {
-            let mut v = Vec::with_capacity(data.len() + 16);
-            http1::write_chunk_header(&mut v, data.len());
-            v.extend_from_slice(&data);
-            v.extend_from_slice(http1::CHUNK_TRAILER);
-            Bytes::from(v)
-        } else {
-            data
-        };
-        (framed, u64::from(ka.timeout_s.max(1)) * 1000, ka.mode)
+        (
+            frame(http11, &ka.data),
+            u64::from(ka.timeout_s.max(1)) * 1000,
+            ka.mode,
+        )
     });
-    let mut last_write = ctx.clock_ms();
-    if let Some((_, every, _)) = &ka {
-        ctx.arm_timer(key, last_write + every, TimerKind::KeepAlive);
-    }
+    let link_every = |plan: &HoldPlan| {
+        plan.instruction
+            .next
+            .as_ref()
+            .map(|l| u64::from(l.timeout_s.unwrap_or(120).max(1)) * 1000)
+    };
+    let now = ctx.clock_ms();
+    let mut last_write = now;
+    let mut last_activity = now;
+    let mut ka_due = ka.as_ref().map(|(_, every, _)| now + every);
+    let mut link_due = link_every(plan).map(|every| now + every);
+    // One timer per hold: armed for the earlier of the keep-alive and the link deadline.
+    let rearm = |ka_due: Option<u64>, link_due: Option<u64>| {
+        let due = match (ka_due, link_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(d) = due {
+            ctx.arm_timer(key, d, TimerKind::KeepAlive);
+        }
+    };
+    rearm(ka_due, link_due);
     loop {
         let ev = next_event(ctx, key, watcher, reader, pending).await;
+        let mut fetch_link = false;
         match ev {
             Some(HoldEvent::Stream { chunk, raw }) => {
                 let b = if http11 { chunk } else { raw };
@@ -379,6 +535,8 @@ where
                     return (status, After::Close);
                 }
                 last_write = ctx.clock_ms();
+                last_activity = last_write;
+                continue;
             }
             Some(HoldEvent::StreamClose) => {
                 if http11 {
@@ -392,27 +550,36 @@ where
                 }
                 return (status, After::Close);
             }
-            Some(HoldEvent::Timer(TimerKind::KeepAlive)) => {
-                let Some((framed, every, mode)) = &ka else {
-                    continue;
-                };
+            Some(HoldEvent::Hint) => fetch_link = plan.instruction.next.is_some(),
+            Some(HoldEvent::Timer(_)) => {
                 let now = ctx.clock_ms();
-                let due = match mode {
-                    KeepAliveMode::Idle => last_write + every,
-                    KeepAliveMode::Interval => now,
-                };
-                if now >= due {
-                    if !write_bytes(wr, framed.clone()).await {
-                        return (status, After::Close);
+                if let (Some((framed, every, mode)), Some(due)) = (&ka, ka_due) {
+                    // Idle mode counts from the last write; interval mode from the last send.
+                    let due = match mode {
+                        KeepAliveMode::Idle => due.max(last_write + every),
+                        KeepAliveMode::Interval => due,
+                    };
+                    if now >= due {
+                        if !write_bytes(wr, framed.clone()).await {
+                            return (status, After::Close);
+                        }
+                        last_write = ctx.clock_ms();
+                        ctx.counters().inc(Counter::KeepAliveSent);
+                        ka_due = Some(now + every);
+                    } else {
+                        ka_due = Some(due);
                     }
-                    last_write = ctx.clock_ms();
-                    ctx.counters().inc(Counter::KeepAliveSent);
-                    ctx.arm_timer(key, now + every, TimerKind::KeepAlive);
-                } else {
-                    ctx.arm_timer(key, due, TimerKind::KeepAlive);
+                }
+                if let (Some(due), Some(every)) = (link_due, link_every(plan)) {
+                    let due = due.max(last_activity + every);
+                    if now >= due {
+                        fetch_link = true;
+                    } else {
+                        link_due = Some(due);
+                    }
                 }
             }
-            Some(HoldEvent::Timer(TimerKind::Timeout)) | Some(HoldEvent::Response(_)) => {}
+            Some(HoldEvent::Response(_)) => continue,
             Some(HoldEvent::Shutdown) => {
                 if http11 {
                     let _ = write_bytes(wr, Bytes::from_static(http1::LAST_CHUNK)).await;
@@ -432,5 +599,41 @@ where
                 return (status, After::Close);
             }
         }
+        if fetch_link {
+            if let Some(body) = follow_link(ctx, plan).await {
+                if !body.is_empty() && !write_bytes(wr, frame(http11, &body)).await {
+                    return (status, After::Close);
+                }
+                last_write = ctx.clock_ms();
+            }
+            last_activity = ctx.clock_ms();
+            link_due = link_every(plan).map(|every| last_activity + every);
+        }
+        rearm(ka_due, link_due);
     }
+}
+
+/// Fetch the stream's next link; its own `Grip-Link: rel=next` (if any) replaces the link.
+/// Returns the body to append.
+async fn follow_link(ctx: &Rc<ShardCtx>, plan: &mut HoldPlan) -> Option<Vec<u8>> {
+    let link = plan.instruction.next.clone()?;
+    let original = plan.request.clone()?;
+    let req = fetch::link_request(&original, fetch::resolve_link(&original.path, &link.uri));
+    let f = fetch_for(ctx, plan, &req).await?;
+    if !(200..300).contains(&f.head.status) {
+        tracing::warn!(route = %plan.route_id, status = f.head.status, "next link answered non-2xx");
+        return None;
+    }
+    if let Ok(links) = grip::parse_links(
+        f.head
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("grip-link"))
+            .map(|h| h.value.as_slice()),
+    ) {
+        if let Some(next) = links.next {
+            plan.instruction.next = Some(next);
+        }
+    }
+    Some(f.body)
 }

@@ -16,6 +16,7 @@
 //! that follow a request stay in the input buffer and become the next head. An idle connection
 //! holds no input buffer: it waits for readiness first, then reads.
 
+pub mod fetch;
 pub mod held;
 pub mod io;
 
@@ -39,7 +40,7 @@ use io::{relay_body, OutEncoding, Peer, RelayError, Sink};
 
 /// Largest backend response body buffered as a GRIP instruction (Pushpin's
 /// `MAX_ACCEPT_RESPONSE_BODY`); over it the client gets 502.
-const GRIP_BODY_MAX: usize = 100_000;
+pub(crate) const GRIP_BODY_MAX: usize = 100_000;
 
 /// Most headers a request head may carry (over it: 431).
 const REQUEST_HEADERS_MAX: usize = 128;
@@ -341,7 +342,7 @@ async fn handle_request(ctx: &Rc<ShardCtx>, conn: &mut Conn, head: RequestHead) 
 }
 
 /// Connect to the route's targets in failover order.
-async fn connect_targets<'t>(
+pub(crate) async fn connect_targets<'t>(
     ctx: &ShardCtx,
     targets: &[&'t HttpTarget],
     allow_reuse: bool,
@@ -370,7 +371,7 @@ async fn connect_targets<'t>(
     Err(last)
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -392,9 +393,9 @@ fn is_trusted_upstream(ctx: &ShardCtx, head: &RequestHead) -> bool {
 }
 
 /// The request head as the backend will see it.
-fn forward_head(
+pub(crate) fn forward_head(
     ctx: &ShardCtx,
-    conn: &Conn,
+    peer_ip: std::net::IpAddr,
     head: &RequestHead,
     route: &Route,
     target: &HttpTarget,
@@ -445,7 +446,7 @@ fn forward_head(
     let opts = ForwardOptions {
         path: &path,
         host_header,
-        peer_ip: conn.peer_addr.ip(),
+        peer_ip,
         client_tls: false,
         trusted_upstream: trusted,
         xff_rules,
@@ -486,7 +487,7 @@ async fn proxy(
             }
         };
         conn.set_state(ConnState::AwaitBackend);
-        let mut out = forward_head(ctx, conn, &head, route, target, trusted);
+        let mut out = forward_head(ctx, conn.peer_addr.ip(), &head, route, target, trusted);
         // Small Content-Length bodies already received go out with the head in one write.
         let mut body_sent = !has_body;
         if let BodyFraming::Length(n) = head.framing {
@@ -672,6 +673,9 @@ async fn grip_answer(
             return Reply::Done(keep_or_close(head), 502);
         }
     };
+    if instruction.hold.is_none() && instruction.next.is_some() {
+        return next_chain(ctx, conn, head, route, instruction).await;
+    }
     if instruction.hold.is_none() {
         // No hold: the instruction's response is the answer.
         let mut out = Vec::with_capacity(256 + instruction.response.body.len());
@@ -695,11 +699,131 @@ async fn grip_answer(
         version: head.version,
         keep_alive: head.keep_alive,
         route_id: route.id.clone(),
+        request: Some(head.clone()),
+        peer_ip: conn.peer_addr.ip(),
+        head_sent: false,
     }))
+}
+/// A GRIP answer without a hold but with `Grip-Link: <…>; rel=next`: the client gets one
+/// response made of this body and the bodies of the linked responses, fetched one after the
+/// other (Pushpin's chaining). A linked response that holds a stream turns the rest into a
+/// stream hold.
+async fn next_chain(
+    ctx: &Rc<ShardCtx>,
+    conn: &mut Conn,
+    head: &RequestHead,
+    route: &Route,
+    instruction: crate::grip::Instruction,
+) -> Reply {
+    let http11 = head.version == Version::Http11;
+    let status = instruction.response.code;
+    let mut out = Vec::with_capacity(256 + instruction.response.body.len());
+    held::write_stream_start(&mut out, &instruction.response, head.version);
+    if conn.client.write_all(out).await.0.is_err() {
+        return Reply::Done(After::Close, status);
+    }
+    let mut link = instruction.next;
+    let mut hops = 0;
+    while let Some(l) = link.take() {
+        hops += 1;
+        if hops > held::NEXT_CHAIN_MAX {
+            tracing::warn!(route = %route.id, "next-link chain longer than {} links: stopped", held::NEXT_CHAIN_MAX);
+            break;
+        }
+        let req = fetch::link_request(head, fetch::resolve_link(&head.path, &l.uri));
+        let f = match fetch::fetch(ctx, route, &req, conn.peer_addr.ip()).await {
+            Ok(f) if (200..300).contains(&f.head.status) => f,
+            Ok(f) => {
+                tracing::warn!(route = %route.id, status = f.head.status, "next link answered non-2xx: chain ended");
+                break;
+            }
+            Err(e) => {
+                ctx.counters().inc(Counter::BackendError);
+                tracing::warn!(route = %route.id, error = ?e, "next link failed: chain ended");
+                break;
+            }
+        };
+        let body = if held::is_grip_head(&f.head) {
+            let per_conn = ctx.config.handler.connection_subscription_max;
+            let parsed = crate::grip::parse_instruction(
+                f.head.status,
+                &f.head.reason,
+                &f.head.headers,
+                &f.body,
+                route.prefix.as_deref(),
+                per_conn,
+            );
+            match parsed {
+                Ok(mut i) => {
+                    if i.hold == Some(crate::grip::HoldMode::Stream) {
+                        let mut out = Vec::new();
+                        if !i.response.body.is_empty() {
+                            if http11 {
+                                http1::write_chunk(&mut out, &i.response.body);
+                            } else {
+                                out.extend_from_slice(&i.response.body);
+                            }
+                        }
+                        if !out.is_empty() && conn.client.write_all(out).await.0.is_err() {
+                            return Reply::Done(After::Close, status);
+                        }
+                        i.response.code = status;
+                        ctx.counters().inc(Counter::HoldsStarted);
+                        return Reply::Hold(Box::new(HoldPlan {
+                            instruction: i,
+                            version: head.version,
+                            keep_alive: head.keep_alive,
+                            route_id: route.id.clone(),
+                            request: Some(head.clone()),
+                            peer_ip: conn.peer_addr.ip(),
+                            head_sent: true,
+                        }));
+                    }
+                    link = i.next.take();
+                    i.response.body
+                }
+                Err(e) => {
+                    ctx.counters().inc(Counter::GripInvalid);
+                    tracing::warn!(route = %route.id, "GRIP instruction in a next link rejected: {}", e.0);
+                    break;
+                }
+            }
+        } else {
+            f.body
+        };
+        if !body.is_empty() {
+            let mut out = Vec::with_capacity(body.len() + 16);
+            if http11 {
+                http1::write_chunk(&mut out, &body);
+            } else {
+                out.extend_from_slice(&body);
+            }
+            if conn.client.write_all(out).await.0.is_err() {
+                return Reply::Done(After::Close, status);
+            }
+        }
+    }
+    if !http11 {
+        return Reply::Done(After::Close, status);
+    }
+    let ok = conn
+        .client
+        .write_all(http1::LAST_CHUNK.to_vec())
+        .await
+        .0
+        .is_ok();
+    Reply::Done(
+        if ok {
+            keep_or_close(head)
+        } else {
+            After::Close
+        },
+        status,
+    )
 }
 
 #[derive(Debug)]
-enum ResponseFailure {
+pub(crate) enum ResponseFailure {
     /// EOF or reset before any response byte.
     ClosedEarly,
     /// EOF or error after part of the head.
@@ -710,7 +834,7 @@ enum ResponseFailure {
 }
 
 /// Read the backend's final response head (interim 1xx answers are skipped).
-async fn read_response_head(
+pub(crate) async fn read_response_head(
     ctx: &ShardCtx,
     be: &mut Connected,
     method: &str,

@@ -37,6 +37,8 @@ pub enum HoldEvent {
     StreamClose,
     /// A published `http-response` for a long-poll (the item, shared).
     Response(std::rc::Rc<crate::publish::HttpResponseFormat>),
+    /// `action: hint`: a long-poll re-asks the backend; a stream fetches its next link.
+    Hint,
     /// The hold's timer fired (response timeout, or keep-alive for streams).
     Timer(TimerKind),
     /// The shard is shutting down.

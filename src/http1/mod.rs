@@ -15,7 +15,9 @@ pub mod forward;
 pub mod request;
 pub mod response;
 
-pub use body::{write_chunk_header, ChunkedDecoder, DecodeStep, CHUNK_TRAILER, LAST_CHUNK};
+pub use body::{
+    write_chunk, write_chunk_header, ChunkedDecoder, DecodeStep, CHUNK_TRAILER, LAST_CHUNK,
+};
 pub use forward::{write_forward_head, ForwardOptions, XffRule, XfpMode};
 pub use request::{parse_request_head, RequestHead};
 pub use response::{

@@ -47,7 +47,7 @@ fn stream_origin() -> Origin {
 
 /// Read from a held stream until `want` bytes of decoded chunk payload arrived (or deadline).
 /// Returns the raw bytes read so far (head included).
-fn read_stream_until(c: &mut RawClient, needle: &[u8], deadline: Duration) -> Vec<u8> {
+pub fn read_stream_until(c: &mut RawClient, needle: &[u8], deadline: Duration) -> Vec<u8> {
     let end = Instant::now() + deadline;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
@@ -88,7 +88,7 @@ fn open_streams(addr: SocketAddr, n: usize, path: &str) -> Vec<RawClient> {
 }
 
 /// Wait until the metrics say `n` holds are live (subscriptions are registered).
-fn wait_holds(metrics: SocketAddr, n: u64) -> Vec<u64> {
+pub fn wait_holds(metrics: SocketAddr, n: u64) -> Vec<u64> {
     let end = Instant::now() + T;
     loop {
         let mut c = RawClient::connect(metrics);

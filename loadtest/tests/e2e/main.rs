@@ -7,6 +7,7 @@ mod support;
 mod config_files;
 mod errors;
 mod grip;
+mod holds;
 mod proxy;
 mod routes;
 mod shutdown;

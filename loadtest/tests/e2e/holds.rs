@@ -1,0 +1,227 @@
+//! Hold details: next links, hints, keep-alives, HTTP/1.0 streams, slow subscribers and
+//! publish backpressure, trusted upstreams.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use loadtest::client::RawClient;
+use loadtest::origin::{Origin, OriginResponse};
+
+use crate::grip::{publish, read_stream_until};
+use crate::support::{start_routed, temp_file, DRIVERS};
+
+const T: Duration = Duration::from_secs(10);
+
+#[test]
+fn next_links_chain_into_one_response() {
+    for (driver, _) in DRIVERS {
+        let origin = Origin::start_with(|req| match req.path.as_str() {
+            "/a" => OriginResponse::text(200, "one,").with_header("Grip-Link", "</b>; rel=next"),
+            "/b" => OriginResponse::text(200, "two,").with_header("Grip-Link", "<c>; rel=next"),
+            _ => OriginResponse::text(200, "three"),
+        });
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let mut c = RawClient::connect(tack.addr);
+        c.send(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
+        let r = c.read_response(T).expect("chained response");
+        assert_eq!(r.status, 200, "{driver}");
+        assert_eq!(
+            String::from_utf8_lossy(&r.body),
+            "one,two,three",
+            "{driver}"
+        );
+        assert!(r
+            .headers
+            .iter()
+            .all(|(n, _)| !n.to_ascii_lowercase().starts_with("grip-")));
+        // Every link was fetched with GET through the same route.
+        let paths: Vec<String> = origin
+            .last_requests()
+            .iter()
+            .map(|q| q.path.clone())
+            .collect();
+        assert_eq!(paths, vec!["/a", "/b", "/c"], "{driver}");
+    }
+}
+
+#[test]
+fn hint_makes_a_long_poll_ask_the_backend_again() {
+    for (driver, _) in DRIVERS {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let origin = Origin::start_with(move |_| {
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                OriginResponse::text(200, "stale")
+                    .with_header("Grip-Hold", "response")
+                    .with_header("Grip-Channel", "h")
+            } else {
+                OriginResponse::text(200, "fresh from the backend\n")
+            }
+        });
+        let metrics = loadtest::ports::free_addr();
+        let tack = start_routed(
+            driver,
+            origin.addr(),
+            &["--metrics-port", &metrics.to_string()],
+        );
+        let mut c = RawClient::connect(tack.addr);
+        c.send(b"GET /poll?x=1 HTTP/1.1\r\nHost: a\r\n\r\n");
+        crate::grip::wait_holds(metrics, 1);
+        let hint = r#"{"items":[{"channel":"h","formats":{"http-response":{"action":"hint"}}}]}"#;
+        assert_eq!(publish(tack.publish, hint).0, 200);
+        let r = c.read_response(T).expect("retried answer");
+        assert_eq!(r.body, b"fresh from the backend\n", "{driver}");
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "{driver}: one retry");
+        let last = origin.last_requests();
+        assert_eq!(last[1].path, "/poll?x=1", "{driver}: same request re-sent");
+    }
+}
+
+#[test]
+fn stream_keep_alives_and_http10_streams() {
+    for (driver, _) in DRIVERS {
+        let origin = Origin::start_with(|_| {
+            OriginResponse::text(200, "")
+                .with_header("Grip-Hold", "stream")
+                .with_header("Grip-Channel", "ka")
+                .with_header("Grip-Keep-Alive", "ping\\n; format=cstring; timeout=1")
+        });
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let mut c = RawClient::connect(tack.addr);
+        let started = Instant::now();
+        c.send(b"GET /s HTTP/1.1\r\nHost: a\r\n\r\n");
+        let got = read_stream_until(&mut c, b"5\r\nping\n\r\n5\r\nping\n\r\n", T);
+        assert!(
+            got.ends_with(b"5\r\nping\n\r\n5\r\nping\n\r\n"),
+            "{driver}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(1900),
+            "{driver}: keep-alive too early"
+        );
+        // An HTTP/1.0 client gets the raw stream, ended by a close.
+        let mut c10 = RawClient::connect(tack.addr);
+        c10.send(b"GET /s HTTP/1.0\r\nHost: a\r\n\r\n");
+        let got = read_stream_until(&mut c10, b"ping\n", T);
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.0 200"), "{driver}: {text}");
+        assert!(
+            !text.to_ascii_lowercase().contains("transfer-encoding"),
+            "{text}"
+        );
+        let close = r#"{"items":[{"channel":"ka","formats":{"http-stream":{"action":"close"}}}]}"#;
+        assert_eq!(publish(tack.publish, close).0, 200);
+        assert!(
+            c10.is_closed_by_peer(T),
+            "{driver}: 1.0 stream ends with a close"
+        );
+    }
+}
+
+#[test]
+fn a_slow_subscriber_is_closed_and_counted_not_silently_skipped() {
+    for (driver, _) in DRIVERS {
+        let origin = Origin::start_with(|_| {
+            OriginResponse::text(200, "open\n")
+                .with_header("Grip-Hold", "stream")
+                .with_header("Grip-Channel", "flood")
+        });
+        let metrics = loadtest::ports::free_addr();
+        let tuning = temp_file("tuning.toml", "[tack]\nhold_queue_max = 4\n");
+        let tack = start_routed(
+            driver,
+            origin.addr(),
+            &[
+                "--metrics-port",
+                &metrics.to_string(),
+                "--tuning",
+                tuning.to_str().expect("utf8"),
+            ],
+        );
+        // A reader that never reads, with a tiny receive buffer: its queue fills up.
+        let mut slow = RawClient::connect(tack.addr);
+        slow.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        crate::grip::wait_holds(metrics, 1);
+        // 24 MB in 800 KB batches: more than the socket buffers of both ends can absorb.
+        let big = "x".repeat(20_000);
+        let item =
+            format!(r#"{{"channel":"flood","formats":{{"http-stream":{{"content":"{big}"}}}}}}"#);
+        let batch = format!(r#"{{"items":[{}]}}"#, vec![item; 40].join(","));
+        for _ in 0..30 {
+            assert_eq!(publish(tack.publish, &batch).0, 200, "{driver}");
+        }
+        assert!(
+            tack.proc
+                .wait_for_line("slow subscriber closed", T)
+                .is_some(),
+            "{driver}: the overflow is logged"
+        );
+        let _ = slow.read_until_close(T);
+        let mut m = RawClient::connect(metrics);
+        m.send(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
+        let text = String::from_utf8_lossy(&m.read_response(T).expect("metrics").body).into_owned();
+        assert!(
+            text.contains("tack_slow_subscriber_closed 1\n"),
+            "{driver}: {text}"
+        );
+    }
+}
+
+#[test]
+fn trusted_upstream_keeps_grip_headers_and_gets_instructions_back() {
+    for (driver, _) in DRIVERS {
+        let origin = Origin::start_with(|req| {
+            OriginResponse::text(200, "for the upstream proxy")
+                .with_header("Grip-Hold", "stream")
+                .with_header("Grip-Channel", "up")
+                .with_header(
+                    "X-Seen-Grip-Last",
+                    req.header("grip-last").unwrap_or("none"),
+                )
+        });
+        let conf = temp_file(
+            "pushpin.conf",
+            &format!("[proxy]\nupstream_key=s3cret\nsig_key=backend-key\nroutesfile=routes\n"),
+        );
+        std::fs::write(
+            conf.parent().expect("dir").join("routes"),
+            format!("* {}\n", origin.addr()),
+        )
+        .expect("routes");
+        let tack = crate::support::start(driver, &["--config".into(), conf.display().to_string()]);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let token = tack::sig::mint_grip_sig(b"s3cret", "upstream", now);
+        let mut c = RawClient::connect(tack.addr);
+        c.send(
+            format!("GET / HTTP/1.1\r\nHost: a\r\nGrip-Sig: {token}\r\nGrip-Last: up; last-id=7\r\n\r\n")
+                .as_bytes(),
+        );
+        let r = c.read_response(T).expect("passed-through instruction");
+        // The trusted upstream gets the instruction itself, and its Grip-* headers reached the origin.
+        assert_eq!(r.header("grip-hold"), Some("stream"), "{driver}");
+        assert_eq!(
+            r.header("x-seen-grip-last"),
+            Some("up; last-id=7"),
+            "{driver}"
+        );
+        // An untrusted client with a forged signature is held instead, its Grip-* stripped.
+        let forged = tack::sig::mint_grip_sig(b"wrong", "upstream", now);
+        let mut u = RawClient::connect(tack.addr);
+        u.send(
+            format!("GET / HTTP/1.1\r\nHost: a\r\nGrip-Sig: {forged}\r\nGrip-Last: up; last-id=7\r\n\r\n")
+                .as_bytes(),
+        );
+        let got = read_stream_until(&mut u, b"for the upstream proxy", T);
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.contains("X-Seen-Grip-Last: none"), "{driver}: {text}");
+        assert!(
+            !text.to_ascii_lowercase().contains("grip-hold"),
+            "{driver}: {text}"
+        );
+    }
+}

@@ -1,0 +1,151 @@
+//! Requests tack makes on its own behalf to a route's backend: next-link fetches (`Grip-Link:
+//! <…>; rel=next`) and retries of a held long-poll after a `hint`. They go through the same
+//! route, failover, pool and signing as client requests, and their responses are buffered up to
+//! the GRIP instruction limit.
+
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::http1::{BodyFraming, RequestHead, ResponseHead};
+use crate::route::{HttpTarget, Route, Target};
+use crate::shard::ShardCtx;
+
+use super::io::{relay_body, OutEncoding, Sink};
+use super::{connect_targets, forward_head, read_response_head, GRIP_BODY_MAX};
+
+/// Why an internal request failed (the caller decides what the client sees).
+#[derive(Debug)]
+pub enum FetchError {
+    NoRoute,
+    Connect,
+    Io,
+    Timeout,
+    TooLarge,
+}
+
+/// A buffered backend answer.
+pub struct Fetched {
+    pub head: ResponseHead,
+    pub body: Vec<u8>,
+}
+
+/// Resolve a `Grip-Link` URI against the request path: absolute URLs keep their path and
+/// query, `/…` is used as is, and a relative path replaces the last segment.
+pub fn resolve_link(base_path: &str, uri: &str) -> String {
+    if let Some(rest) = uri
+        .strip_prefix("http://")
+        .or_else(|| uri.strip_prefix("https://"))
+    {
+        return match rest.find('/') {
+            Some(i) => rest[i..].to_string(),
+            None => "/".to_string(),
+        };
+    }
+    if uri.starts_with('/') {
+        return uri.to_string();
+    }
+    let base = base_path.split('?').next().unwrap_or("/");
+    let dir = match base.rfind('/') {
+        Some(i) => &base[..=i],
+        None => "/",
+    };
+    format!("{dir}{uri}")
+}
+
+/// The request of a next-link fetch: a `GET` of `path` with the original request's headers
+/// (it goes through the original route, as Pushpin does since 1.35).
+pub fn link_request(original: &RequestHead, path: String) -> RequestHead {
+    let mut head = original.clone();
+    head.method = "GET".to_string();
+    head.target = path.clone();
+    head.path = path;
+    head.framing = BodyFraming::None;
+    head.expect_continue = false;
+    head.upgrade = None;
+    head
+}
+
+/// Send `head` (which must have no body) to `route`'s backend and buffer the answer.
+pub async fn fetch(
+    ctx: &Rc<ShardCtx>,
+    route: &Route,
+    head: &RequestHead,
+    peer_ip: IpAddr,
+) -> Result<Fetched, FetchError> {
+    debug_assert_eq!(
+        head.framing,
+        BodyFraming::None,
+        "internal requests carry no body"
+    );
+    let targets: Vec<&HttpTarget> = route
+        .targets
+        .iter()
+        .filter_map(|t| match t {
+            Target::Http(h) => Some(h),
+            _ => None,
+        })
+        .collect();
+    if targets.is_empty() {
+        return Err(FetchError::NoRoute);
+    }
+    let (mut be, target) = connect_targets(ctx, &targets, false)
+        .await
+        .map_err(|_| FetchError::Connect)?;
+    let out = forward_head(ctx, peer_ip, head, route, target, false);
+    be.peer.write_all(out).await.0.map_err(|_| FetchError::Io)?;
+    let resp = read_response_head(ctx, &mut be, &head.method)
+        .await
+        .map_err(|e| match e {
+            super::ResponseFailure::Timeout => FetchError::Timeout,
+            _ => FetchError::Io,
+        })?;
+    let mut body = Vec::new();
+    relay_body(
+        &mut be.peer,
+        Sink::Buffer {
+            buf: &mut body,
+            max: GRIP_BODY_MAX,
+        },
+        resp.framing,
+        OutEncoding::Identity,
+        ctx.cfg.body_buffer_bytes,
+        ctx.cfg.backend_response_timeout,
+    )
+    .await
+    .map_err(|e| match e {
+        super::io::RelayError::TooLarge => FetchError::TooLarge,
+        _ => FetchError::Io,
+    })?;
+    if resp.keep_alive
+        && resp.framing != BodyFraming::CloseDelimited
+        && be.peer.pending().is_empty()
+    {
+        ctx.pool.put(be.addr, be.peer.stream, Instant::now());
+    }
+    Ok(Fetched { head: resp, body })
+}
+
+/// Look the original request's route up again (routes are immutable, so this is stable).
+pub fn route_of<'r>(routes: &'r crate::route::RouteTable, head: &RequestHead) -> Option<&'r Route> {
+    routes.lookup(
+        head.host.as_deref(),
+        &head.path,
+        crate::route::Proto::Http,
+        false,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_link;
+
+    #[test]
+    fn links_resolve_like_urls() {
+        assert_eq!(resolve_link("/a/b?x=1", "/next?p=2"), "/next?p=2");
+        assert_eq!(resolve_link("/a/b?x=1", "c?p=2"), "/a/c?p=2");
+        assert_eq!(resolve_link("/", "c"), "/c");
+        assert_eq!(resolve_link("/a", "http://example.com/z?q"), "/z?q");
+        assert_eq!(resolve_link("/a", "https://example.com"), "/");
+    }
+}
