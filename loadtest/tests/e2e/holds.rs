@@ -183,7 +183,7 @@ fn trusted_upstream_keeps_grip_headers_and_gets_instructions_back() {
         });
         let conf = temp_file(
             "pushpin.conf",
-            &format!("[proxy]\nupstream_key=s3cret\nsig_key=backend-key\nroutesfile=routes\n"),
+            "[proxy]\nupstream_key=s3cret\nsig_key=backend-key\nroutesfile=routes\n",
         );
         std::fs::write(
             conf.parent().expect("dir").join("routes"),
