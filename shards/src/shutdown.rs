@@ -1,0 +1,135 @@
+//! Engine-wide shutdown state: one flag, set once, announced to every shard through its doorbell.
+//!
+//! Requesting shutdown sets the flag (`SeqCst`), then rings every shard's doorbell
+//! unconditionally, so each shard's doorbell task wakes the tasks waiting in
+//! `Shard::shutdown_signal` / `Shard::inbox_ready`. It also ends a pending
+//! `Engine::wait_for_signal`. What a shard does on shutdown (stop accepting, drain, return from
+//! its closure) is up to the shard's own code.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::notify::DoorbellTx;
+
+/// Shared by the engine, every shard and every [`ShutdownHandle`].
+pub(crate) struct ShutdownShared {
+    requested: AtomicBool,
+    doorbells: Vec<Arc<DoorbellTx>>,
+    /// Set while `Engine::wait_for_signal` blocks, so that a request from elsewhere ends it.
+    signal_wait: Mutex<Option<signal_hook::iterator::Handle>>,
+}
+
+impl ShutdownShared {
+    pub(crate) fn new(doorbells: Vec<Arc<DoorbellTx>>) -> Self {
+        ShutdownShared {
+            requested: AtomicBool::new(false),
+            doorbells,
+            signal_wait: Mutex::new(None),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// Sets the flag and rings every doorbell. Idempotent.
+    pub(crate) fn request(&self) {
+        let first = !self.requested.swap(true, Ordering::SeqCst);
+        if first {
+            tracing::info!(shards = self.doorbells.len(), "shutdown requested");
+        }
+        for d in &self.doorbells {
+            d.ring();
+        }
+        let waiting = self
+            .signal_wait
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = waiting {
+            handle.close();
+        }
+        debug_assert!(self.is_requested());
+    }
+
+    /// Remembers the handle of a signal wait in progress (closed by [`Self::request`]).
+    /// Returns false if shutdown was already requested (the caller should not wait).
+    pub(crate) fn set_signal_wait(&self, handle: signal_hook::iterator::Handle) -> bool {
+        let mut slot = self
+            .signal_wait
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Checked under the lock: `request` sets the flag before taking the lock, so either it
+        // sees this handle, or we see the flag.
+        if self.is_requested() {
+            return false;
+        }
+        *slot = Some(handle);
+        true
+    }
+
+    /// Forgets a signal wait that ended.
+    pub(crate) fn clear_signal_wait(&self) {
+        self.signal_wait
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+}
+
+/// A cloneable, `Send` handle that requests shutdown of an engine (same as
+/// `Engine::request_shutdown`).
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    pub(crate) shared: Arc<ShutdownShared>,
+}
+
+impl ShutdownHandle {
+    /// Sets the shutdown flag and rings every shard's doorbell. Idempotent.
+    pub fn request(&self) {
+        self.shared.request();
+    }
+
+    /// Whether shutdown has been requested.
+    pub fn is_requested(&self) -> bool {
+        self.shared.is_requested()
+    }
+}
+
+impl std::fmt::Debug for ShutdownHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShutdownHandle")
+            .field("requested", &self.is_requested())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::doorbell;
+    use std::io::Read;
+
+    #[test]
+    fn request_sets_flag_and_rings_every_doorbell_even_unparked() {
+        let (t0, r0) = doorbell().expect("doorbell");
+        let (t1, r1) = doorbell().expect("doorbell");
+        let shared = Arc::new(ShutdownShared::new(vec![t0, t1]));
+        let handle = ShutdownHandle {
+            shared: shared.clone(),
+        };
+        assert!(!handle.is_requested());
+        handle.clone().request();
+        assert!(shared.is_requested());
+        for rx in [r0, r1] {
+            let std = rx_into_std(rx);
+            let mut buf = [0u8; 4];
+            assert_eq!((&std).read(&mut buf).expect("rang"), 1);
+        }
+    }
+
+    fn rx_into_std(rx: crate::notify::BellRx) -> std::os::unix::net::UnixStream {
+        rx.into_std()
+    }
+}
