@@ -28,6 +28,7 @@ use crate::metrics::Counter;
 use crate::shard::ShardCtx;
 use crate::subs::HolderKey;
 
+use super::iovec::{writev_all, ByteVecs, IOV_BATCH_MAX};
 use super::After;
 
 /// Bytes read per wake-up while a connection is held (the client is not expected to send).
@@ -530,8 +531,25 @@ where
         let mut fetch_link = false;
         match ev {
             Some(HoldEvent::Stream { chunk, raw }) => {
-                let b = if http11 { chunk } else { raw };
-                if !write_bytes(wr, b).await {
+                let first = if http11 { chunk } else { raw };
+                // A backlog goes out in one writev of the shared payloads.
+                let next = ctx.holds.borrow_mut().pop_stream(key);
+                let ok = match next {
+                    None => write_bytes(wr, first).await,
+                    Some((c, r)) => {
+                        let mut v = ByteVecs::default();
+                        v.push(first);
+                        v.push(if http11 { c } else { r });
+                        while v.len() < IOV_BATCH_MAX {
+                            let Some((c, r)) = ctx.holds.borrow_mut().pop_stream(key) else {
+                                break;
+                            };
+                            v.push(if http11 { c } else { r });
+                        }
+                        writev_all(wr, v).await.is_ok()
+                    }
+                };
+                if !ok {
                     return (status, After::Close);
                 }
                 last_write = ctx.clock_ms();

@@ -19,6 +19,7 @@
 pub mod fetch;
 pub mod held;
 pub mod io;
+pub mod iovec;
 
 use std::net::SocketAddr;
 use std::rc::Rc;

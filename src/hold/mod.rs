@@ -259,6 +259,19 @@ impl HoldRegistry {
         Poll::Pending
     }
 
+    /// Pop the next event only if it is stream data (used to batch a backlog into one write
+    /// without reordering it against other events).
+    pub fn pop_stream(&mut self, key: HolderKey) -> Option<(Bytes, Bytes)> {
+        let s = self.slot_mut(key)?;
+        match s.queue.front() {
+            Some(HoldEvent::Stream { .. }) => match s.queue.pop_front() {
+                Some(HoldEvent::Stream { chunk, raw }) => Some((chunk, raw)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Whether the hold was cut off for slowness.
     pub fn overflowed(&mut self, key: HolderKey) -> bool {
         self.slot_mut(key).is_some_and(|s| s.overflowed)

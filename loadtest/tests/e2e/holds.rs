@@ -225,3 +225,80 @@ fn trusted_upstream_keeps_grip_headers_and_gets_instructions_back() {
         );
     }
 }
+
+/// The total of one metric from tack's Prometheus endpoint.
+fn metric(metrics: std::net::SocketAddr, name: &str) -> u64 {
+    let mut m = RawClient::connect(metrics);
+    m.send(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
+    let text = String::from_utf8_lossy(&m.read_response(T).expect("metrics").body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in {text}"))
+}
+
+#[test]
+fn a_long_fan_out_does_not_stall_the_shard() {
+    const SUBS: usize = 500;
+    const ITEMS: usize = 400;
+    for (driver, _) in DRIVERS {
+        let origin = Origin::start_with(|req| {
+            if req.path == "/hello" {
+                return OriginResponse::text(200, "hello\n");
+            }
+            OriginResponse::text(200, "open\n")
+                .with_header("Grip-Hold", "stream")
+                .with_header("Grip-Channel", "wide")
+        });
+        let metrics = loadtest::ports::free_addr();
+        let tuning = temp_file("tuning.toml", "[tack]\nhold_queue_max = 4096\n");
+        // One shard: the fan-out, the accept and the read below all compete on it.
+        let tack = start_routed(
+            driver,
+            origin.addr(),
+            &[
+                "--shards",
+                "1",
+                "--metrics-port",
+                &metrics.to_string(),
+                "--tuning",
+                tuning.to_str().expect("utf8"),
+            ],
+        );
+        let subs: Vec<RawClient> = (0..SUBS)
+            .map(|_| {
+                let mut c = RawClient::connect(tack.addr);
+                c.send(b"GET /s HTTP/1.1\r\nHost: a\r\n\r\n");
+                c
+            })
+            .collect();
+        crate::grip::wait_holds(metrics, SUBS as u64);
+        let items: Vec<String> = (0..ITEMS)
+            .map(|i| {
+                format!(
+                    r#"{{"channel":"wide","formats":{{"http-stream":{{"content":"m{i}\n"}}}}}}"#
+                )
+            })
+            .collect();
+        let batch = format!(r#"{{"items":[{}]}}"#, items.join(","));
+        assert_eq!(publish(tack.publish, &batch).0, 200);
+        // A new client is accepted and answered while the 200,000 deliveries are under way.
+        let mut c = RawClient::connect(tack.addr);
+        c.send(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+        let r = c.read_response(T).expect("hello during the fan-out");
+        assert_eq!(r.body, b"hello\n", "{driver}");
+        let sent_at_hello = metric(metrics, "message_sent");
+        let total = (SUBS * ITEMS) as u64;
+        assert!(
+            sent_at_hello < total,
+            "{driver}: the request waited for the whole fan-out ({sent_at_hello} of {total} sent)"
+        );
+        // …and the fan-out still completes.
+        let end = Instant::now() + Duration::from_secs(60);
+        while metric(metrics, "message_sent") < total {
+            assert!(Instant::now() < end, "{driver}: fan-out did not complete");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(subs);
+    }
+}
