@@ -31,8 +31,10 @@ use crate::subs::HolderKey;
 use super::iovec::{writev_all, ByteVecs, IOV_BATCH_MAX};
 use super::After;
 
-/// Bytes read per wake-up while a connection is held (the client is not expected to send).
-const HELD_READ_BYTES: usize = 512;
+/// Bytes read per wake-up while a connection is held: the read only watches for the client
+/// going away (it is not expected to send), so the buffer parked on every held connection is
+/// kept tiny.
+const HELD_READ_BYTES: usize = 32;
 
 /// What the hold needs to know about the request it answers.
 pub struct HoldPlan {
@@ -200,6 +202,8 @@ pub async fn run(
     };
     ctx.counters().inc(Counter::HoldsActive);
     subscribe_all(ctx, key, &plan);
+    // Subscribed: the names are in the shard's table; keep no copy per connection.
+    plan.instruction.channels = Vec::new();
     let (rd, mut wr) = stream.into_split();
     let canceller = Canceller::new();
     let watcher = watch_client(rd, canceller.handle());
@@ -495,6 +499,13 @@ where
             return (status, After::Close);
         }
         plan.head_sent = true;
+    }
+    // What a stream keeps while it waits: nothing of the first response, and the request only
+    // if a next link may need it.
+    plan.instruction.response.headers = Vec::new();
+    plan.instruction.response.body = Vec::new();
+    if plan.instruction.next.is_none() {
+        plan.request = None;
     }
     // Keep-alive data, framed once.
     let ka = plan.instruction.keep_alive.as_ref().map(|ka| {

@@ -185,13 +185,17 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer_addr: SocketAddr) 
         let method = head.method.clone();
         let path = head.path.clone();
         let peer_addr = conn.peer_addr;
-        let (after, status) = match handle_request(&ctx, &mut conn, head).await {
+        // The request path's future is boxed so that this connection future stays small: an
+        // idle or held connection does not carry the proxy path's state.
+        let (after, status) = match Box::pin(handle_request(&ctx, &mut conn, head)).await {
             Reply::Done(after, status) => (after, status),
             Reply::Hold(plan) => {
                 let Conn { client, .. } = conn;
                 let Peer { stream, buf, pos } = client;
                 let pending = buf.get(pos..).map(<[u8]>::to_vec).unwrap_or_default();
-                let end = held::run(&ctx, stream, pending, *plan).await;
+                // The request's read buffer is not kept while the client is held.
+                drop(buf);
+                let end = Box::pin(held::run(&ctx, stream, pending, *plan)).await;
                 match end.stream {
                     Some(stream) => {
                         conn = Conn {
