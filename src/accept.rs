@@ -42,12 +42,16 @@ pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
                 ctx.counters().inc(Counter::ConnectionAccepted);
                 ctx.counters().inc(Counter::ConnectionConnected);
                 let c = ctx.clone();
-                monoio::spawn(async move {
+                let task = async move {
                     conn::serve(c.clone(), stream, addr).await;
                     debug_assert!(c.conns_open.get() > 0);
                     c.conns_open.set(c.conns_open.get() - 1);
                     c.counters().dec(Counter::ConnectionConnected);
-                });
+                };
+                if ctx.counters().get(Counter::ConnectionAccepted) == 1 {
+                    tracing::trace!(bytes = std::mem::size_of_val(&task), "connection task size");
+                }
+                monoio::spawn(task);
             }
             Err(e) => {
                 tracing::warn!(shard = %ctx.id, error = %e, "accept failed");

@@ -92,7 +92,8 @@ pub fn is_grip_head(head: &ResponseHead) -> bool {
 async fn fetch_for(ctx: &Rc<ShardCtx>, plan: &HoldPlan, request: &RequestHead) -> Option<Fetched> {
     let routes = ctx.config.routes.clone();
     let route = fetch::route_of(&routes, request)?;
-    match fetch::fetch(ctx, route, request, plan.peer_ip).await {
+    // Boxed: rare, and its state is large; a waiting hold should not carry it.
+    match Box::pin(fetch::fetch(ctx, route, request, plan.peer_ip)).await {
         Ok(f) => Some(f),
         Err(e) => {
             ctx.counters().inc(Counter::BackendError);

@@ -145,12 +145,14 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer_addr: SocketAddr) 
         debug_assert_eq!(conn.state, ConnState::Idle);
         if conn.client.pending().is_empty() {
             conn.client.release_if_empty();
-            if !wait_readable(&ctx, &conn.client).await {
+            // Boxed, like every large sub-future here: monoio's `Sleep` alone is 640 bytes, and
+            // a held connection, parked further down, must not carry it.
+            if !Box::pin(wait_readable(&ctx, &conn.client)).await {
                 break;
             }
         }
         conn.set_state(ConnState::ReadHead);
-        let head = match read_head(&ctx, &mut conn.client).await {
+        let head = match Box::pin(read_head(&ctx, &mut conn.client)).await {
             Ok(Some(head)) => head,
             Ok(None) => break,
             Err(HeadFailure::Timeout) => {
@@ -195,7 +197,13 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer_addr: SocketAddr) 
                 let pending = buf.get(pos..).map(<[u8]>::to_vec).unwrap_or_default();
                 // The request's read buffer is not kept while the client is held.
                 drop(buf);
-                let end = Box::pin(held::run(&ctx, stream, pending, *plan)).await;
+                // Boxed where it is made: a held connection pays for the hold's state only
+                // while it is held, and the connection future stays small.
+                let hold = Box::pin(held::run(&ctx, stream, pending, *plan));
+                if ctx.counters().get(Counter::HoldsActive) <= 1 {
+                    tracing::trace!(bytes = std::mem::size_of_val(&*hold), "hold future size");
+                }
+                let end = hold.await;
                 match end.stream {
                     Some(stream) => {
                         conn = Conn {
