@@ -18,7 +18,7 @@ use super::{reserve_bounded, CloseReason};
 pub const EXTENSION_NAME: &str = "permessage-deflate";
 /// The tail of a sync flush, stripped from each compressed message.
 const SYNC_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
-/// Output produced per inflate call: bounds the work done before the size limit is checked.
+/// Most output room added per inflate call: bounds the work done between size-limit checks.
 const INFLATE_CHUNK: usize = 32 * 1024;
 /// Compression level: fast (1), since every message is compressed once per connection.
 pub const DEFAULT_LEVEL: u32 = 1;
@@ -42,8 +42,7 @@ pub struct DeflateParams {
 
 /// Parses a window-bits value: `8`–`15`, digits only, no leading zero.
 fn window_bits(v: &str) -> Option<u8> {
-    if v.is_empty() || v.len() > 2 || v.starts_with('0') || !v.bytes().all(|b| b.is_ascii_digit())
-    {
+    if v.is_empty() || v.len() > 2 || v.starts_with('0') || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let n: u8 = v.parse().ok()?;
@@ -125,7 +124,10 @@ pub fn negotiate(offer: &DeflateParams, allow: bool) -> Option<(DeflateParams, S
     if !allow {
         return None;
     }
-    if offer.server_max_window_bits.is_some_and(|b| b < WINDOW_BITS) {
+    if offer
+        .server_max_window_bits
+        .is_some_and(|b| b < WINDOW_BITS)
+    {
         return None;
     }
     let agreed = DeflateParams {
@@ -161,7 +163,10 @@ impl Deflater {
 
     /// A compressor with a zlib compression level (0–9; larger values are clamped).
     pub fn with_level(no_context_takeover: bool, level: u32) -> Self {
-        Deflater { c: Compress::new(Compression::new(level.min(9)), false), no_context_takeover }
+        Deflater {
+            c: Compress::new(Compression::new(level.min(9)), false),
+            no_context_takeover,
+        }
     }
 
     /// The compressor of a server (tack facing a client) under this agreement.
@@ -197,7 +202,11 @@ impl Deflater {
                 out.reserve((payload.len() - pos) / 2 + 1024);
             }
             let (in0, out0) = (self.c.total_in(), self.c.total_out());
-            if self.c.compress_vec(&payload[pos..], out, FlushCompress::Sync).is_err() {
+            if self
+                .c
+                .compress_vec(&payload[pos..], out, FlushCompress::Sync)
+                .is_err()
+            {
                 return false;
             }
             let consumed = (self.c.total_in() - in0) as usize;
@@ -236,7 +245,11 @@ pub struct Inflater {
 impl Inflater {
     /// A decompressor; with `no_context_takeover` it forgets its window after every message.
     pub fn new(no_context_takeover: bool) -> Self {
-        Inflater { d: Decompress::new(false), no_context_takeover, ended: false }
+        Inflater {
+            d: Decompress::new(false),
+            no_context_takeover,
+            ended: false,
+        }
     }
 
     /// The decompressor of a server (reading client messages) under this agreement.
@@ -259,18 +272,18 @@ impl Inflater {
         max: usize,
     ) -> Result<(), CloseReason> {
         debug_assert!(out.len() <= max);
+        let cap_max = max.saturating_add(1); // one byte over the limit detects overflow
+        let mut chunk = input.len().saturating_mul(4).clamp(256, INFLATE_CHUNK);
         let mut pos = 0;
         while !self.ended {
-            let room = max.saturating_add(1) - out.len(); // one byte over the limit detects overflow
-            let chunk = room.min(INFLATE_CHUNK);
-            let start = out.len();
-            reserve_bounded(out, chunk, max.saturating_add(1));
-            out.resize(start + chunk, 0);
+            reserve_bounded(out, chunk.min(cap_max - out.len()), cap_max);
+            let spare = out.capacity() - out.len();
             let (in0, out0) = (self.d.total_in(), self.d.total_out());
-            let res = self.d.decompress(&input[pos..], &mut out[start..], FlushDecompress::None);
+            let res = self
+                .d
+                .decompress_vec(&input[pos..], out, FlushDecompress::None);
             let consumed = (self.d.total_in() - in0) as usize;
             let produced = (self.d.total_out() - out0) as usize;
-            out.truncate(start + produced);
             pos += consumed;
             let status = res.map_err(|_| CloseReason::invalid_data("invalid compressed data"))?;
             if out.len() > max {
@@ -280,12 +293,13 @@ impl Inflater {
                 self.ended = true;
                 break;
             }
-            if pos == input.len() && produced < chunk {
+            if pos == input.len() && produced < spare {
                 break; // all input taken and no output pending
             }
             if consumed == 0 && produced == 0 {
                 return Err(CloseReason::invalid_data("invalid compressed data"));
             }
+            chunk = chunk.saturating_mul(2).min(INFLATE_CHUNK);
         }
         debug_assert!(out.len() <= max);
         Ok(())
@@ -324,7 +338,10 @@ mod tests {
         assert_eq!(offer("permessage-deflate"), Some(DeflateParams::default()));
         assert_eq!(
             offer("permessage-deflate; client_max_window_bits"),
-            Some(DeflateParams { client_max_window_bits: Some(15), ..Default::default() })
+            Some(DeflateParams {
+                client_max_window_bits: Some(15),
+                ..Default::default()
+            })
         );
         assert_eq!(
             offer(
@@ -356,13 +373,22 @@ mod tests {
             let with_fallback = format!("{bad}, permessage-deflate; client_no_context_takeover");
             assert_eq!(
                 offer(&with_fallback),
-                Some(DeflateParams { client_no_context_takeover: true, ..Default::default() }),
+                Some(DeflateParams {
+                    client_no_context_takeover: true,
+                    ..Default::default()
+                }),
                 "{bad}"
             );
         }
-        assert_eq!(parse_deflate_offers(&["permessage-deflate; server_max_window_bits=10"]).len(), 1);
+        assert_eq!(
+            parse_deflate_offers(&["permessage-deflate; server_max_window_bits=10"]).len(),
+            1
+        );
         // Across several header lines.
-        assert_eq!(parse_deflate_offer(&["foo", "permessage-deflate"]), Some(DeflateParams::default()));
+        assert_eq!(
+            parse_deflate_offer(&["foo", "permessage-deflate"]),
+            Some(DeflateParams::default())
+        );
         assert_eq!(parse_deflate_offer(&["foo; bar=1"]), None);
     }
 
@@ -386,7 +412,10 @@ mod tests {
         );
         assert_eq!(agreed.client_max_window_bits, None);
         assert!(agreed.server_no_context_takeover && agreed.client_no_context_takeover);
-        let small = DeflateParams { server_max_window_bits: Some(9), ..Default::default() };
+        let small = DeflateParams {
+            server_max_window_bits: Some(9),
+            ..Default::default()
+        };
         assert_eq!(negotiate(&small, true), None);
     }
 
@@ -399,10 +428,19 @@ mod tests {
         // §7.2.3.2: second "Hello" using the first one's window.
         let mut inf = Inflater::new(false);
         assert_eq!(inf.inflate_message(&hello, 100).unwrap(), b"Hello");
-        assert_eq!(inf.inflate_message(&[0xf2, 0x00, 0x11, 0x00, 0x00], 100).unwrap(), b"Hello");
+        assert_eq!(
+            inf.inflate_message(&[0xf2, 0x00, 0x11, 0x00, 0x00], 100)
+                .unwrap(),
+            b"Hello"
+        );
         // §7.2.3.3: an uncompressed (stored) block.
-        let stored = [0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00];
-        assert_eq!(Inflater::new(true).inflate_message(&stored, 100).unwrap(), b"Hello");
+        let stored = [
+            0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+        ];
+        assert_eq!(
+            Inflater::new(true).inflate_message(&stored, 100).unwrap(),
+            b"Hello"
+        );
         // §7.2.3.5: BFINAL set ("Hello" with a final block).
         let fin = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00];
         let mut inf = Inflater::new(false);
@@ -415,7 +453,12 @@ mod tests {
         for no_ctx in [false, true] {
             let mut d = Deflater::new(no_ctx);
             let mut i = Inflater::new(no_ctx);
-            let msgs: [&[u8]; 4] = [b"", b"hello hello hello hello", b"hello hello hello hello", &[0u8; 70000]];
+            let msgs: [&[u8]; 4] = [
+                b"",
+                b"hello hello hello hello",
+                b"hello hello hello hello",
+                &[0u8; 70000],
+            ];
             let mut sizes = Vec::new();
             for m in msgs {
                 let mut c = Vec::new();
@@ -442,12 +485,25 @@ mod tests {
         let mut i = Inflater::new(true);
         let mut out = Vec::new();
         assert_eq!(i.inflate(&c, &mut out, 100_000).unwrap_err().code, 1009);
-        assert!(out.len() <= 100_001 && out.capacity() <= 200_002, "{}", out.capacity());
+        assert!(
+            out.len() <= 100_001 && out.capacity() <= 200_002,
+            "{}",
+            out.capacity()
+        );
         // Exactly at the limit is fine.
         let mut c = Vec::new();
         assert!(d.compress_message(&[b'z'; 5000], &mut c));
-        assert_eq!(Inflater::new(true).inflate_message(&c, 5000).unwrap().len(), 5000);
-        assert_eq!(Inflater::new(true).inflate_message(&c, 4999).unwrap_err().code, 1009);
+        assert_eq!(
+            Inflater::new(true).inflate_message(&c, 5000).unwrap().len(),
+            5000
+        );
+        assert_eq!(
+            Inflater::new(true)
+                .inflate_message(&c, 4999)
+                .unwrap_err()
+                .code,
+            1009
+        );
     }
 
     #[test]
@@ -455,6 +511,11 @@ mod tests {
         let mut i = Inflater::new(false);
         let mut out = Vec::new();
         // BTYPE=11 is reserved.
-        assert_eq!(i.inflate(&[0xff, 0xff, 0xff], &mut out, 1000).unwrap_err().code, 1007);
+        assert_eq!(
+            i.inflate(&[0xff, 0xff, 0xff], &mut out, 1000)
+                .unwrap_err()
+                .code,
+            1007
+        );
     }
 }

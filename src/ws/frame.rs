@@ -82,7 +82,15 @@ pub fn parse_frame_header(buf: &[u8]) -> Result<Option<FrameHeader>, CloseReason
     }
     debug_assert!(pos <= HEADER_MAX);
     debug_assert!(!opcode.is_control() || (fin && len <= CONTROL_MAX as u64));
-    Ok(Some(FrameHeader { fin, rsv1, opcode, masked, mask, len, header_len: pos }))
+    Ok(Some(FrameHeader {
+        fin,
+        rsv1,
+        opcode,
+        masked,
+        mask,
+        len,
+        header_len: pos,
+    }))
 }
 
 /// XORs `payload` with `mask`, where `payload` starts `offset` bytes into the frame's payload
@@ -220,7 +228,11 @@ pub fn encode_message(
         out.extend_from_slice(p);
         return;
     }
-    let opcode = if opcode == Opcode::Continuation { Opcode::Binary } else { opcode };
+    let opcode = if opcode == Opcode::Continuation {
+        Opcode::Binary
+    } else {
+        opcode
+    };
     let compressed;
     let (data, rsv1) = match deflate {
         Some(d) => {
@@ -256,7 +268,11 @@ pub fn encode_message_masked(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8], 
     } else {
         payload
     };
-    let opcode = if opcode == Opcode::Continuation { Opcode::Binary } else { opcode };
+    let opcode = if opcode == Opcode::Continuation {
+        Opcode::Binary
+    } else {
+        opcode
+    };
     write_frame_header(out, true, opcode, payload.len() as u64, Some(mask), false);
     let start = out.len();
     out.extend_from_slice(payload);
@@ -290,16 +306,26 @@ mod tests {
         assert_eq!(parse_frame_header(&[]), Ok(None));
         assert_eq!(parse_frame_header(&[0x82]), Ok(None));
         assert_eq!(parse_frame_header(&[0x82, 126, 0]), Ok(None));
-        assert_eq!(parse_frame_header(&[0x82, 127, 0, 0, 0, 0, 0, 0, 1]), Ok(None));
+        assert_eq!(
+            parse_frame_header(&[0x82, 127, 0, 0, 0, 0, 0, 0, 1]),
+            Ok(None)
+        );
         assert_eq!(parse_frame_header(&[0x82, 0x81, 1, 2, 3]), Ok(None));
     }
 
     #[test]
     fn header_extended_lengths() {
-        let h = parse_frame_header(&[0x02, 0xfe, 0x01, 0x00, 9, 8, 7, 6]).unwrap().unwrap();
-        assert_eq!((h.fin, h.opcode, h.len, h.header_len), (false, Opcode::Binary, 256, 8));
+        let h = parse_frame_header(&[0x02, 0xfe, 0x01, 0x00, 9, 8, 7, 6])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.fin, h.opcode, h.len, h.header_len),
+            (false, Opcode::Binary, 256, 8)
+        );
         assert_eq!(h.mask, [9, 8, 7, 6]);
-        let h = parse_frame_header(&[0x82, 127, 0, 0, 0, 1, 0, 0, 0, 0]).unwrap().unwrap();
+        let h = parse_frame_header(&[0x82, 127, 0, 0, 0, 1, 0, 0, 0, 0])
+            .unwrap()
+            .unwrap();
         assert_eq!((h.len, h.header_len), (1 << 32, 10));
         assert_eq!(
             parse_frame_header(&[0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 0]),
@@ -327,7 +353,14 @@ mod tests {
         write_frame_header(&mut out, true, Opcode::Text, 125, None, false);
         assert_eq!(out, [0x81, 125]);
         out.clear();
-        write_frame_header(&mut out, false, Opcode::Binary, 126, Some([1, 2, 3, 4]), true);
+        write_frame_header(
+            &mut out,
+            false,
+            Opcode::Binary,
+            126,
+            Some([1, 2, 3, 4]),
+            true,
+        );
         assert_eq!(out, [0x42, 0xfe, 0, 126, 1, 2, 3, 4]);
         out.clear();
         write_frame_header(&mut out, true, Opcode::Continuation, 65536, None, false);
@@ -337,7 +370,10 @@ mod tests {
                 out.clear();
                 write_frame_header(&mut out, true, Opcode::Binary, len, mask, false);
                 let h = parse_frame_header(&out).unwrap().unwrap();
-                assert_eq!((h.len, h.header_len, h.masked), (len, out.len(), mask.is_some()));
+                assert_eq!(
+                    (h.len, h.header_len, h.masked),
+                    (len, out.len(), mask.is_some())
+                );
             }
         }
     }
@@ -406,7 +442,10 @@ mod tests {
         assert_eq!(out, [0x82, 0x00]);
         out.clear();
         encode_message(&mut out, Opcode::Binary, b"abcdefgh", 4, None);
-        assert_eq!(out, [0x02, 4, b'a', b'b', b'c', b'd', 0x80, 4, b'e', b'f', b'g', b'h']);
+        assert_eq!(
+            out,
+            [0x02, 4, b'a', b'b', b'c', b'd', 0x80, 4, b'e', b'f', b'g', b'h']
+        );
         out.clear();
         let big = vec![7u8; 200];
         encode_message(&mut out, Opcode::Pong, &big, DEFAULT_FRAME_MAX, None);
@@ -436,15 +475,30 @@ mod tests {
     fn close_payloads() {
         assert_eq!(parse_close_payload(b""), Ok((None, String::new())));
         assert_eq!(parse_close_payload(b"\x03").unwrap_err().code, 1002);
-        assert_eq!(parse_close_payload(b"\x03\xe8ok"), Ok((Some(1000), "ok".into())));
+        assert_eq!(
+            parse_close_payload(b"\x03\xe8ok"),
+            Ok((Some(1000), "ok".into()))
+        );
         assert_eq!(parse_close_payload(b"\x03\xe8\xff").unwrap_err().code, 1007);
-        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+        for code in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
             let p = code.to_be_bytes();
-            assert_eq!(parse_close_payload(&p).unwrap_err().code, 1002, "code {code}");
+            assert_eq!(
+                parse_close_payload(&p).unwrap_err().code,
+                1002,
+                "code {code}"
+            );
         }
-        for code in [1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 3000, 4999] {
+        for code in [
+            1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 3000, 4999,
+        ] {
             let p = code.to_be_bytes();
-            assert_eq!(parse_close_payload(&p), Ok((Some(code), String::new())), "code {code}");
+            assert_eq!(
+                parse_close_payload(&p),
+                Ok((Some(code), String::new())),
+                "code {code}"
+            );
         }
     }
 }

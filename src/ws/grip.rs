@@ -87,7 +87,10 @@ pub fn classify_message<'a>(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ControlMessage {
     /// Subscribe to `channel` (non-empty) with these filters (the handler enforces the limit).
-    Subscribe { channel: String, filters: Vec<String> },
+    Subscribe {
+        channel: String,
+        filters: Vec<String>,
+    },
     /// Unsubscribe from `channel` (non-empty).
     Unsubscribe { channel: String },
     /// Close the backend WebSocket, keep the client.
@@ -98,9 +101,18 @@ pub enum ControlMessage {
     SetMeta { name: String, value: Option<String> },
     /// Keep-alive message: `content: None` turns keep-alive off. `timeout_s` is as given
     /// (default 55; the handler applies any floor). `mode_interval`: `mode` was `interval`.
-    KeepAlive { content: Option<Bytes>, message_type: WsMsgType, timeout_s: u32, mode_interval: bool },
+    KeepAlive {
+        content: Option<Bytes>,
+        message_type: WsMsgType,
+        timeout_s: u32,
+        mode_interval: bool,
+    },
     /// Send `content` after `timeout_s` (default 1) unless `flush-delayed` comes first.
-    SendDelayed { content: Option<Bytes>, message_type: WsMsgType, timeout_s: u32 },
+    SendDelayed {
+        content: Option<Bytes>,
+        message_type: WsMsgType,
+        timeout_s: u32,
+    },
     /// Send any delayed message now.
     FlushDelayed,
     /// An unknown `type`, to be logged and ignored.
@@ -112,7 +124,9 @@ fn opt_string(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, Str
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(format!("grip control object contains '{key}' with wrong type")),
+        Some(_) => Err(format!(
+            "grip control object contains '{key}' with wrong type"
+        )),
     }
 }
 
@@ -120,7 +134,9 @@ fn opt_string(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, Str
 fn required_string(obj: &Map<String, Value>, key: &str) -> Result<String, String> {
     match opt_string(obj, key)? {
         Some(s) if !s.is_empty() => Ok(s),
-        Some(_) => Err(format!("grip control object contains '{key}' with invalid value")),
+        Some(_) => Err(format!(
+            "grip control object contains '{key}' with invalid value"
+        )),
         None => Err(format!("grip control object does not contain '{key}'")),
     }
 }
@@ -180,8 +196,8 @@ fn delayed_message(
 /// Parses control message JSON (after `c:`). Errors carry Pushpin-like messages for a debug
 /// log; the message is then ignored.
 pub fn parse_control(json: &[u8]) -> Result<ControlMessage, String> {
-    let v: Value =
-        serde_json::from_slice(json).map_err(|e| format!("grip control packet is not JSON: {e}"))?;
+    let v: Value = serde_json::from_slice(json)
+        .map_err(|e| format!("grip control packet is not JSON: {e}"))?;
     let Value::Object(obj) = v else {
         return Err("grip control packet is not an object".into());
     };
@@ -198,13 +214,19 @@ pub fn parse_control(json: &[u8]) -> Result<ControlMessage, String> {
                     .map(|f| f.as_str().map(str::to_owned))
                     .collect::<Option<Vec<_>>>()
                     .ok_or("filters contains value with wrong type")?,
-                Some(_) => return Err("grip control object contains 'filters' with wrong type".into()),
+                Some(_) => {
+                    return Err("grip control object contains 'filters' with wrong type".into())
+                }
             };
             ControlMessage::Subscribe { channel, filters }
         }
-        "unsubscribe" => ControlMessage::Unsubscribe { channel: required_string(&obj, "channel")? },
+        "unsubscribe" => ControlMessage::Unsubscribe {
+            channel: required_string(&obj, "channel")?,
+        },
         "detach" => ControlMessage::Detach,
-        "session" => ControlMessage::Session { id: opt_string(&obj, "id")? },
+        "session" => ControlMessage::Session {
+            id: opt_string(&obj, "id")?,
+        },
         "set-meta" => ControlMessage::SetMeta {
             name: required_string(&obj, "name")?,
             value: opt_string(&obj, "value")?,
@@ -213,12 +235,21 @@ pub fn parse_control(json: &[u8]) -> Result<ControlMessage, String> {
             let (content, message_type, timeout_s) =
                 delayed_message(&obj, DEFAULT_KEEP_ALIVE_TIMEOUT_S)?;
             let mode_interval = opt_string(&obj, "mode")?.as_deref() == Some("interval");
-            ControlMessage::KeepAlive { content, message_type, timeout_s, mode_interval }
+            ControlMessage::KeepAlive {
+                content,
+                message_type,
+                timeout_s,
+                mode_interval,
+            }
         }
         "send-delayed" => {
             let (content, message_type, timeout_s) =
                 delayed_message(&obj, DEFAULT_SEND_DELAYED_TIMEOUT_S)?;
-            ControlMessage::SendDelayed { content, message_type, timeout_s }
+            ControlMessage::SendDelayed {
+                content,
+                message_type,
+                timeout_s,
+            }
         }
         "flush-delayed" => ControlMessage::FlushDelayed,
         _ => ControlMessage::Unknown(ty),
@@ -234,11 +265,26 @@ mod tests {
         assert_eq!(grip_extension_prefix(&[]), None);
         assert_eq!(grip_extension_prefix(&["permessage-deflate"]), None);
         assert_eq!(grip_extension_prefix(&["grip"]), Some("m:".into()));
-        assert_eq!(grip_extension_prefix(&["foo, grip; message-prefix=\"\""]), Some("".into()));
-        assert_eq!(grip_extension_prefix(&["foo", "grip; message-prefix=x-"]), Some("x-".into()));
-        assert_eq!(grip_extension_prefix(&["GRIP; Message-Prefix=\"a,b\""]), Some("a,b".into()));
-        assert_eq!(grip_extension_prefix(&["grip; message-prefix"]), Some("".into()));
-        assert_eq!(grip_extension_prefix(&["grip; message-prefix=\"open"]), None);
+        assert_eq!(
+            grip_extension_prefix(&["foo, grip; message-prefix=\"\""]),
+            Some("".into())
+        );
+        assert_eq!(
+            grip_extension_prefix(&["foo", "grip; message-prefix=x-"]),
+            Some("x-".into())
+        );
+        assert_eq!(
+            grip_extension_prefix(&["GRIP; Message-Prefix=\"a,b\""]),
+            Some("a,b".into())
+        );
+        assert_eq!(
+            grip_extension_prefix(&["grip; message-prefix"]),
+            Some("".into())
+        );
+        assert_eq!(
+            grip_extension_prefix(&["grip; message-prefix=\"open"]),
+            None
+        );
     }
 
     #[test]
@@ -255,12 +301,27 @@ mod tests {
             classify(br#"c:{"type":"detach"}"#, ""),
             GripMessage::Control(ControlMessage::Detach)
         );
-        assert!(matches!(classify(b"c:{nope", "m:"), GripMessage::Invalid(_)));
+        assert!(matches!(
+            classify(b"c:{nope", "m:"),
+            GripMessage::Invalid(_)
+        ));
         // Fragmented control messages are dropped; binary c: is an ordinary message.
-        assert_eq!(classify_message(br#"c:{"type":"detach"}"#, "m:", true, true), GripMessage::Drop);
-        assert_eq!(classify_message(b"c:x", "m:", false, false), GripMessage::Drop);
-        assert_eq!(classify_message(b"c:x", "", false, false), GripMessage::Deliver(b"c:x"));
-        assert_eq!(classify_message(b"m:\x00\xff", "m:", false, true), GripMessage::Deliver(b"\x00\xff"));
+        assert_eq!(
+            classify_message(br#"c:{"type":"detach"}"#, "m:", true, true),
+            GripMessage::Drop
+        );
+        assert_eq!(
+            classify_message(b"c:x", "m:", false, false),
+            GripMessage::Drop
+        );
+        assert_eq!(
+            classify_message(b"c:x", "", false, false),
+            GripMessage::Deliver(b"c:x")
+        );
+        assert_eq!(
+            classify_message(b"m:\x00\xff", "m:", false, true),
+            GripMessage::Deliver(b"\x00\xff")
+        );
     }
 
     fn parse(s: &str) -> Result<ControlMessage, String> {
@@ -271,25 +332,56 @@ mod tests {
     fn control_messages() {
         assert_eq!(
             parse(r#"{"type":"subscribe","channel":"c1","filters":["skip-self"]}"#),
-            Ok(ControlMessage::Subscribe { channel: "c1".into(), filters: vec!["skip-self".into()] })
+            Ok(ControlMessage::Subscribe {
+                channel: "c1".into(),
+                filters: vec!["skip-self".into()]
+            })
         );
         assert_eq!(
             parse(r#"{"type":"subscribe","channel":"c1"}"#),
-            Ok(ControlMessage::Subscribe { channel: "c1".into(), filters: vec![] })
+            Ok(ControlMessage::Subscribe {
+                channel: "c1".into(),
+                filters: vec![]
+            })
         );
-        assert_eq!(parse(r#"{"type":"unsubscribe","channel":"c1"}"#), Ok(ControlMessage::Unsubscribe { channel: "c1".into() }));
-        assert_eq!(parse(r#"{"type":"session","id":"s"}"#), Ok(ControlMessage::Session { id: Some("s".into()) }));
-        assert_eq!(parse(r#"{"type":"session"}"#), Ok(ControlMessage::Session { id: None }));
+        assert_eq!(
+            parse(r#"{"type":"unsubscribe","channel":"c1"}"#),
+            Ok(ControlMessage::Unsubscribe {
+                channel: "c1".into()
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"session","id":"s"}"#),
+            Ok(ControlMessage::Session {
+                id: Some("s".into())
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"session"}"#),
+            Ok(ControlMessage::Session { id: None })
+        );
         assert_eq!(
             parse(r#"{"type":"set-meta","name":"user","value":"bob"}"#),
-            Ok(ControlMessage::SetMeta { name: "user".into(), value: Some("bob".into()) })
+            Ok(ControlMessage::SetMeta {
+                name: "user".into(),
+                value: Some("bob".into())
+            })
         );
         assert_eq!(
             parse(r#"{"type":"set-meta","name":"user"}"#),
-            Ok(ControlMessage::SetMeta { name: "user".into(), value: None })
+            Ok(ControlMessage::SetMeta {
+                name: "user".into(),
+                value: None
+            })
         );
-        assert_eq!(parse(r#"{"type":"flush-delayed"}"#), Ok(ControlMessage::FlushDelayed));
-        assert_eq!(parse(r#"{"type":"bogus"}"#), Ok(ControlMessage::Unknown("bogus".into())));
+        assert_eq!(
+            parse(r#"{"type":"flush-delayed"}"#),
+            Ok(ControlMessage::FlushDelayed)
+        );
+        assert_eq!(
+            parse(r#"{"type":"bogus"}"#),
+            Ok(ControlMessage::Unknown("bogus".into()))
+        );
     }
 
     #[test]
@@ -304,7 +396,9 @@ mod tests {
             })
         );
         assert_eq!(
-            parse(r#"{"type":"keep-alive","content-bin":"AAE=","message-type":"ping","timeout":30,"mode":"interval"}"#),
+            parse(
+                r#"{"type":"keep-alive","content-bin":"AAE=","message-type":"ping","timeout":30,"mode":"interval"}"#
+            ),
             Ok(ControlMessage::KeepAlive {
                 content: Some(Bytes::from_static(&[0, 1])),
                 message_type: WsMsgType::Ping,
@@ -325,19 +419,36 @@ mod tests {
         // No content: keep-alive off (timeout ignored).
         assert_eq!(
             parse(r#"{"type":"keep-alive","timeout":"junk"}"#),
-            Ok(ControlMessage::KeepAlive { content: None, message_type: WsMsgType::Text, timeout_s: 55, mode_interval: false })
+            Ok(ControlMessage::KeepAlive {
+                content: None,
+                message_type: WsMsgType::Text,
+                timeout_s: 55,
+                mode_interval: false
+            })
         );
         assert_eq!(
             parse(r#"{"type":"send-delayed","content":"x","message-type":"binary"}"#),
-            Ok(ControlMessage::SendDelayed { content: Some(Bytes::from_static(b"x")), message_type: WsMsgType::Binary, timeout_s: 1 })
+            Ok(ControlMessage::SendDelayed {
+                content: Some(Bytes::from_static(b"x")),
+                message_type: WsMsgType::Binary,
+                timeout_s: 1
+            })
         );
         assert_eq!(
             parse(r#"{"type":"send-delayed","content":"x","timeout":"7"}"#),
-            Ok(ControlMessage::SendDelayed { content: Some(Bytes::from_static(b"x")), message_type: WsMsgType::Text, timeout_s: 7 })
+            Ok(ControlMessage::SendDelayed {
+                content: Some(Bytes::from_static(b"x")),
+                message_type: WsMsgType::Text,
+                timeout_s: 7
+            })
         );
         assert_eq!(
             parse(r#"{"type":"send-delayed","content":"x","timeout":2.9}"#),
-            Ok(ControlMessage::SendDelayed { content: Some(Bytes::from_static(b"x")), message_type: WsMsgType::Text, timeout_s: 2 })
+            Ok(ControlMessage::SendDelayed {
+                content: Some(Bytes::from_static(b"x")),
+                message_type: WsMsgType::Text,
+                timeout_s: 2
+            })
         );
     }
 

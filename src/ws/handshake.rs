@@ -107,7 +107,9 @@ pub fn check_client_handshake(
         Ok(raw) if raw.len() == 16 => {}
         _ => return Err(HandshakeError::BadKey),
     }
-    let key = std::str::from_utf8(key).map_err(|_| HandshakeError::BadKey)?.to_owned();
+    let key = std::str::from_utf8(key)
+        .map_err(|_| HandshakeError::BadKey)?
+        .to_owned();
 
     let protocols = list_elements(headers, "sec-websocket-protocol")
         .map(|p| std::str::from_utf8(p).map(str::to_owned))
@@ -126,7 +128,12 @@ pub fn check_client_handshake(
         .collect();
     let deflate_offer = parse_deflate_offer(&ext_values);
     debug_assert_eq!(key.len(), 24);
-    Ok(ClientHandshake { key, protocols, extensions, deflate_offer })
+    Ok(ClientHandshake {
+        key,
+        protocols,
+        extensions,
+        deflate_offer,
+    })
 }
 
 /// `Sec-WebSocket-Accept` for a client key: base64(SHA-1(key + GUID)).
@@ -163,7 +170,8 @@ const OWN_HEADERS: [&str; 10] = [
 
 fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Writes the `101 Switching Protocols` head: `Upgrade`, `Connection`, `Sec-WebSocket-Accept`,
@@ -208,7 +216,11 @@ pub fn write_101(
 pub fn write_handshake_error(out: &mut Vec<u8>, err: HandshakeError) {
     let status = err.status();
     let body = format!("{err}\n");
-    let reason = if status == 426 { "Upgrade Required" } else { "Bad Request" };
+    let reason = if status == 426 {
+        "Upgrade Required"
+    } else {
+        "Bad Request"
+    };
     out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
     if status == 426 {
         out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n");
@@ -305,7 +317,10 @@ pub fn parse_extension(elem: &str) -> Option<Extension> {
         }
         params.push((pname.to_owned(), value));
     }
-    Some(Extension { name: name.to_owned(), params })
+    Some(Extension {
+        name: name.to_owned(),
+        params,
+    })
 }
 
 #[cfg(test)]
@@ -313,7 +328,10 @@ mod tests {
     use super::*;
 
     fn h(name: &str, value: &str) -> Header {
-        Header { name: name.into(), value: value.as_bytes().to_vec() }
+        Header {
+            name: name.into(),
+            value: value.as_bytes().to_vec(),
+        }
     }
 
     fn good() -> Vec<Header> {
@@ -328,12 +346,18 @@ mod tests {
 
     #[test]
     fn rfc_accept_key() {
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
         assert!(verify_accept(
             &[h("Sec-WebSocket-Accept", " s3pPLMBiTxaQ9kYGzzhZRbK+xOo= ")],
             "dGhlIHNhbXBsZSBub25jZQ=="
         ));
-        assert!(!verify_accept(&[h("Sec-WebSocket-Accept", "nope")], "dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!verify_accept(
+            &[h("Sec-WebSocket-Accept", "nope")],
+            "dGhlIHNhbXBsZSBub25jZQ=="
+        ));
         assert!(!verify_accept(&[], "dGhlIHNhbXBsZSBub25jZQ=="));
     }
 
@@ -342,25 +366,38 @@ mod tests {
         let mut hs = good();
         hs.push(h("Sec-WebSocket-Protocol", "chat, superchat"));
         hs.push(h("sec-websocket-protocol", "v2"));
-        hs.push(h("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits, foo; x=\"a,b\""));
+        hs.push(h(
+            "Sec-WebSocket-Extensions",
+            "permessage-deflate; client_max_window_bits, foo; x=\"a,b\"",
+        ));
         hs.push(h("Sec-WebSocket-Extensions", "bar"));
         let c = check_client_handshake("GET", &hs).unwrap();
         assert_eq!(c.key, "dGhlIHNhbXBsZSBub25jZQ==");
         assert_eq!(c.protocols, ["chat", "superchat", "v2"]);
         assert_eq!(
             c.extensions,
-            ["permessage-deflate; client_max_window_bits", "foo; x=\"a,b\"", "bar"]
+            [
+                "permessage-deflate; client_max_window_bits",
+                "foo; x=\"a,b\"",
+                "bar"
+            ]
         );
         assert_eq!(
             c.deflate_offer,
-            Some(DeflateParams { client_max_window_bits: Some(15), ..Default::default() })
+            Some(DeflateParams {
+                client_max_window_bits: Some(15),
+                ..Default::default()
+            })
         );
         // Case-insensitive tokens.
         let mut hs = good();
         hs[1] = h("upgrade", "WebSocket");
         hs[2] = h("CONNECTION", "UPGRADE");
         let c = check_client_handshake("GET", &hs).unwrap();
-        assert_eq!((c.protocols.len(), c.extensions.len(), c.deflate_offer), (0, 0, None));
+        assert_eq!(
+            (c.protocols.len(), c.extensions.len(), c.deflate_offer),
+            (0, 0, None)
+        );
     }
 
     #[test]
@@ -370,19 +407,61 @@ mod tests {
             f(&mut hs);
             check_client_handshake("GET", &hs).unwrap_err()
         };
-        assert_eq!(check_client_handshake("POST", &good()), Err(HandshakeError::NotGet));
-        assert_eq!(with(&|hs| hs[1] = h("Upgrade", "h2c")), HandshakeError::NoUpgrade);
-        assert_eq!(with(&|hs| { hs.remove(1); }), HandshakeError::NoUpgrade);
-        assert_eq!(with(&|hs| hs[2] = h("Connection", "keep-alive")), HandshakeError::NoConnectionUpgrade);
-        assert_eq!(with(&|hs| hs[4] = h("Sec-WebSocket-Version", "8")), HandshakeError::UnsupportedVersion);
-        assert_eq!(with(&|hs| { hs.remove(4); }), HandshakeError::UnsupportedVersion);
-        assert_eq!(with(&|hs| hs.push(h("Sec-WebSocket-Version", "13"))), HandshakeError::UnsupportedVersion);
-        assert_eq!(with(&|hs| { hs.remove(3); }), HandshakeError::BadKey);
-        assert_eq!(with(&|hs| hs[3] = h("Sec-WebSocket-Key", "dG9vc2hvcnQ=")), HandshakeError::BadKey);
-        assert_eq!(with(&|hs| hs[3] = h("Sec-WebSocket-Key", "not base64!!")), HandshakeError::BadKey);
-        assert_eq!(with(&|hs| hs.push(h("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="))), HandshakeError::BadKey);
         assert_eq!(
-            with(&|hs| hs.push(Header { name: "Sec-WebSocket-Protocol".into(), value: vec![0xff] })),
+            check_client_handshake("POST", &good()),
+            Err(HandshakeError::NotGet)
+        );
+        assert_eq!(
+            with(&|hs| hs[1] = h("Upgrade", "h2c")),
+            HandshakeError::NoUpgrade
+        );
+        assert_eq!(
+            with(&|hs| {
+                hs.remove(1);
+            }),
+            HandshakeError::NoUpgrade
+        );
+        assert_eq!(
+            with(&|hs| hs[2] = h("Connection", "keep-alive")),
+            HandshakeError::NoConnectionUpgrade
+        );
+        assert_eq!(
+            with(&|hs| hs[4] = h("Sec-WebSocket-Version", "8")),
+            HandshakeError::UnsupportedVersion
+        );
+        assert_eq!(
+            with(&|hs| {
+                hs.remove(4);
+            }),
+            HandshakeError::UnsupportedVersion
+        );
+        assert_eq!(
+            with(&|hs| hs.push(h("Sec-WebSocket-Version", "13"))),
+            HandshakeError::UnsupportedVersion
+        );
+        assert_eq!(
+            with(&|hs| {
+                hs.remove(3);
+            }),
+            HandshakeError::BadKey
+        );
+        assert_eq!(
+            with(&|hs| hs[3] = h("Sec-WebSocket-Key", "dG9vc2hvcnQ=")),
+            HandshakeError::BadKey
+        );
+        assert_eq!(
+            with(&|hs| hs[3] = h("Sec-WebSocket-Key", "not base64!!")),
+            HandshakeError::BadKey
+        );
+        assert_eq!(
+            with(&|hs| hs.push(h("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="))),
+            HandshakeError::BadKey
+        );
+        assert_eq!(
+            with(&|hs| hs.push(Header {
+                name: "Sec-WebSocket-Protocol".into(),
+                value: vec![0xff]
+            })),
             HandshakeError::BadHeader
         );
         assert_eq!(HandshakeError::UnsupportedVersion.status(), 426);
@@ -400,7 +479,12 @@ mod tests {
             ("X-Evil".to_owned(), b"a\r\nInjected: 1".to_vec()),
             ("Bad Name".to_owned(), b"x".to_vec()),
         ];
-        write_101(&mut out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", &extra, Some("permessage-deflate"));
+        write_101(
+            &mut out,
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+            &extra,
+            Some("permessage-deflate"),
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -434,7 +518,10 @@ mod tests {
 
     #[test]
     fn extension_parsing() {
-        assert_eq!(split_extension_list(" a , ,b;x=\"1,2\" ,"), ["a", "b;x=\"1,2\""]);
+        assert_eq!(
+            split_extension_list(" a , ,b;x=\"1,2\" ,"),
+            ["a", "b;x=\"1,2\""]
+        );
         assert_eq!(
             parse_extension("grip; message-prefix=\"a\\\"b\"; flag; n = 5").unwrap(),
             Extension {
@@ -446,9 +533,28 @@ mod tests {
                 ]
             }
         );
-        assert_eq!(parse_extension("grip; message-prefix=m:").unwrap().params[0].1.as_deref(), Some("m:"));
-        assert_eq!(parse_extension("grip; message-prefix=\"\"").unwrap().params[0].1.as_deref(), Some(""));
-        for bad in ["", "a b", "x;", "x; =1", "x; p=", "x; p=\"open", "x; p=a\"b", "x; p=\"a\"b\""] {
+        assert_eq!(
+            parse_extension("grip; message-prefix=m:").unwrap().params[0]
+                .1
+                .as_deref(),
+            Some("m:")
+        );
+        assert_eq!(
+            parse_extension("grip; message-prefix=\"\"").unwrap().params[0]
+                .1
+                .as_deref(),
+            Some("")
+        );
+        for bad in [
+            "",
+            "a b",
+            "x;",
+            "x; =1",
+            "x; p=",
+            "x; p=\"open",
+            "x; p=a\"b",
+            "x; p=\"a\"b\"",
+        ] {
             assert_eq!(parse_extension(bad), None, "{bad}");
         }
     }

@@ -18,6 +18,15 @@ use super::{reserve_bounded, CloseReason, Opcode, WsEvent};
 /// Size of the buffer compressed payload is unmasked into before inflating.
 const SCRATCH_MAX: usize = 16 * 1024;
 
+/// The most compressed bytes one message may take on the wire: deflate expands incompressible
+/// data by 5 bytes per 64 KiB stored block, so `max + max/16 + 1 KiB` never refuses a message
+/// that inflates within `max`, while a stream of empty blocks cannot run on forever.
+fn compressed_max(max: usize) -> u64 {
+    (max as u64)
+        .saturating_add(max as u64 / 16)
+        .saturating_add(1024)
+}
+
 /// The frame whose payload is being read.
 #[derive(Clone, Copy, Debug)]
 struct FrameState {
@@ -38,6 +47,9 @@ struct MsgState {
     /// `buf[..utf8_ok]` is known-valid UTF-8; the rest is at most an incomplete code point.
     utf8_ok: usize,
     frames: u32,
+    /// Compressed payload bytes received (compressed messages are not buffered, but their
+    /// wire size is bounded too, see [`compressed_max`]).
+    wire_len: u64,
 }
 
 impl MsgState {
@@ -124,7 +136,9 @@ impl Reader {
                 debug_assert!(false, "frame state set above");
                 return Ok((pos, None));
             };
-            let n = usize::try_from(fs.remaining).unwrap_or(usize::MAX).min(input.len() - pos);
+            let n = usize::try_from(fs.remaining)
+                .unwrap_or(usize::MAX)
+                .min(input.len() - pos);
             if n > 0 {
                 self.take_payload(fs, &input[pos..pos + n])?;
                 pos += n;
@@ -194,10 +208,17 @@ impl Reader {
                     buf: Vec::new(),
                     utf8_ok: 0,
                     frames: 1,
+                    wire_len: 0,
                 });
             }
         }
-        self.frame = Some(FrameState { opcode, fin, mask, remaining: len, offset: 0 });
+        self.frame = Some(FrameState {
+            opcode,
+            fin,
+            mask,
+            remaining: len,
+            offset: 0,
+        });
         Ok(())
     }
 
@@ -216,6 +237,10 @@ impl Reader {
             return Err(CloseReason::protocol("payload without a message"));
         };
         if msg.compressed {
+            msg.wire_len += data.len() as u64;
+            if msg.wire_len > compressed_max(self.max) {
+                return Err(CloseReason::too_big("message too big"));
+            }
             let Some(inflater) = self.inflater.as_mut() else {
                 return Err(CloseReason::protocol("reserved bit set"));
             };
@@ -274,7 +299,11 @@ impl Reader {
                 debug_assert!(msg.buf.len() <= self.max);
                 self.last_fragmented = msg.frames > 1;
                 let data = Bytes::from(msg.buf);
-                Ok(Some(if msg.text { WsEvent::Text(data) } else { WsEvent::Binary(data) }))
+                Ok(Some(if msg.text {
+                    WsEvent::Text(data)
+                } else {
+                    WsEvent::Binary(data)
+                }))
             }
         }
     }

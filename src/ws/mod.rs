@@ -117,15 +117,24 @@ pub struct CloseReason {
 impl CloseReason {
     /// 1002: a framing rule was broken.
     pub const fn protocol(reason: &'static str) -> CloseReason {
-        CloseReason { code: close_code::PROTOCOL_ERROR, reason }
+        CloseReason {
+            code: close_code::PROTOCOL_ERROR,
+            reason,
+        }
     }
     /// 1007: text that is not UTF-8, or compressed data that does not inflate.
     pub const fn invalid_data(reason: &'static str) -> CloseReason {
-        CloseReason { code: close_code::INVALID_DATA, reason }
+        CloseReason {
+            code: close_code::INVALID_DATA,
+            reason,
+        }
     }
     /// 1009: a message over the configured size limit.
     pub const fn too_big(reason: &'static str) -> CloseReason {
-        CloseReason { code: close_code::MESSAGE_TOO_BIG, reason }
+        CloseReason {
+            code: close_code::MESSAGE_TOO_BIG,
+            reason,
+        }
     }
 }
 
@@ -183,7 +192,9 @@ pub(crate) fn reserve_bounded(buf: &mut Vec<u8>, additional: usize, cap_max: usi
     if need <= buf.capacity() {
         return;
     }
-    let target = need.max(buf.capacity().saturating_mul(2)).min(cap_max.max(need));
+    let target = need
+        .max(buf.capacity().saturating_mul(2))
+        .min(cap_max.max(need));
     buf.reserve_exact(target - buf.len());
     debug_assert!(buf.capacity() >= need);
 }

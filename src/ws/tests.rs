@@ -45,7 +45,11 @@ fn feed<R: FnMut(&[u8]) -> Result<(usize, Option<WsEvent>), CloseReason>>(
                 Err(e) => return (events, Some(e)),
             }
         }
-        assert!(buf.len() < frame::HEADER_MAX, "reader left {} bytes unconsumed", buf.len());
+        assert!(
+            buf.len() < frame::HEADER_MAX,
+            "reader left {} bytes unconsumed",
+            buf.len()
+        );
     }
     (events, None)
 }
@@ -93,11 +97,20 @@ fn single_messages_and_controls() {
             WsEvent::Ping(Bytes::from_static(b"p")),
             WsEvent::Pong(Bytes::new()),
             text(""),
-            WsEvent::Close { code: Some(1000), reason: "bye".into() },
+            WsEvent::Close {
+                code: Some(1000),
+                reason: "bye".into()
+            },
         ]
     );
     let (events, _) = server(&cf(true, Opcode::Close, b""), 10);
-    assert_eq!(events, vec![WsEvent::Close { code: None, reason: String::new() }]);
+    assert_eq!(
+        events,
+        vec![WsEvent::Close {
+            code: None,
+            reason: String::new()
+        }]
+    );
 }
 
 #[test]
@@ -135,9 +148,15 @@ fn fragmentation_with_interleaved_controls() {
 #[test]
 fn protocol_errors_1002() {
     // Unmasked client frame.
-    assert_eq!(err_code(&frame(true, Opcode::Text, b"x", None, false), 100), Some(1002));
+    assert_eq!(
+        err_code(&frame(true, Opcode::Text, b"x", None, false), 100),
+        Some(1002)
+    );
     // RSV1 without deflate; RSV2; RSV3.
-    assert_eq!(err_code(&frame(true, Opcode::Text, b"x", Some(MASK), true), 100), Some(1002));
+    assert_eq!(
+        err_code(&frame(true, Opcode::Text, b"x", Some(MASK), true), 100),
+        Some(1002)
+    );
     let mut f = cf(true, Opcode::Text, b"x");
     f[0] |= 0x20;
     assert_eq!(err_code(&f, 100), Some(1002));
@@ -159,7 +178,10 @@ fn protocol_errors_1002() {
     long.extend([0u8; 126]);
     assert_eq!(err_code(&long, 1000), Some(1002));
     // Continuation rules.
-    assert_eq!(err_code(&cf(true, Opcode::Continuation, b"x"), 100), Some(1002));
+    assert_eq!(
+        err_code(&cf(true, Opcode::Continuation, b"x"), 100),
+        Some(1002)
+    );
     let mut w = cf(false, Opcode::Text, b"x");
     w.extend(cf(true, Opcode::Text, b"y"));
     assert_eq!(err_code(&w, 100), Some(1002));
@@ -169,22 +191,37 @@ fn protocol_errors_1002() {
     // Close payloads: one byte, bad codes.
     assert_eq!(err_code(&cf(true, Opcode::Close, b"\x03"), 100), Some(1002));
     for code in [0u16, 999, 1004, 1005, 1006, 1015, 2000, 2999, 5000] {
-        assert_eq!(err_code(&cf(true, Opcode::Close, &code.to_be_bytes()), 100), Some(1002), "{code}");
+        assert_eq!(
+            err_code(&cf(true, Opcode::Close, &code.to_be_bytes()), 100),
+            Some(1002),
+            "{code}"
+        );
     }
     // Events before the error are still delivered; the reader stays failed.
     let mut w = cf(true, Opcode::Text, b"ok");
     w.extend(cf(true, Opcode::Continuation, b""));
     let (events, err) = server(&w, 100);
-    assert_eq!((events, err.map(|e| e.code)), (vec![text("ok")], Some(1002)));
+    assert_eq!(
+        (events, err.map(|e| e.code)),
+        (vec![text("ok")], Some(1002))
+    );
     let mut r = ServerReader::new(100, None);
-    assert!(r.read(&frame(true, Opcode::Text, b"x", None, false)).is_err());
-    assert_eq!(r.read(&cf(true, Opcode::Text, b"x")).unwrap_err().code, 1002);
+    assert!(r
+        .read(&frame(true, Opcode::Text, b"x", None, false))
+        .is_err());
+    assert_eq!(
+        r.read(&cf(true, Opcode::Text, b"x")).unwrap_err().code,
+        1002
+    );
 }
 
 #[test]
 fn server_frames_masked_is_1002() {
     let mut r = ClientReader::new(100, None);
-    assert_eq!(r.read(&cf(true, Opcode::Text, b"x")).unwrap_err().code, 1002);
+    assert_eq!(
+        r.read(&cf(true, Opcode::Text, b"x")).unwrap_err().code,
+        1002
+    );
     let mut r = ClientReader::new(100, None);
     let mut wire = Vec::new();
     encode_message(&mut wire, Opcode::Text, "héllo wörld".as_bytes(), 4, None);
@@ -193,7 +230,13 @@ fn server_frames_masked_is_1002() {
     assert_eq!(err, None);
     assert_eq!(
         events,
-        vec![text("héllo wörld"), WsEvent::Close { code: Some(1001), reason: "going".into() }]
+        vec![
+            text("héllo wörld"),
+            WsEvent::Close {
+                code: Some(1001),
+                reason: "going".into()
+            }
+        ]
     );
     assert!(r.is_closed());
 }
@@ -201,7 +244,7 @@ fn server_frames_masked_is_1002() {
 #[test]
 fn utf8_across_fragments() {
     let s = "aé€😀".as_bytes(); // 1 + 2 + 3 + 4 bytes
-    // Split at every position, including inside code points: valid.
+                                // Split at every position, including inside code points: valid.
     for cut in 0..=s.len() {
         let mut w = cf(false, Opcode::Text, &s[..cut]);
         w.extend(cf(true, Opcode::Continuation, &s[cut..]));
@@ -210,7 +253,12 @@ fn utf8_across_fragments() {
     }
     // Invalid byte in the first fragment fails before the message ends (fail fast).
     let mut r = ServerReader::new(100, None);
-    assert_eq!(r.read(&cf(false, Opcode::Text, b"ok\xffmore")).unwrap_err().code, 1007);
+    assert_eq!(
+        r.read(&cf(false, Opcode::Text, b"ok\xffmore"))
+            .unwrap_err()
+            .code,
+        1007
+    );
     // Truncated code point at the end of the message.
     let mut w = cf(false, Opcode::Text, b"a");
     w.extend(cf(true, Opcode::Continuation, &s[3..5])); // first 2 of 3 bytes of '€'
@@ -220,18 +268,30 @@ fn utf8_across_fragments() {
     w.extend(cf(true, Opcode::Continuation, b"A"));
     assert_eq!(err_code(&w, 100), Some(1007));
     // Surrogates and overlongs.
-    assert_eq!(err_code(&cf(true, Opcode::Text, &[0xed, 0xa0, 0x80]), 100), Some(1007));
-    assert_eq!(err_code(&cf(true, Opcode::Text, &[0xc0, 0xaf]), 100), Some(1007));
+    assert_eq!(
+        err_code(&cf(true, Opcode::Text, &[0xed, 0xa0, 0x80]), 100),
+        Some(1007)
+    );
+    assert_eq!(
+        err_code(&cf(true, Opcode::Text, &[0xc0, 0xaf]), 100),
+        Some(1007)
+    );
     // Binary is not checked.
     assert_eq!(err_code(&cf(true, Opcode::Binary, &[0xff]), 100), None);
     // Close reason must be UTF-8.
-    assert_eq!(err_code(&cf(true, Opcode::Close, b"\x03\xe8\xc3"), 100), Some(1007));
+    assert_eq!(
+        err_code(&cf(true, Opcode::Close, b"\x03\xe8\xc3"), 100),
+        Some(1007)
+    );
 }
 
 #[test]
 fn size_limit_1009() {
     assert_eq!(server(&cf(true, Opcode::Binary, &[1; 10]), 10).0.len(), 1);
-    assert_eq!(err_code(&cf(true, Opcode::Binary, &[1; 11]), 10), Some(1009));
+    assert_eq!(
+        err_code(&cf(true, Opcode::Binary, &[1; 11]), 10),
+        Some(1009)
+    );
     let mut w = cf(false, Opcode::Text, b"aaaaaa");
     w.extend(cf(true, Opcode::Continuation, b"bbbbb"));
     assert_eq!(err_code(&w, 10), Some(1009));
@@ -255,13 +315,21 @@ fn masking_round_trip_all_sizes() {
             let mut r = ServerReader::new(100_000, None);
             let (events, err) = feed(|b| r.read(b), &wire, 4096);
             assert_eq!(err, None);
-            assert_eq!(events, vec![WsEvent::Binary(Bytes::copy_from_slice(&data[..len]))]);
+            assert_eq!(
+                events,
+                vec![WsEvent::Binary(Bytes::copy_from_slice(&data[..len]))]
+            );
         }
     }
 }
 
 /// A compressed client message split into masked frames of `frame_max`.
-fn deflated_client_message(d: &mut Deflater, op: Opcode, payload: &[u8], frame_max: usize) -> Vec<u8> {
+fn deflated_client_message(
+    d: &mut Deflater,
+    op: Opcode,
+    payload: &[u8],
+    frame_max: usize,
+) -> Vec<u8> {
     let mut c = Vec::new();
     assert!(d.compress_message(payload, &mut c));
     let mut wire = Vec::new();
@@ -304,13 +372,26 @@ fn deflate_through_encoder_and_readers() {
         );
         // Client → server: masked compressed frames, mixed with an uncompressed message.
         let mut d = Deflater::for_client(&agreed);
-        let mut wire = deflated_client_message(&mut d, Opcode::Text, "héllo ".repeat(100).as_bytes(), 7);
+        let mut wire =
+            deflated_client_message(&mut d, Opcode::Text, "héllo ".repeat(100).as_bytes(), 7);
         wire.extend(cf(true, Opcode::Text, b"plain"));
-        wire.extend(deflated_client_message(&mut d, Opcode::Text, "héllo ".repeat(100).as_bytes(), 7));
+        wire.extend(deflated_client_message(
+            &mut d,
+            Opcode::Text,
+            "héllo ".repeat(100).as_bytes(),
+            7,
+        ));
         let mut r = ServerReader::new(1000, Some(Inflater::for_server(&agreed)));
         let (events, err) = feed(|b| r.read(b), &wire, 5);
         assert_eq!(err, None);
-        assert_eq!(events, vec![text(&"héllo ".repeat(100)), text("plain"), text(&"héllo ".repeat(100))]);
+        assert_eq!(
+            events,
+            vec![
+                text(&"héllo ".repeat(100)),
+                text("plain"),
+                text(&"héllo ".repeat(100))
+            ]
+        );
     }
 }
 
@@ -325,10 +406,10 @@ fn deflate_rules_and_bomb() {
     let mut r = ServerReader::new(100, Some(Inflater::for_server(&agreed)));
     let ping_rsv1 = [0x80 | 0x40 | 0x9, 0x80, 1, 2, 3, 4];
     assert_eq!(r.read(&ping_rsv1).unwrap_err().code, 1002);
-    // A bomb: 50 MB of zeros in under 100 KB, limit 1 MB.
+    // A bomb: 8 MB of zeros in under 10 KB, limit 1 MB.
     let mut d = Deflater::with_level(true, 9);
-    let wire = deflated_client_message(&mut d, Opcode::Binary, &vec![0u8; 50 << 20], 16384);
-    assert!(wire.len() < 100_000, "{}", wire.len());
+    let wire = deflated_client_message(&mut d, Opcode::Binary, &vec![0u8; 8 << 20], 16384);
+    assert!(wire.len() < 10_000, "{}", wire.len());
     let mut r = ServerReader::new(1 << 20, Some(Inflater::for_server(&agreed)));
     let mut peak = 0;
     let mut buf = &wire[..];
@@ -344,14 +425,53 @@ fn deflate_rules_and_bomb() {
     };
     assert_eq!(err.code, 1009);
     assert!(peak <= 1 << 20);
+    // Endless empty stored blocks inflate to nothing but still hit the wire bound.
+    let mut r = ServerReader::new(100, Some(Inflater::for_server(&agreed)));
+    let mut w = frame(
+        false,
+        Opcode::Binary,
+        &[0x00, 0x00, 0x00, 0xff, 0xff],
+        Some(MASK),
+        true,
+    );
+    for _ in 0..300 {
+        w.extend(cf(
+            false,
+            Opcode::Continuation,
+            &[0x00, 0x00, 0x00, 0xff, 0xff],
+        ));
+    }
+    let (events, err) = feed(|b| r.read(b), &w, 64);
+    assert_eq!((events.len(), err.map(|e| e.code)), (0, Some(1009)));
+    // Incompressible data at the limit still fits the wire bound.
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut d = Deflater::new(true);
+    let wire = deflated_client_message(&mut d, Opcode::Binary, &noise, 1000);
+    let mut r = ServerReader::new(4096, Some(Inflater::for_server(&agreed)));
+    let (events, err) = feed(|b| r.read(b), &wire, 999);
+    assert_eq!(
+        (events, err),
+        (vec![WsEvent::Binary(Bytes::from(noise))], None)
+    );
     // Compressed text that inflates to invalid UTF-8 is 1007.
     let mut d = Deflater::new(true);
     let wire = deflated_client_message(&mut d, Opcode::Text, b"ok\xff", 100);
     let mut r = ServerReader::new(100, Some(Inflater::for_server(&agreed)));
-    assert_eq!(feed(|b| r.read(b), &wire, 100).1.map(|e| e.code), Some(1007));
+    assert_eq!(
+        feed(|b| r.read(b), &wire, 100).1.map(|e| e.code),
+        Some(1007)
+    );
     // Garbage compressed data is 1007.
     let mut r = ServerReader::new(100, Some(Inflater::for_server(&agreed)));
-    let w = frame(true, Opcode::Binary, &[0xff, 0xff, 0xff, 0xff], Some(MASK), true);
+    let w = frame(
+        true,
+        Opcode::Binary,
+        &[0xff, 0xff, 0xff, 0xff],
+        Some(MASK),
+        true,
+    );
     assert_eq!(r.read(&w).unwrap_err().code, 1007);
 }
 
@@ -386,12 +506,24 @@ fn valid_stream(rng: &mut Rng, masked: bool, deflate: Option<&mut Deflater>) -> 
         let payload = text.into_bytes();
         let len = payload.len();
         match rng.below(5) {
-            0 => wire.extend(frame(true, Opcode::Ping, &payload[..len.min(125)], mask, false)),
+            0 => wire.extend(frame(
+                true,
+                Opcode::Ping,
+                &payload[..len.min(125)],
+                mask,
+                false,
+            )),
             1 => {
                 let cut = rng.below(len + 1);
                 wire.extend(frame(false, Opcode::Binary, &payload[..cut], mask, false));
                 wire.extend(frame(true, Opcode::Pong, b"x", mask, false));
-                wire.extend(frame(true, Opcode::Continuation, &payload[cut..], mask, false));
+                wire.extend(frame(
+                    true,
+                    Opcode::Continuation,
+                    &payload[cut..],
+                    mask,
+                    false,
+                ));
             }
             2 if d.is_some() => {
                 let mut c = Vec::new();
@@ -437,7 +569,10 @@ fn mutate(rng: &mut Rng, wire: &mut Vec<u8>) {
 
 #[test]
 fn fuzz_readers_never_panic_or_exceed_limit() {
-    let seeds: u64 = std::env::var("TACK_WS_FUZZ_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(3000);
+    let seeds: u64 = std::env::var("TACK_WS_FUZZ_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3000);
     const MAX: usize = 1500;
     for seed in 0..seeds {
         let mut rng = Rng(seed);
@@ -486,12 +621,18 @@ fn fuzz_readers_never_panic_or_exceed_limit() {
         for ev in events {
             match ev {
                 WsEvent::Text(t) => {
-                    assert!(t.len() <= MAX && std::str::from_utf8(&t).is_ok(), "seed {seed}")
+                    assert!(
+                        t.len() <= MAX && std::str::from_utf8(&t).is_ok(),
+                        "seed {seed}"
+                    )
                 }
                 WsEvent::Binary(b) => assert!(b.len() <= MAX, "seed {seed}"),
                 WsEvent::Ping(p) | WsEvent::Pong(p) => assert!(p.len() <= 125, "seed {seed}"),
                 WsEvent::Close { code, reason } => {
-                    assert!(code.is_none_or(close_code_is_valid) && reason.len() <= 123, "seed {seed}")
+                    assert!(
+                        code.is_none_or(close_code_is_valid) && reason.len() <= 123,
+                        "seed {seed}"
+                    )
                 }
             }
         }
