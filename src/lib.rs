@@ -35,7 +35,7 @@
 //! queues) ─▶ `conn::held` tasks write the shared bytes.
 //!
 //! Pure modules (no I/O, no clock reads): `http1`, `route`, `config`, `sig`, `grip`, `publish`,
-//! `subs`, `timer`, `hold`, `wsevents`.
+//! `subs`, `timer`, `hold`, `ws`, `wsevents`.
 //! I/O modules (monoio): `shard`, `accept`, `conn`, `backend`, `testbackend`, `control`,
 //! `fanout`, `metrics_http`.
 
@@ -54,6 +54,7 @@ pub mod hold;
 pub mod publish;
 pub mod subs;
 pub mod timer;
+pub mod ws;
 pub mod wsevents;
 
 pub mod accept;
