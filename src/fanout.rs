@@ -24,9 +24,10 @@ use std::time::{Duration, Instant};
 use crate::hold::{HoldEvent, HoldKind, Pushed};
 use crate::ids::ShardId;
 use crate::metrics::Counter;
-use crate::publish::{Action, PublishItem};
+use crate::publish::{Action, PublishItem, WsType};
 use crate::shard::{ShardCtx, ShardMsg};
 use crate::subs::HolderKey;
+use crate::ws::Opcode;
 
 /// Global publish sequence: the only cross-shard atomic on the publish path (one increment per
 /// publish request, not per item or subscriber).
@@ -139,6 +140,7 @@ pub async fn delivery_loop(ctx: Rc<ShardCtx>) {
 struct Rendered {
     stream: Option<HoldEvent>,
     response: Option<HoldEvent>,
+    ws: Option<HoldEvent>,
 }
 
 fn render(item: &PublishItem) -> Rendered {
@@ -159,7 +161,39 @@ fn render(item: &PublishItem) -> Rendered {
         // Close is ignored for response holds, as Pushpin: a real response is better.
         Action::Close | Action::Refresh => None,
     });
-    Rendered { stream, response }
+    let ws = item.ws_message.as_ref().and_then(|f| match f.action {
+        Action::Send => {
+            let opcode = match f.kind {
+                WsType::Text => Opcode::Text,
+                WsType::Binary => Opcode::Binary,
+                WsType::Ping => Opcode::Ping,
+                WsType::Pong => Opcode::Pong,
+            };
+            let mut frame = Vec::with_capacity(f.content.len() + 16);
+            crate::ws::encode_message(
+                &mut frame,
+                opcode,
+                &f.content,
+                crate::ws::DEFAULT_FRAME_MAX,
+                None,
+            );
+            Some(HoldEvent::Ws {
+                opcode,
+                payload: f.content.clone(),
+                frame: bytes::Bytes::from(frame),
+            })
+        }
+        Action::Close => Some(HoldEvent::WsClose {
+            code: f.close_code.unwrap_or(1000),
+            reason: f.close_reason.clone().unwrap_or_default(),
+        }),
+        Action::Hint | Action::Refresh => None,
+    });
+    Rendered {
+        stream,
+        response,
+        ws,
+    }
 }
 
 /// Deliver one batch to this shard's subscribers, yielding to the driver every
@@ -182,6 +216,7 @@ async fn deliver_batch(ctx: &Rc<ShardCtx>, batch: &PublishBatch, keys: &mut Vec<
                     let ev = match holds.kind(k) {
                         Some(HoldKind::Stream) => r.stream.clone(),
                         Some(HoldKind::Response) => r.response.clone(),
+                        Some(HoldKind::Ws) => r.ws.clone(),
                         None => None,
                     };
                     let Some(ev) = ev else { continue };

@@ -78,6 +78,23 @@ pub async fn fetch(
         BodyFraming::None,
         "internal requests carry no body"
     );
+    fetch_with_body(ctx, route, head, &[], peer_ip, GRIP_BODY_MAX).await
+}
+
+/// Send `head` with `body` (its framing must say `Length(body.len())` or `None`) and buffer an
+/// answer of at most `answer_max` bytes.
+pub async fn fetch_with_body(
+    ctx: &Rc<ShardCtx>,
+    route: &Route,
+    head: &RequestHead,
+    body: &[u8],
+    peer_ip: IpAddr,
+    answer_max: usize,
+) -> Result<Fetched, FetchError> {
+    debug_assert!(matches!(
+        head.framing,
+        BodyFraming::None | BodyFraming::Length(_)
+    ));
     let targets: Vec<&HttpTarget> = route
         .targets
         .iter()
@@ -92,7 +109,8 @@ pub async fn fetch(
     let (mut be, target) = connect_targets(ctx, &targets, false)
         .await
         .map_err(|_| FetchError::Connect)?;
-    let out = forward_head(ctx, peer_ip, head, route, target, false);
+    let mut out = forward_head(ctx, peer_ip, head, route, target, false);
+    out.extend_from_slice(body);
     be.peer.write_all(out).await.0.map_err(|_| FetchError::Io)?;
     let resp = read_response_head(ctx, &mut be, &head.method)
         .await
@@ -100,12 +118,12 @@ pub async fn fetch(
             super::ResponseFailure::Timeout => FetchError::Timeout,
             _ => FetchError::Io,
         })?;
-    let mut body = Vec::new();
+    let mut answer = Vec::new();
     relay_body(
         &mut be.peer,
         Sink::Buffer {
-            buf: &mut body,
-            max: GRIP_BODY_MAX,
+            buf: &mut answer,
+            max: answer_max,
         },
         resp.framing,
         OutEncoding::Identity,
@@ -123,7 +141,10 @@ pub async fn fetch(
     {
         ctx.pool.put(be.addr, be.peer.stream, Instant::now());
     }
-    Ok(Fetched { head: resp, body })
+    Ok(Fetched {
+        head: resp,
+        body: answer,
+    })
 }
 
 /// Look the original request's route up again (routes are immutable, so this is stable).

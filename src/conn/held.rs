@@ -223,7 +223,7 @@ pub async fn run(
             )
             .await
         }
-        HoldKind::Stream => {
+        HoldKind::Stream | HoldKind::Ws => {
             stream_hold(
                 ctx,
                 key,
@@ -431,7 +431,10 @@ where
             }
             Some(HoldEvent::Timer(_)) => break (Some(plan.instruction.response.clone()), false),
             Some(HoldEvent::Shutdown) => break (Some(plan.instruction.response.clone()), true),
-            Some(HoldEvent::Stream { .. }) | Some(HoldEvent::StreamClose) => {}
+            Some(HoldEvent::Stream { .. })
+            | Some(HoldEvent::StreamClose)
+            | Some(HoldEvent::Ws { .. })
+            | Some(HoldEvent::WsClose { .. }) => {}
             None => break (None, true),
         }
     };
@@ -609,7 +612,9 @@ where
                     }
                 }
             }
-            Some(HoldEvent::Response(_)) => continue,
+            Some(HoldEvent::Response(_))
+            | Some(HoldEvent::Ws { .. })
+            | Some(HoldEvent::WsClose { .. }) => continue,
             Some(HoldEvent::Shutdown) => {
                 if http11 {
                     let _ = write_bytes(wr, Bytes::from_static(http1::LAST_CHUNK)).await;

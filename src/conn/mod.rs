@@ -20,6 +20,7 @@ pub mod fetch;
 pub mod held;
 pub mod io;
 pub mod iovec;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -125,6 +126,8 @@ pub enum After {
 pub enum Reply {
     Done(After, u16),
     Hold(Box<HoldPlan>),
+    /// The request upgraded to a WebSocket: the session owns the connection until it closes.
+    WebSocket(Box<websocket::WsPlan>),
 }
 
 impl From<(After, u16)> for Reply {
@@ -191,6 +194,14 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer_addr: SocketAddr) 
         // idle or held connection does not carry the proxy path's state.
         let (after, status) = match Box::pin(handle_request(&ctx, &mut conn, head)).await {
             Reply::Done(after, status) => (after, status),
+            Reply::WebSocket(plan) => {
+                let Conn { client, .. } = conn;
+                let Peer { stream, buf, pos } = client;
+                let pending = buf.get(pos..).map(<[u8]>::to_vec).unwrap_or_default();
+                drop(buf);
+                Box::pin(websocket::run(&ctx, stream, pending, *plan)).await;
+                break;
+            }
             Reply::Hold(plan) => {
                 let Conn { client, .. } = conn;
                 let Peer { stream, buf, pos } = client;
@@ -337,6 +348,9 @@ async fn handle_request(ctx: &Rc<ShardCtx>, conn: &mut Conn, head: RequestHead) 
             .await
             .into();
     }
+    if proto == Proto::Ws {
+        return websocket_upgrade(ctx, conn, head, route).await;
+    }
     let http_targets: Vec<&HttpTarget> = route
         .targets
         .iter()
@@ -352,6 +366,70 @@ async fn handle_request(ctx: &Rc<ShardCtx>, conn: &mut Conn, head: RequestHead) 
         return crate::testbackend::handle(ctx, &mut conn.client, &head, route).await;
     }
     proxy(ctx, conn, head, route, &http_targets).await
+}
+
+/// A WebSocket upgrade: check the handshake, then hand the connection to a session.
+async fn websocket_upgrade(
+    ctx: &Rc<ShardCtx>,
+    conn: &mut Conn,
+    head: RequestHead,
+    route: &Route,
+) -> Reply {
+    let handshake = match crate::ws::check_request(&head) {
+        Ok(h) => h,
+        Err(e) => {
+            ctx.counters().inc(Counter::ClientBadRequest);
+            let mut out = Vec::new();
+            crate::ws::write_handshake_error(&mut out, e);
+            let _ = conn.client.write_all(out).await;
+            return Reply::Done(After::Close, e.status());
+        }
+    };
+    let mode = match route.targets.first() {
+        Some(Target::Test) => {
+            let (path, query) = head.path.split_once('?').unwrap_or((&head.path, ""));
+            if path != "/ws" {
+                return fail_early(
+                    conn,
+                    &head,
+                    404,
+                    "Not found: the test handler's WebSocket is /ws.\n",
+                )
+                .await
+                .into();
+            }
+            let mut chans: Vec<String> = query
+                .split('&')
+                .filter_map(|kv| kv.strip_prefix("channel="))
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .collect();
+            if chans.is_empty() {
+                chans.push("test".into());
+            }
+            websocket::WsMode::Test(chans)
+        }
+        Some(Target::Http(t)) if t.over_http => websocket::WsMode::OverHttp,
+        _ => websocket::WsMode::Proxy,
+    };
+    Reply::WebSocket(Box::new(websocket::WsPlan {
+        head,
+        handshake,
+        mode,
+        routes: ctx.config.routes.clone(),
+        peer_ip: conn.peer_addr.ip(),
+    }))
+}
+
+/// The upgrade request head sent to a WebSocket backend (signed like every backend request).
+pub(crate) fn forward_head_upgrade(
+    ctx: &ShardCtx,
+    peer_ip: std::net::IpAddr,
+    head: &RequestHead,
+    route: &Route,
+    target: &HttpTarget,
+) -> Vec<u8> {
+    forward_head_with(ctx, peer_ip, head, route, target, false, true)
 }
 
 /// Connect to the route's targets in failover order.
@@ -414,6 +492,18 @@ pub(crate) fn forward_head(
     target: &HttpTarget,
     trusted: bool,
 ) -> Vec<u8> {
+    forward_head_with(ctx, peer_ip, head, route, target, trusted, false)
+}
+
+fn forward_head_with(
+    ctx: &ShardCtx,
+    peer_ip: std::net::IpAddr,
+    head: &RequestHead,
+    route: &Route,
+    target: &HttpTarget,
+    trusted: bool,
+    upgrade: bool,
+) -> Vec<u8> {
     let proxy = &ctx.config.proxy;
     let now = unix_now();
     let sig = if route.no_grip || trusted {
@@ -467,7 +557,7 @@ pub(crate) fn forward_head(
         grip_sig: sig.as_deref(),
         extra_headers: extra,
         body_framing: head.framing,
-        upgrade: false,
+        upgrade,
     };
     let mut out = Vec::with_capacity(512);
     write_forward_head(&mut out, head, &opts);

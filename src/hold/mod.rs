@@ -26,6 +26,8 @@ pub enum HoldKind {
     Response,
     /// HTTP streaming / SSE: published `http-stream` content is appended.
     Stream,
+    /// A WebSocket: published `ws-message` items are sent as frames.
+    Ws,
 }
 
 /// Something that happened to a held connection, in the order it must be acted on.
@@ -37,6 +39,15 @@ pub enum HoldEvent {
     StreamClose,
     /// A published `http-response` for a long-poll (the item, shared).
     Response(std::rc::Rc<crate::publish::HttpResponseFormat>),
+    /// A published `ws-message`: `frame` is the pre-encoded server frame (shared by every
+    /// subscriber without compression), `payload` the message for per-connection compression.
+    Ws {
+        opcode: crate::ws::Opcode,
+        payload: Bytes,
+        frame: Bytes,
+    },
+    /// A published `ws-message` with `action: close`.
+    WsClose { code: u16, reason: String },
     /// `action: hint`: a long-poll re-asks the backend; a stream fetches its next link.
     Hint,
     /// The hold's timer fired (response timeout, or keep-alive for streams).

@@ -11,3 +11,4 @@ mod holds;
 mod proxy;
 mod routes;
 mod shutdown;
+mod websocket;

@@ -1,0 +1,1139 @@
+//! WebSocket sessions: tack terminates the client's WebSocket (RFC 6455, sans-IO codec in
+//! [`crate::ws`]) and drives one of three backends:
+//!
+//! - **pass-through** to a WebSocket backend (tack opens its own WebSocket there, offering the
+//!   GRIP extension; in GRIP mode backend messages must carry the `m:` prefix or be `c:`
+//!   control messages, as Pushpin);
+//! - **WebSocket-over-HTTP** (`over_http` target): client events become `POST`s of
+//!   `application/websocket-events` ([`crate::wsevents`]), one request at a time, events
+//!   batched while one is in flight;
+//! - the built-in **test** target's `/ws`, subscribed to `test` (or `?channel=`).
+//!
+//! In every mode the connection is registered in the shard's hold registry, so published
+//! `ws-message` items reach it, and `c:` `subscribe` / `unsubscribe` / `keep-alive` / `detach`
+//! control messages work. tack answers client pings itself where Pushpin does not (over HTTP,
+//! test, detached), and never sends an invalid close code.
+//!
+//! One task per session; the client read, the backend read (or the in-flight HTTP request) and
+//! the hold registry are polled together, and every write is awaited in turn, which gives
+//! backpressure both ways.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::Bytes;
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::net::TcpStream;
+
+use crate::conn::fetch::{self, Fetched};
+use crate::hold::{HoldEvent, HoldKind, TimerKind};
+use crate::http1::{self, BodyFraming, Header, RequestHead};
+use crate::metrics::Counter;
+use crate::route::{Proto, Route, RouteTable, Target};
+use crate::shard::ShardCtx;
+use crate::subs::HolderKey;
+use crate::ws::{
+    self, close_code, ClientHandshake, ClientReader, ControlMessage, Deflater, GripMessage,
+    Inflater, Opcode, ServerReader, WsEvent,
+};
+use crate::wsevents::{self, Event, OutQueue, SessionPhase};
+
+/// Largest WebSocket message accepted from a client or backend (1009 beyond).
+pub const WS_MESSAGE_MAX: usize = 1 << 20;
+/// Bytes read from a socket at a time.
+const WS_READ_BYTES: usize = 16 * 1024;
+/// Client events queued while a WebSocket-over-HTTP request is in flight.
+const OVER_HTTP_QUEUE_MAX: usize = 1024;
+
+/// What the request handler decided: a WebSocket session to run.
+pub struct WsPlan {
+    pub head: RequestHead,
+    pub handshake: ClientHandshake,
+    pub mode: WsMode,
+    pub routes: Arc<RouteTable>,
+    pub peer_ip: IpAddr,
+}
+
+/// Which backend the session talks to.
+pub enum WsMode {
+    /// The built-in test target: subscribed to these channels.
+    Test(Vec<String>),
+    /// A WebSocket backend (route looked up again by the session).
+    Proxy,
+    /// WebSocket-over-HTTP (`over_http` target option).
+    OverHttp,
+}
+
+fn route_of<'r>(routes: &'r RouteTable, head: &RequestHead) -> Option<&'r Route> {
+    routes.lookup(head.host.as_deref(), &head.path, Proto::Ws, false)
+}
+
+/// A socket read that owns its half and buffer, so it can stay pending across writes.
+type ReadFut =
+    Pin<Box<dyn Future<Output = (OwnedReadHalf<TcpStream>, Vec<u8>, io::Result<usize>)>>>;
+
+fn read_more(mut rd: OwnedReadHalf<TcpStream>, mut buf: Vec<u8>) -> ReadFut {
+    Box::pin(async move {
+        buf.reserve(WS_READ_BYTES);
+        let len = buf.len();
+        let cap = buf.capacity();
+        let (res, slice) = rd.read(buf.slice_mut(len..cap)).await;
+        (rd, slice.into_inner(), res)
+    })
+}
+
+/// A WebSocket-over-HTTP request on its way.
+type InFlight = Pin<Box<dyn Future<Output = Result<Fetched, fetch::FetchError>>>>;
+
+/// The backend side of a session.
+#[allow(clippy::large_enum_variant)] // one per session, never moved after creation
+enum Backend {
+    None,
+    Ws {
+        wr: OwnedWriteHalf<TcpStream>,
+        read: Option<ReadFut>,
+        reader: ClientReader,
+    },
+    OverHttp(Box<OverHttp>),
+}
+
+struct OverHttp {
+    conn_id: String,
+    meta: Vec<(String, String)>,
+    queue: OutQueue,
+    in_flight: Option<InFlight>,
+    keep_alive_ms: Option<u64>,
+    last_request_ms: u64,
+    /// A CLOSE event went to the backend: the session ends after its reply.
+    closing: bool,
+    /// The client vanished: DISCONNECT was (or will be) sent, then the session ends.
+    disconnected: bool,
+}
+
+/// Everything the session loop owns.
+struct Session {
+    ctx: Rc<ShardCtx>,
+    key: HolderKey,
+    wr: OwnedWriteHalf<TcpStream>,
+    read: Option<ReadFut>,
+    reader: ServerReader,
+    cbuf: Vec<u8>,
+    deflater: Option<Deflater>,
+    /// GRIP mode: backend messages need this prefix; `c:` messages are control messages.
+    grip_prefix: Option<String>,
+    /// Route `prefix=` for channel names.
+    channel_prefix: String,
+    keep_alive: Option<(Bytes, u64)>,
+    last_client_write_ms: u64,
+    /// tack sent a close frame to the client.
+    close_sent: bool,
+}
+
+/// Outcome of polling the session's sources.
+enum Wake {
+    Client(OwnedReadHalf<TcpStream>, Vec<u8>, io::Result<usize>),
+    BackendWs(OwnedReadHalf<TcpStream>, Vec<u8>, io::Result<usize>),
+    BackendHttp(Result<Fetched, fetch::FetchError>),
+    Hold(Option<HoldEvent>),
+}
+
+/// Random bytes for Connection-Id and masks (getrandom; a counter if it is unavailable).
+fn random16() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    // SAFETY: `b` is a valid writable buffer of 16 bytes for the duration of the call.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 16 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b = t.to_le_bytes();
+    }
+    b
+}
+
+fn mask() -> [u8; 4] {
+    let r = random16();
+    [r[0], r[1], r[2], r[3]]
+}
+
+/// Answer a refused upgrade and end.
+async fn refuse(stream: &mut TcpStream, status: u16, body: &str) {
+    let mut out = Vec::new();
+    http1::write_simple_response(&mut out, http1::Version::Http11, status, body, true);
+    let _ = stream.write_all(out).await;
+}
+
+/// Run a WebSocket session to its end; the connection closes afterwards.
+pub async fn run(ctx: &Rc<ShardCtx>, mut stream: TcpStream, pending: Vec<u8>, plan: WsPlan) {
+    let route = route_of(&plan.routes, &plan.head);
+    let channel_prefix = route.and_then(|r| r.prefix.clone()).unwrap_or_default();
+    // Deflate with the client when offered (negotiated once per connection).
+    let agreed = plan
+        .handshake
+        .deflate_offer
+        .as_ref()
+        .and_then(|offer| ws::negotiate(offer, true));
+    let ext_line = agreed.as_ref().map(|(_, line)| line.clone());
+    let (deflater, inflater) = match &agreed {
+        Some((p, _)) => (Some(Deflater::for_server(p)), Some(Inflater::for_server(p))),
+        None => (None, None),
+    };
+    let accept = ws::accept_key(&plan.handshake.key);
+
+    // Open the backend side first: its answer decides the client's handshake.
+    let (backend, grip_prefix, extra_headers, first_events) = match &plan.mode {
+        WsMode::Test(_) => (Backend::None, None, Vec::new(), Vec::new()),
+        WsMode::Proxy => {
+            let Some(route) = route else {
+                refuse(&mut stream, 502, "Route not found.\n").await;
+                return;
+            };
+            match open_ws_backend(ctx, route, &plan).await {
+                Ok(x) => x,
+                Err(resp) => {
+                    let _ = stream.write_all(resp).await;
+                    return;
+                }
+            }
+        }
+        WsMode::OverHttp => {
+            let Some(route) = route else {
+                refuse(&mut stream, 502, "Route not found.\n").await;
+                return;
+            };
+            match open_over_http(ctx, route, &plan).await {
+                Ok(x) => x,
+                Err(resp) => {
+                    let _ = stream.write_all(resp).await;
+                    return;
+                }
+            }
+        }
+    };
+
+    let registered = ctx.holds.borrow_mut().register(HoldKind::Ws);
+    let Some(key) = registered else {
+        ctx.counters().inc(Counter::HoldRefused);
+        refuse(&mut stream, 503, "Too many held connections.\n").await;
+        return;
+    };
+    ctx.counters().inc(Counter::HoldsActive);
+    // The test target's subscriptions exist before the client sees its 101.
+    if let WsMode::Test(channels) = &plan.mode {
+        for ch in channels {
+            let name = format!("{channel_prefix}{ch}");
+            match ctx.holds.borrow_mut().subscribe(key, &name) {
+                Ok(_) => ctx.counters().inc(Counter::SubscriptionsStarted),
+                Err(_) => ctx.counters().inc(Counter::SubscriptionRefused),
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(256);
+    ws::write_101(&mut out, &accept, &extra_headers, ext_line.as_deref());
+    if stream.write_all(out).await.0.is_err() {
+        ctx.holds.borrow_mut().release(key);
+        ctx.counters().dec(Counter::HoldsActive);
+        return;
+    }
+    ctx.counters().inc(Counter::HoldsStarted);
+    let (rd, wr) = stream.into_split();
+    let mut s = Session {
+        ctx: ctx.clone(),
+        key,
+        wr,
+        read: None,
+        reader: ServerReader::new(WS_MESSAGE_MAX, inflater),
+        cbuf: pending,
+        deflater,
+        grip_prefix,
+        channel_prefix,
+        keep_alive: None,
+        last_client_write_ms: ctx.clock_ms(),
+        close_sent: false,
+    };
+    let mut backend = backend;
+    let mut ok = true;
+    for ev in first_events {
+        ok &= s.backend_event(&mut backend, ev).await;
+    }
+    if ok {
+        // Bytes the client sent right after its handshake are the start of its first frame.
+        s.read = Some(read_more(rd, std::mem::take(&mut s.cbuf)));
+        s.run(&mut backend, &plan, route).await;
+    }
+    let removed = ctx.holds.borrow_mut().release(key);
+    ctx.counters().dec(Counter::HoldsActive);
+    ctx.counters()
+        .add(Counter::SubscriptionsEnded, removed as u64);
+}
+
+/// Handshake with a WebSocket backend: forward the upgrade (signed, offering `grip`), expect
+/// 101. `Err` holds the response for the client.
+async fn open_ws_backend(
+    ctx: &Rc<ShardCtx>,
+    route: &Route,
+    plan: &WsPlan,
+) -> Result<(Backend, Option<String>, Vec<(String, Vec<u8>)>, Vec<Event>), Vec<u8>> {
+    let mut err = Vec::new();
+    let targets: Vec<_> = route
+        .targets
+        .iter()
+        .filter_map(|t| match t {
+            Target::Http(h) => Some(h),
+            _ => None,
+        })
+        .collect();
+    let Ok((mut be, target)) = super::connect_targets(ctx, &targets, false).await else {
+        ctx.counters().inc(Counter::BackendError);
+        http1::write_simple_response(
+            &mut err,
+            http1::Version::Http11,
+            502,
+            super::BODY_PROXY_ERROR,
+            true,
+        );
+        return Err(err);
+    };
+    let mut head = plan.head.clone();
+    head.headers
+        .retain(|h| !h.name.eq_ignore_ascii_case("sec-websocket-extensions"));
+    head.headers.push(Header {
+        name: "Sec-WebSocket-Extensions".into(),
+        value: b"grip".to_vec(),
+    });
+    let mut out = super::forward_head_upgrade(ctx, plan.peer_ip, &head, route, target);
+    out.truncate(out.len());
+    if be.peer.write_all(out).await.0.is_err() {
+        http1::write_simple_response(
+            &mut err,
+            http1::Version::Http11,
+            502,
+            super::BODY_PROXY_ERROR,
+            true,
+        );
+        return Err(err);
+    }
+    let resp = match super::read_response_head(ctx, &mut be, "GET").await {
+        Ok(r) => r,
+        Err(_) => {
+            ctx.counters().inc(Counter::BackendError);
+            http1::write_simple_response(
+                &mut err,
+                http1::Version::Http11,
+                502,
+                super::BODY_PROXY_ERROR,
+                true,
+            );
+            return Err(err);
+        }
+    };
+    if resp.status != 101 || !ws::handshake::verify_accept(&resp.headers, &plan.handshake.key) {
+        // Relay the refusal (bounded body).
+        let mut body = Vec::new();
+        let _ = super::io::relay_body(
+            &mut be.peer,
+            super::io::Sink::Buffer {
+                buf: &mut body,
+                max: wsevents::REJECT_BODY_MAX,
+            },
+            resp.framing,
+            super::io::OutEncoding::Identity,
+            ctx.cfg.body_buffer_bytes,
+            ctx.cfg.backend_response_timeout,
+        )
+        .await;
+        let status = if resp.status == 101 { 502 } else { resp.status };
+        let mut r = crate::conn::held::plain_response(&resp, body);
+        r.code = status;
+        crate::conn::held::write_full_response(&mut err, &r, http1::Version::Http11, false);
+        return Err(err);
+    }
+    let ext: Vec<&str> = resp
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+        .filter_map(|h| std::str::from_utf8(&h.value).ok())
+        .collect();
+    let grip = ws::grip_extension_prefix(&ext);
+    let extra: Vec<(String, Vec<u8>)> = resp
+        .headers
+        .iter()
+        .filter(|h| !h.name.to_ascii_lowercase().starts_with("grip-"))
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect();
+    let leftover = be.peer.pending().to_vec();
+    let (rd, wr) = be.peer.stream.into_split();
+    Ok((
+        Backend::Ws {
+            wr,
+            read: Some(read_more(rd, leftover)),
+            reader: ClientReader::new(WS_MESSAGE_MAX, None),
+        },
+        grip,
+        extra,
+        Vec::new(),
+    ))
+}
+
+/// The request head of a WebSocket-over-HTTP `POST`: the client's handshake headers replayed
+/// (minus the ones Pushpin strips) plus the event headers.
+fn over_http_head(
+    plan: &WsPlan,
+    conn_id: &str,
+    meta: &[(String, String)],
+    body_len: usize,
+) -> RequestHead {
+    let mut head = plan.head.clone();
+    head.method = "POST".into();
+    head.upgrade = None;
+    head.expect_continue = false;
+    head.framing = BodyFraming::Length(body_len as u64);
+    head.headers
+        .retain(|h| !wsevents::is_stripped_request_header(&h.name));
+    for (n, v) in wsevents::request_headers(conn_id, meta, body_len) {
+        if n.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        head.headers.push(Header {
+            name: n,
+            value: v.into_bytes(),
+        });
+    }
+    head.headers.push(Header {
+        name: "Sec-WebSocket-Extensions".into(),
+        value: b"grip".to_vec(),
+    });
+    head
+}
+
+/// Open a WebSocket-over-HTTP session: `OPEN` until accepted (a deferred accept waits its
+/// keep-alive interval). `Err` holds the response for the client.
+async fn open_over_http(
+    ctx: &Rc<ShardCtx>,
+    route: &Route,
+    plan: &WsPlan,
+) -> Result<(Backend, Option<String>, Vec<(String, Vec<u8>)>, Vec<Event>), Vec<u8>> {
+    let conn_id = wsevents::connection_id(random16());
+    let mut meta: Vec<(String, String)> = Vec::new();
+    let mut phase = SessionPhase::Opening;
+    let mut err = Vec::new();
+    for _attempt in 0..10 {
+        let mut body = Vec::new();
+        wsevents::encode_events(&mut body, &[Event::Open]);
+        let head = over_http_head(plan, &conn_id, &meta, body.len());
+        let f = match fetch::fetch_with_body(
+            ctx,
+            route,
+            &head,
+            &body,
+            plan.peer_ip,
+            wsevents::RESPONSE_BODY_MAX,
+        )
+        .await
+        {
+            Ok(f) => f,
+            Err(_) => {
+                ctx.counters().inc(Counter::BackendError);
+                http1::write_simple_response(
+                    &mut err,
+                    http1::Version::Http11,
+                    502,
+                    super::BODY_PROXY_ERROR,
+                    true,
+                );
+                return Err(err);
+            }
+        };
+        let headers: Vec<(String, Vec<u8>)> = f
+            .head
+            .headers
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect();
+        match wsevents::interpret_reply(phase, f.head.status, &f.head.reason, &headers, &f.body) {
+            Err(wsevents::ReplyError::Rejected {
+                status,
+                reason,
+                headers,
+                body,
+            }) => {
+                let r = crate::grip::HeldResponse {
+                    code: status,
+                    reason,
+                    headers,
+                    body: body.to_vec(),
+                };
+                crate::conn::held::write_full_response(&mut err, &r, http1::Version::Http11, false);
+                return Err(err);
+            }
+            Err(wsevents::ReplyError::Protocol(why)) => {
+                tracing::warn!(route = %route.id, "WebSocket-over-HTTP open failed: {why}");
+                http1::write_simple_response(
+                    &mut err,
+                    http1::Version::Http11,
+                    502,
+                    super::BODY_PROXY_ERROR,
+                    true,
+                );
+                return Err(err);
+            }
+            Ok(reply) => {
+                wsevents::apply_set_meta(&mut meta, &reply.set_meta);
+                let keep_alive_ms = reply.keep_alive_interval_s.map(|s| u64::from(s) * 1000);
+                if reply.accepted() {
+                    let events: Vec<Event> = reply.events.into_iter().skip(1).collect();
+                    let oh = OverHttp {
+                        conn_id,
+                        meta,
+                        queue: OutQueue::new(
+                            wsevents::REQUEST_CONTENT_MAX,
+                            OVER_HTTP_QUEUE_MAX,
+                            route
+                                .targets
+                                .iter()
+                                .any(|t| matches!(t, Target::Http(h) if h.one_event)),
+                        ),
+                        in_flight: None,
+                        keep_alive_ms,
+                        last_request_ms: ctx.clock_ms(),
+                        closing: false,
+                        disconnected: false,
+                    };
+                    return Ok((
+                        Backend::OverHttp(Box::new(oh)),
+                        reply.grip,
+                        reply.accept_headers,
+                        events,
+                    ));
+                }
+                // Deferred accept: ask again after the keep-alive interval.
+                phase = SessionPhase::OpeningDeferred;
+                let wait = keep_alive_ms.unwrap_or(20_000);
+                monoio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            }
+        }
+    }
+    http1::write_simple_response(
+        &mut err,
+        http1::Version::Http11,
+        502,
+        super::BODY_PROXY_ERROR,
+        true,
+    );
+    Err(err)
+}
+
+impl Session {
+    fn subscribe(&self, channel: &str) {
+        let name = format!("{}{channel}", self.channel_prefix);
+        let r = self.ctx.holds.borrow_mut().subscribe(self.key, &name);
+        match r {
+            Ok(_) => self.ctx.counters().inc(Counter::SubscriptionsStarted),
+            Err(e) => {
+                self.ctx.counters().inc(Counter::SubscriptionRefused);
+                tracing::warn!(shard = %self.ctx.id, channel = %name, error = ?e, "WebSocket subscription refused");
+            }
+        }
+    }
+
+    fn unsubscribe(&self, channel: &str) {
+        let name = format!("{}{channel}", self.channel_prefix);
+        let mut holds = self.ctx.holds.borrow_mut();
+        if let Some(id) = holds.subs.channel_id(&name) {
+            holds.subs.unsubscribe(id, self.key);
+        }
+    }
+
+    /// Send one message to the client (compressed per connection when negotiated).
+    async fn send(&mut self, opcode: Opcode, payload: &[u8]) -> bool {
+        let mut out = Vec::with_capacity(payload.len() + 16);
+        ws::encode_message(
+            &mut out,
+            opcode,
+            payload,
+            ws::DEFAULT_FRAME_MAX,
+            self.deflater.as_mut(),
+        );
+        self.send_raw(out).await
+    }
+
+    async fn send_raw(&mut self, out: Vec<u8>) -> bool {
+        let ok = self.wr.write_all(out).await.0.is_ok();
+        self.last_client_write_ms = self.ctx.clock_ms();
+        ok
+    }
+
+    async fn send_close(&mut self, code: u16, reason: &str) -> bool {
+        if self.close_sent {
+            return true;
+        }
+        self.close_sent = true;
+        let code = if ws::close_code_is_valid(code) {
+            code
+        } else {
+            close_code::NORMAL
+        };
+        let mut out = Vec::new();
+        ws::encode_close(&mut out, code, reason);
+        self.send_raw(out).await
+    }
+
+    fn arm_keep_alive(&self) {
+        if let Some((_, every)) = &self.keep_alive {
+            self.ctx.arm_timer(
+                self.key,
+                self.last_client_write_ms + every,
+                TimerKind::KeepAlive,
+            );
+        }
+    }
+
+    /// A control message from the backend (GRIP mode). Returns false to end the session.
+    async fn control(&mut self, backend: &mut Backend, msg: ControlMessage) -> bool {
+        match msg {
+            ControlMessage::Subscribe { channel, .. } => self.subscribe(&channel),
+            ControlMessage::Unsubscribe { channel } => self.unsubscribe(&channel),
+            ControlMessage::Detach => {
+                tracing::debug!(shard = %self.ctx.id, "backend detached");
+                *backend = Backend::None;
+            }
+            ControlMessage::KeepAlive {
+                content,
+                message_type,
+                timeout_s,
+                ..
+            } => {
+                self.keep_alive = content.map(|c| {
+                    let mut frame = Vec::new();
+                    ws::encode_message(
+                        &mut frame,
+                        message_type.opcode(),
+                        &c,
+                        ws::DEFAULT_FRAME_MAX,
+                        None,
+                    );
+                    (Bytes::from(frame), u64::from(timeout_s.max(1)) * 1000)
+                });
+                self.arm_keep_alive();
+            }
+            ControlMessage::SendDelayed {
+                content: Some(c),
+                message_type,
+                ..
+            } => {
+                // tack sends delayed messages at once (documented difference).
+                return self.send(message_type.opcode(), &c).await;
+            }
+            ControlMessage::SetMeta { name, value } => {
+                if let Backend::OverHttp(oh) = backend {
+                    wsevents::apply_set_meta(&mut oh.meta, &[(name, value)]);
+                }
+            }
+            ControlMessage::SendDelayed { content: None, .. }
+            | ControlMessage::FlushDelayed
+            | ControlMessage::Session { .. } => {}
+            ControlMessage::Unknown(t) => {
+                tracing::debug!("unknown GRIP control message type {t:?} ignored")
+            }
+        }
+        true
+    }
+
+    /// A data message from the backend: GRIP rules, then to the client.
+    async fn backend_message(
+        &mut self,
+        backend: &mut Backend,
+        opcode: Opcode,
+        payload: Bytes,
+        fragmented: bool,
+    ) -> bool {
+        let Some(prefix) = self.grip_prefix.clone() else {
+            return self.send(opcode, &payload).await;
+        };
+        match ws::classify_message(&payload, &prefix, opcode == Opcode::Text, fragmented) {
+            GripMessage::Deliver(rest) => {
+                let rest = rest.to_vec();
+                self.send(opcode, &rest).await
+            }
+            GripMessage::Control(c) => self.control(backend, c).await,
+            GripMessage::Invalid(why) => {
+                tracing::debug!("invalid GRIP control message ignored: {why}");
+                true
+            }
+            GripMessage::Drop => {
+                tracing::debug!("backend message without the GRIP prefix dropped (as Pushpin)");
+                true
+            }
+        }
+    }
+
+    /// An event from a WebSocket-over-HTTP reply. Returns false to end the session.
+    async fn backend_event(&mut self, backend: &mut Backend, ev: Event) -> bool {
+        match ev {
+            Event::Text(b) => self.backend_message(backend, Opcode::Text, b, false).await,
+            Event::Binary(b) => {
+                self.backend_message(backend, Opcode::Binary, b, false)
+                    .await
+            }
+            Event::Ping(b) => self.send(Opcode::Ping, &b).await,
+            Event::Pong(b) => self.send(Opcode::Pong, &b).await,
+            Event::Close { code, reason } => {
+                let reason = String::from_utf8_lossy(&reason).into_owned();
+                let _ = self
+                    .send_close(code.unwrap_or(close_code::NORMAL), &reason)
+                    .await;
+                false
+            }
+            Event::Disconnect => false,
+            Event::Open => true,
+        }
+    }
+
+    /// Start the next WebSocket-over-HTTP request when none is in flight and there is
+    /// something to send (or a keep-alive is due).
+    fn pump_over_http(&self, backend: &mut Backend, plan: &WsPlan, route: Option<&Route>) {
+        let Backend::OverHttp(oh) = backend else {
+            return;
+        };
+        if oh.in_flight.is_some() {
+            return;
+        }
+        let Some(route) = route else { return };
+        let now = self.ctx.clock_ms();
+        let ka_due = oh
+            .keep_alive_ms
+            .is_some_and(|ms| now >= oh.last_request_ms + ms);
+        if oh.queue.is_empty() && !ka_due {
+            return;
+        }
+        let mut body = Vec::new();
+        oh.queue.take_batch(&mut body);
+        let head = over_http_head(plan, &oh.conn_id, &oh.meta, body.len());
+        let ctx = self.ctx.clone();
+        let route = route.clone();
+        let peer = plan.peer_ip;
+        oh.last_request_ms = now;
+        oh.in_flight = Some(Box::pin(async move {
+            fetch::fetch_with_body(
+                &ctx,
+                &route,
+                &head,
+                &body,
+                peer,
+                wsevents::RESPONSE_BODY_MAX,
+            )
+            .await
+        }));
+    }
+
+    /// Queue a client event for the HTTP backend.
+    fn queue_event(backend: &mut Backend, ev: Event) -> bool {
+        let Backend::OverHttp(oh) = backend else {
+            return true;
+        };
+        if oh.queue.push(ev).is_err() {
+            tracing::warn!("WebSocket-over-HTTP event queue full: closing");
+            return false;
+        }
+        true
+    }
+
+    /// Forward a client message to a WebSocket backend (masked, as a client must).
+    async fn to_backend_ws(backend: &mut Backend, opcode: Opcode, payload: &[u8]) -> bool {
+        let Backend::Ws { wr, .. } = backend else {
+            return true;
+        };
+        let mut out = Vec::with_capacity(payload.len() + 16);
+        if opcode == Opcode::Close {
+            let (code, reason) =
+                ws::frame::parse_close_payload(payload).unwrap_or((None, String::new()));
+            ws::frame::encode_close_masked(
+                &mut out,
+                code.unwrap_or(close_code::NORMAL),
+                &reason,
+                mask(),
+            );
+        } else {
+            ws::encode_message_masked(&mut out, opcode, payload, mask());
+        }
+        wr.write_all(out).await.0.is_ok()
+    }
+
+    /// A complete client message. Returns false to end the session.
+    async fn client_event(&mut self, backend: &mut Backend, ev: WsEvent) -> bool {
+        let over_http = matches!(backend, Backend::OverHttp(_));
+        let ws_backend = matches!(backend, Backend::Ws { .. });
+        match ev {
+            WsEvent::Text(b) => {
+                if ws_backend {
+                    return Self::to_backend_ws(backend, Opcode::Text, &b).await;
+                }
+                Self::queue_event(backend, Event::Text(b))
+            }
+            WsEvent::Binary(b) => {
+                if ws_backend {
+                    return Self::to_backend_ws(backend, Opcode::Binary, &b).await;
+                }
+                Self::queue_event(backend, Event::Binary(b))
+            }
+            WsEvent::Ping(b) => {
+                if ws_backend {
+                    return Self::to_backend_ws(backend, Opcode::Ping, &b).await;
+                }
+                // tack answers pings itself (Pushpin leaves them to the backend, whose GRIP
+                // libraries never answer) and still tells an HTTP backend.
+                if over_http && !Self::queue_event(backend, Event::Ping(b.clone())) {
+                    return false;
+                }
+                self.send(Opcode::Pong, &b).await
+            }
+            WsEvent::Pong(b) => {
+                if ws_backend {
+                    return Self::to_backend_ws(backend, Opcode::Pong, &b).await;
+                }
+                Self::queue_event(backend, Event::Pong(b))
+            }
+            WsEvent::Close { code, reason } => {
+                match backend {
+                    Backend::Ws { .. } => {
+                        let mut payload = Vec::new();
+                        if let Some(c) = code {
+                            payload.extend_from_slice(&c.to_be_bytes());
+                            payload.extend_from_slice(reason.as_bytes());
+                        }
+                        let _ = Self::to_backend_ws(backend, Opcode::Close, &payload).await;
+                    }
+                    Backend::OverHttp(oh) => {
+                        // The backend answers the CLOSE; the session ends after its reply.
+                        oh.closing = true;
+                        let ev = Event::Close {
+                            code,
+                            reason: Bytes::from(reason.clone().into_bytes()),
+                        };
+                        return oh.queue.push(ev).is_ok();
+                    }
+                    Backend::None => {}
+                }
+                let _ = self
+                    .send_close(code.unwrap_or(close_code::NORMAL), &reason)
+                    .await;
+                false
+            }
+        }
+    }
+
+    /// Bytes from the client: decode frames, act on each message, read on.
+    async fn on_client_bytes(
+        &mut self,
+        backend: &mut Backend,
+        rd: OwnedReadHalf<TcpStream>,
+        buf: Vec<u8>,
+        res: io::Result<usize>,
+    ) -> bool {
+        match res {
+            Ok(n) if n > 0 => {}
+            _ => {
+                // The client vanished (no close frame).
+                if let Backend::OverHttp(oh) = backend {
+                    oh.queue.clear();
+                    oh.disconnected = true;
+                }
+                return false;
+            }
+        }
+        let mut pos = 0;
+        loop {
+            match self.reader.read(&buf[pos..]) {
+                Ok((used, ev)) => {
+                    pos += used;
+                    if let Some(ev) = ev {
+                        if !self.client_event(backend, ev).await {
+                            return false;
+                        }
+                    } else if used == 0 {
+                        break;
+                    }
+                }
+                Err(reason) => {
+                    tracing::debug!(
+                        code = reason.code,
+                        reason = reason.reason,
+                        "client broke the WebSocket protocol"
+                    );
+                    let _ = self.send_close(reason.code, reason.reason).await;
+                    if let Backend::OverHttp(oh) = backend {
+                        oh.queue.clear();
+                        oh.disconnected = true;
+                    }
+                    return false;
+                }
+            }
+        }
+        self.read = Some(read_more(rd, buf[pos..].to_vec()));
+        true
+    }
+
+    /// Bytes from a WebSocket backend.
+    async fn on_backend_bytes(
+        &mut self,
+        backend: &mut Backend,
+        rd: OwnedReadHalf<TcpStream>,
+        buf: Vec<u8>,
+        res: io::Result<usize>,
+    ) -> bool {
+        if !matches!(res, Ok(n) if n > 0) {
+            let _ = self
+                .send_close(close_code::INTERNAL_ERROR, "backend closed")
+                .await;
+            return false;
+        }
+        let mut pos = 0;
+        loop {
+            let step = match backend {
+                Backend::Ws { reader, .. } => reader
+                    .read(&buf[pos..])
+                    .map(|(u, ev)| (u, ev, reader.last_message_fragmented())),
+                _ => return true,
+            };
+            match step {
+                Ok((used, ev, fragmented)) => {
+                    pos += used;
+                    let ok = match ev {
+                        Some(WsEvent::Text(b)) => {
+                            self.backend_message(backend, Opcode::Text, b, fragmented)
+                                .await
+                        }
+                        Some(WsEvent::Binary(b)) => {
+                            self.backend_message(backend, Opcode::Binary, b, fragmented)
+                                .await
+                        }
+                        Some(WsEvent::Ping(b)) => self.send(Opcode::Ping, &b).await,
+                        Some(WsEvent::Pong(b)) => self.send(Opcode::Pong, &b).await,
+                        Some(WsEvent::Close { code, reason }) => {
+                            let _ = self
+                                .send_close(code.unwrap_or(close_code::NORMAL), &reason)
+                                .await;
+                            false
+                        }
+                        None if used == 0 => break,
+                        None => true,
+                    };
+                    if !ok {
+                        return false;
+                    }
+                    if matches!(backend, Backend::None) {
+                        // Detached while handling a control message.
+                        return true;
+                    }
+                }
+                Err(reason) => {
+                    tracing::warn!(code = reason.code, "backend broke the WebSocket protocol");
+                    let _ = self
+                        .send_close(close_code::INTERNAL_ERROR, "backend error")
+                        .await;
+                    return false;
+                }
+            }
+        }
+        if let Backend::Ws { read, .. } = backend {
+            *read = Some(read_more(rd, buf[pos..].to_vec()));
+        }
+        true
+    }
+
+    /// The answer to a WebSocket-over-HTTP request.
+    async fn on_http_reply(
+        &mut self,
+        backend: &mut Backend,
+        r: Result<Fetched, fetch::FetchError>,
+    ) -> bool {
+        let f = match r {
+            Ok(f) => f,
+            Err(e) => {
+                self.ctx.counters().inc(Counter::BackendError);
+                tracing::warn!(error = ?e, "WebSocket-over-HTTP request failed: closing 1011");
+                let _ = self
+                    .send_close(close_code::INTERNAL_ERROR, "backend error")
+                    .await;
+                return false;
+            }
+        };
+        let headers: Vec<(String, Vec<u8>)> = f
+            .head
+            .headers
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect();
+        let reply = match wsevents::interpret_reply(
+            SessionPhase::Open,
+            f.head.status,
+            &f.head.reason,
+            &headers,
+            &f.body,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                self.ctx.counters().inc(Counter::BackendError);
+                tracing::warn!(error = %e, "WebSocket-over-HTTP reply refused: closing 1011");
+                let _ = self
+                    .send_close(close_code::INTERNAL_ERROR, "backend error")
+                    .await;
+                return false;
+            }
+        };
+        let (closing, disconnected) = match backend {
+            Backend::OverHttp(oh) => {
+                wsevents::apply_set_meta(&mut oh.meta, &reply.set_meta);
+                if let Some(s) = reply.keep_alive_interval_s {
+                    oh.keep_alive_ms = Some(u64::from(s) * 1000);
+                }
+                if reply.keep_alive_off {
+                    oh.keep_alive_ms = None;
+                }
+                (oh.closing, oh.disconnected)
+            }
+            _ => (false, false),
+        };
+        for ev in reply.events {
+            if !self.backend_event(backend, ev).await {
+                return false;
+            }
+        }
+        if closing {
+            let _ = self.send_close(close_code::NORMAL, "").await;
+            return false;
+        }
+        !disconnected
+    }
+
+    /// Something from the hold registry: a publish, a timer, shutdown, or overflow.
+    async fn on_hold_event(&mut self, ev: Option<HoldEvent>) -> bool {
+        match ev {
+            Some(HoldEvent::Ws {
+                opcode,
+                payload,
+                frame,
+            }) => {
+                if self.deflater.is_some() {
+                    self.send(opcode, &payload).await
+                } else {
+                    let ok = self.wr.write_all(frame).await.0.is_ok();
+                    self.last_client_write_ms = self.ctx.clock_ms();
+                    ok
+                }
+            }
+            Some(HoldEvent::WsClose { code, reason }) => {
+                let _ = self.send_close(code, &reason).await;
+                false
+            }
+            Some(HoldEvent::Timer(_)) => {
+                if let Some((frame, every)) = self.keep_alive.clone() {
+                    let now = self.ctx.clock_ms();
+                    if now >= self.last_client_write_ms + every {
+                        if self.wr.write_all(frame).await.0.is_err() {
+                            return false;
+                        }
+                        self.last_client_write_ms = now;
+                        self.ctx.counters().inc(Counter::KeepAliveSent);
+                    }
+                    self.arm_keep_alive();
+                }
+                true
+            }
+            Some(HoldEvent::Shutdown) => {
+                let _ = self
+                    .send_close(close_code::GOING_AWAY, "server shutting down")
+                    .await;
+                false
+            }
+            Some(_) => true,
+            None => {
+                if self.ctx.holds.borrow_mut().overflowed(self.key) {
+                    self.ctx.counters().inc(Counter::SlowSubscriberClosed);
+                    tracing::warn!(shard = %self.ctx.id, "slow WebSocket subscriber closed: its delivery queue overflowed");
+                    let _ = self.send_close(close_code::POLICY, "too slow").await;
+                }
+                false
+            }
+        }
+    }
+
+    async fn run(&mut self, backend: &mut Backend, plan: &WsPlan, route: Option<&Route>) {
+        let key = self.key;
+        loop {
+            self.pump_over_http(backend, plan, route);
+            let ctx = self.ctx.clone();
+            let wake = {
+                let read = &mut self.read;
+                let be = &mut *backend;
+                poll_fn(|cx| {
+                    if let Some(f) = read.as_mut() {
+                        if let Poll::Ready((rd, buf, res)) = f.as_mut().poll(cx) {
+                            *read = None;
+                            return Poll::Ready(Wake::Client(rd, buf, res));
+                        }
+                    }
+                    match be {
+                        Backend::Ws { read: Some(f), .. } => {
+                            if let Poll::Ready((rd, buf, res)) = f.as_mut().poll(cx) {
+                                if let Backend::Ws { read, .. } = be {
+                                    *read = None;
+                                }
+                                return Poll::Ready(Wake::BackendWs(rd, buf, res));
+                            }
+                        }
+                        Backend::OverHttp(oh) => {
+                            if let Some(f) = oh.in_flight.as_mut() {
+                                if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                                    oh.in_flight = None;
+                                    return Poll::Ready(Wake::BackendHttp(r));
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                    ctx.holds.borrow_mut().poll_event(key, cx).map(Wake::Hold)
+                })
+                .await
+            };
+            let go_on = match wake {
+                Wake::Client(rd, buf, res) => self.on_client_bytes(backend, rd, buf, res).await,
+                Wake::BackendWs(rd, buf, res) => self.on_backend_bytes(backend, rd, buf, res).await,
+                Wake::BackendHttp(r) => self.on_http_reply(backend, r).await,
+                Wake::Hold(ev) => self.on_hold_event(ev).await,
+            };
+            if !go_on {
+                break;
+            }
+        }
+        // The client vanished while over HTTP: tell the backend (best effort).
+        if let Backend::OverHttp(oh) = backend {
+            if oh.disconnected {
+                if let Some(f) = oh.in_flight.take() {
+                    let _ = f.await;
+                }
+                if let Some(route) = route {
+                    let mut body = Vec::new();
+                    wsevents::encode_events(&mut body, &[Event::Disconnect]);
+                    let head = over_http_head(plan, &oh.conn_id, &oh.meta, body.len());
+                    let _ = fetch::fetch_with_body(
+                        &self.ctx,
+                        route,
+                        &head,
+                        &body,
+                        plan.peer_ip,
+                        wsevents::RESPONSE_BODY_MAX,
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+}
