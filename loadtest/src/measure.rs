@@ -530,11 +530,14 @@ mod tests {
 
     #[test]
     fn dechunker_decodes_split_input() {
-        let body = b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let body =
+            b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: 1\r\n\r\nNEXT";
         for split in 0..body.len() {
             let mut d = Dechunker::new();
             let mut out = Vec::new();
-            let a = d.feed(&body[..split], |s| out.extend_from_slice(s)).unwrap();
+            let a = d
+                .feed(&body[..split], |s| out.extend_from_slice(s))
+                .unwrap();
             assert!(a == split || d.is_done());
             let b = d.feed(&body[a..], |s| out.extend_from_slice(s)).unwrap();
             assert_eq!(out, b"helloabcdefghijklmnopqrstuvwxyz");
@@ -552,7 +555,10 @@ mod tests {
         let mut d = Dechunker::new();
         assert_eq!(d.feed(b"\r\n", |_| {}), Err(ChunkError::BadSize));
         let mut d = Dechunker::new();
-        assert_eq!(d.feed(b"1000000000000000\r\n", |_| {}), Err(ChunkError::BadSize));
+        assert_eq!(
+            d.feed(b"1000000000000000\r\n", |_| {}),
+            Err(ChunkError::BadSize)
+        );
     }
 
     #[test]
@@ -562,7 +568,10 @@ mod tests {
         s.feed(b"seq=1 t=2\nse", |l| lines.push(l.to_vec()));
         s.feed(b"q=2 t=3", |l| lines.push(l.to_vec()));
         s.feed(b"\n\n", |l| lines.push(l.to_vec()));
-        assert_eq!(lines, vec![b"seq=1 t=2".to_vec(), b"seq=2 t=3".to_vec(), vec![]]);
+        assert_eq!(
+            lines,
+            vec![b"seq=1 t=2".to_vec(), b"seq=2 t=3".to_vec(), vec![]]
+        );
         lines.clear();
         s.feed(&[b'x'; LINE_MAX + 1], |l| lines.push(l.to_vec()));
         s.feed(b"yy\nok\ntail", |l| lines.push(l.to_vec()));
@@ -590,7 +599,8 @@ mod tests {
         let smaps = "55d0-7ffd ---p 00000000 00:00 0    [rollup]\nRss:               12345 kB\nPss:                6789 kB\nPss_Anon:           100 kB\n";
         assert_eq!(parse_smaps_rollup(smaps), Some((12345, 6789)));
         assert_eq!(parse_smaps_rollup("Rss: 1 kB\n"), None);
-        let stat = "4242 (my (odd) proc) S 17 4242 4242 0 -1 4194560 100 0 0 0 321 654 0 0 20 0 3 0 1 2 3";
+        let stat =
+            "4242 (my (odd) proc) S 17 4242 4242 0 -1 4194560 100 0 0 0 321 654 0 0 20 0 3 0 1 2 3";
         assert_eq!(
             parse_proc_stat(stat),
             Some(ProcStat {

@@ -271,13 +271,21 @@ fn publish_body(api: PublishApi, mode: Mode, channels: &[String], seq: u64, t: u
     }
 }
 
-fn run_publisher(args: Args, channels: Vec<String>, start: Instant, shared: Arc<PubShared>) -> PubReport {
+fn run_publisher(
+    args: Args,
+    channels: Vec<String>,
+    start: Instant,
+    shared: Arc<PubShared>,
+) -> PubReport {
     let mut rep = PubReport::default();
     let now_us = || start.elapsed().as_micros() as u64;
-    let path_tpl = args.publish_path.clone().unwrap_or_else(|| match args.publish {
-        PublishApi::Nchan => "/pub/{ch}".to_string(),
-        _ => "/publish/".to_string(),
-    });
+    let path_tpl = args
+        .publish_path
+        .clone()
+        .unwrap_or_else(|| match args.publish {
+            PublishApi::Nchan => "/pub/{ch}".to_string(),
+            _ => "/publish/".to_string(),
+        });
     // One POST per message for the JSON APIs (all channels as items); one per channel for Nchan.
     let groups: Vec<Vec<String>> = match args.publish {
         PublishApi::Nchan => channels.iter().map(|c| vec![c.clone()]).collect(),
@@ -458,7 +466,11 @@ impl Loop {
 
     fn request(&self, i: usize) -> Vec<u8> {
         let ch = &self.channels[i % self.channels.len()];
-        let path = self.args.path.replace("{ch}", ch).replace("{i}", &i.to_string());
+        let path = self
+            .args
+            .path
+            .replace("{ch}", ch)
+            .replace("{i}", &i.to_string());
         let mut r = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: loadgen\r\n",
             self.args.target
@@ -487,7 +499,12 @@ impl Loop {
     }
 
     fn connect(&mut self, i: usize) -> io::Result<()> {
-        let src = Ipv4Addr::new(127, 0, 0, 2 + (i % usize::from(self.args.src_addrs.max(1))) as u8);
+        let src = Ipv4Addr::new(
+            127,
+            0,
+            0,
+            2 + (i % usize::from(self.args.src_addrs.max(1))) as u8,
+        );
         let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
         sock.set_nonblocking(true)?;
         sock.set_nodelay(true)?;
@@ -531,7 +548,11 @@ impl Loop {
             if !s.closed_early && !self.ending {
                 s.closed_early = true;
                 self.stats.closed_early += 1;
-                *self.stats.fail_reasons.entry(format!("closed: {reason}")).or_default() += 1;
+                *self
+                    .stats
+                    .fail_reasons
+                    .entry(format!("closed: {reason}"))
+                    .or_default() += 1;
             }
         } else if !s.failed {
             s.failed = true;
@@ -682,9 +703,10 @@ impl Loop {
         }
         let te_chunked = header(resp.headers, "transfer-encoding")
             .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-        let clen = header(resp.headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
-        s.keep_alive = !header(resp.headers, "connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let clen =
+            header(resp.headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        s.keep_alive =
+            !header(resp.headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         if mode == Mode::Longpoll {
             if let Some(e) = header(resp.headers, "etag") {
                 s.etag = Some(e.to_string());
@@ -769,7 +791,9 @@ impl Loop {
             if !matches!(phase, Phase::Head | Phase::Body | Phase::WsFrames) {
                 return;
             }
-            let Some(st) = self.subs[i].stream.as_mut() else { return };
+            let Some(st) = self.subs[i].stream.as_mut() else {
+                return;
+            };
             let n = match st.read(&mut self.buf) {
                 Ok(0) => {
                     // End of stream: completes a close-delimited long-poll body.
@@ -784,7 +808,11 @@ impl Loop {
                         }
                         self.subs[i].keep_alive = false;
                         self.repoll(i);
-                    } else if self.args.mode == Mode::Longpoll && self.subs[i].subscribed && phase == Phase::Head && self.subs[i].head.is_empty() {
+                    } else if self.args.mode == Mode::Longpoll
+                        && self.subs[i].subscribed
+                        && phase == Phase::Head
+                        && self.subs[i].head.is_empty()
+                    {
                         // Keep-alive connection closed between polls: reconnect.
                         self.subs[i].keep_alive = false;
                         self.repoll(i);
@@ -822,7 +850,9 @@ impl Loop {
                     let rest = &data[used - before..];
                     self.subs[i].head.clear();
                     data = rest;
-                    if self.args.mode == Mode::Longpoll && matches!(self.subs[i].framing, Framing::Length(0)) {
+                    if self.args.mode == Mode::Longpoll
+                        && matches!(self.subs[i].framing, Framing::Length(0))
+                    {
                         self.repoll(i);
                     }
                 }
@@ -857,7 +887,9 @@ impl Loop {
 
     fn on_writable(&mut self, i: usize) {
         if self.subs[i].phase == Phase::Connecting {
-            let Some(st) = self.subs[i].stream.as_ref() else { return };
+            let Some(st) = self.subs[i].stream.as_ref() else {
+                return;
+            };
             match st.take_error() {
                 Ok(Some(e)) | Err(e) => {
                     self.fail(i, format!("connect: {}", e.kind()));
@@ -907,7 +939,13 @@ impl Loop {
         }
         let ready: Vec<(usize, bool, bool)> = events
             .iter()
-            .map(|e| (e.token().0, e.is_readable() || e.is_read_closed() || e.is_error(), e.is_writable()))
+            .map(|e| {
+                (
+                    e.token().0,
+                    e.is_readable() || e.is_read_closed() || e.is_error(),
+                    e.is_writable(),
+                )
+            })
             .collect();
         for (i, r, w) in ready {
             if i >= self.subs.len() {
@@ -952,7 +990,11 @@ fn run(args: Args) -> Result<(), String> {
             args.subscribers
         ));
     }
-    let metrics = args.metrics.as_deref().map(parse_metrics_addr).transpose()?;
+    let metrics = args
+        .metrics
+        .as_deref()
+        .map(parse_metrics_addr)
+        .transpose()?;
     let start = Instant::now();
     let channels: Vec<String> = (0..args.channels.max(1))
         .map(|j| format!("{}{j}", args.channel_prefix))
@@ -1017,7 +1059,9 @@ fn run(args: Args) -> Result<(), String> {
             continue;
         }
         if let Some(m) = metrics {
-            if holds_seen.is_none_or(|h| h < lp.stats.subscribed as u64 - lp.stats.closed_early as u64) {
+            if holds_seen
+                .is_none_or(|h| h < lp.stats.subscribed as u64 - lp.stats.closed_early as u64)
+            {
                 if last_metrics.elapsed() >= Duration::from_millis(100) {
                     last_metrics = Instant::now();
                     holds_seen = holds_active(m);
@@ -1080,7 +1124,9 @@ fn run(args: Args) -> Result<(), String> {
     lp.ending = true;
     let cpu1 = cpu_us(&pids);
     let self_pub1 = self_cpu_us();
-    let pubrep = publisher.join().map_err(|_| "publisher panicked".to_string())?;
+    let pubrep = publisher
+        .join()
+        .map_err(|_| "publisher panicked".to_string())?;
     let self_cpu1 = self_cpu_us();
 
     // Report.
@@ -1136,7 +1182,11 @@ fn run(args: Args) -> Result<(), String> {
         args.subscribers,
         channels.len(),
         m,
-        if args.rate > 0.0 { format!("{}/s", args.rate) } else { "burst".into() },
+        if args.rate > 0.0 {
+            format!("{}/s", args.rate)
+        } else {
+            "burst".into()
+        },
         args.publish
     );
     println!("  subscribed            {subscribed} ({} failed) in {subscribe_s:.2} s = {subscribe_rate:.0}/s", st.failed);
