@@ -10,7 +10,9 @@
 #   MESSAGES=100                 messages per scenario (unless the scenario names its own)
 #   RATE=10                      messages/s of paced scenarios
 #   INFLIGHT=32 CONNECT_RATE=3000   subscribe bounds (peers.md: Pushpin fails above ~500 in flight)
-#   RUN_TIMEOUT=300              seconds before one loadgen run is killed
+#   RUN_TIMEOUT=400              seconds before one loadgen run is killed
+#   DRAIN_TIMEOUT=120            loadgen --drain-timeout-s: longest wait for deliveries after the
+#                                last publish (a run also ends after 3 s without any delivery)
 #   TACK_ARGS=""                 extra tack arguments (e.g. "--shards 2 --driver legacy")
 #   NO_BUILD=1                   use the existing release binaries
 #   OUT_MD=path                  also append the Markdown report to this file
@@ -26,7 +28,8 @@ MESSAGES=${MESSAGES:-100}
 RATE=${RATE:-10}
 INFLIGHT=${INFLIGHT:-32}
 CONNECT_RATE=${CONNECT_RATE:-3000}
-RUN_TIMEOUT=${RUN_TIMEOUT:-300}
+RUN_TIMEOUT=${RUN_TIMEOUT:-400}
+DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
 TACK_ARGS=${TACK_ARGS:-}
 TACK_BIN=$ROOT/target/release/tack
 LOADGEN=$ROOT/target/release/loadgen
@@ -355,7 +358,7 @@ run_one() {
     cmd=("$LOADGEN" --label "$peer" --target "127.0.0.1:$SUB_PORT" --publish-addr "127.0.0.1:$PUB_PORT"
         $(peer_args "$peer" "$mode") --mode "$mode" -n "$n" -m "$msgs" "${rate_args[@]}"
         --inflight "$INFLIGHT" --connect-rate "$CONNECT_RATE" --pid-tree "$PEER_PID"
-        "${metrics_args[@]}" --subscribe-timeout-s $((RUN_TIMEOUT / 2)) --json)
+        "${metrics_args[@]}" --subscribe-timeout-s $((RUN_TIMEOUT / 3)) --drain-timeout-s "$DRAIN_TIMEOUT" --json)
     log "$peer $scen: loadgen ${cmd[*]:1}"
     local rc=0
     timeout --kill-after=5 "$RUN_TIMEOUT" "${cmd[@]}" >"$d/loadgen.out" 2>"$d/loadgen.err" || rc=$?
@@ -409,7 +412,7 @@ report() {
     jq -rs '
         def r(a; b): if (a == null or b == null or b == 0) then "-" else ((a / b) * 100 | round / 100 | tostring) end;
         group_by(.scenario)[] as $g
-        | ($g | map(select(.peer == "tack" and (.failed | not))) | first) as $t
+        | ($g | map(select(.peer == "tack" and (.failed | not) and .subscribed > 0)) | first) as $t
         | $g[] | select(.peer != "tack" and (.failed | not)) as $p
         | if $t == null then empty else
           "| \($p.scenario) | \($p.peer) | \(r($t.rss_per_conn_b; $p.rss_per_conn_b)) | \(r($t.cpu_us_per_delivery; $p.cpu_us_per_delivery)) | \(r($t.deliveries_per_s; $p.deliveries_per_s)) | \(r($t.completion_p99_us; $p.completion_p99_us)) |" end' "$RESULTS"
