@@ -449,6 +449,18 @@ struct Loop {
     ending: bool,
     reconnect: VecDeque<usize>,
     buf: Vec<u8>,
+    /// Scratch list of (seq, t) parsed from one read.
+    found: Vec<(u64, u64)>,
+}
+
+/// Adds the message in `line` (if any) to `found`; counts lines that mention `seq=` but do not
+/// parse.
+fn scan_line(line: &[u8], found: &mut Vec<(u64, u64)>, bad: &mut u64) {
+    match parse_message(line) {
+        Some(m) => found.push(m),
+        None if line.windows(4).any(|w| w == b"seq=") => *bad += 1,
+        None => {}
+    }
 }
 
 const HEAD_MAX: usize = 16 * 1024;
@@ -576,12 +588,14 @@ impl Loop {
     }
 
     fn deliver(&mut self, i: usize, line: &[u8]) {
-        let Some((seq, t)) = parse_message(line) else {
-            if line.windows(4).any(|w| w == b"seq=") {
-                self.stats.bad_lines += 1;
-            }
-            return;
-        };
+        let mut found = Vec::with_capacity(1);
+        scan_line(line, &mut found, &mut self.stats.bad_lines);
+        for (seq, t) in found {
+            self.record(i, seq, t);
+        }
+    }
+
+    fn record(&mut self, i: usize, seq: u64, t: u64) {
         let now = self.now_us();
         self.subs[i].seqs.observe(seq);
         self.stats.deliveries += 1;
@@ -595,34 +609,34 @@ impl Loop {
 
     /// Handles body bytes; returns true when a long-poll response is complete.
     fn on_body(&mut self, i: usize, data: &[u8]) -> Result<bool, String> {
-        let mut lines_out: Vec<Vec<u8>> = Vec::new();
+        let mut found = std::mem::take(&mut self.found);
+        let bad = &mut self.stats.bad_lines;
         let s = &mut self.subs[i];
-        let mut complete = false;
-        let mut emit = |d: &[u8], lines: &mut LineSplitter| {
-            lines.feed(d, |l| lines_out.push(l.to_vec()));
-        };
-        match &mut s.framing {
+        let lines = &mut s.lines;
+        let complete = match &mut s.framing {
             Framing::Chunked(dc) => {
-                let mut chunks: Vec<u8> = Vec::new();
-                dc.feed(data, |d| chunks.extend_from_slice(d))
+                dc.feed(data, |d| lines.feed(d, |l| scan_line(l, &mut found, bad)))
                     .map_err(|e| format!("chunked: {e:?}"))?;
-                emit(&chunks, &mut s.lines);
-                complete = dc.is_done();
+                dc.is_done()
             }
             Framing::Length(left) => {
                 let n = (*left).min(data.len() as u64) as usize;
-                emit(&data[..n], &mut s.lines);
+                lines.feed(&data[..n], |l| scan_line(l, &mut found, bad));
                 *left -= n as u64;
-                complete = *left == 0;
+                *left == 0
             }
-            Framing::Close => emit(data, &mut s.lines),
-        }
+            Framing::Close => {
+                lines.feed(data, |l| scan_line(l, &mut found, bad));
+                false
+            }
+        };
         if complete {
-            s.lines.flush(|l| lines_out.push(l.to_vec()));
+            lines.flush(|l| scan_line(l, &mut found, bad));
         }
-        for l in lines_out {
-            self.deliver(i, &l);
+        for (seq, t) in found.drain(..) {
+            self.record(i, seq, t);
         }
+        self.found = found;
         Ok(complete)
     }
 
@@ -829,8 +843,10 @@ impl Loop {
                     return;
                 }
             };
-            let data = self.buf[..n].to_vec();
-            if let Err(e) = self.process(i, &data) {
+            let buf = std::mem::take(&mut self.buf);
+            let res = self.process(i, &buf[..n]);
+            self.buf = buf;
+            if let Err(e) = res {
                 self.fail(i, e);
                 return;
             }
@@ -1035,6 +1051,7 @@ fn run(args: Args) -> Result<(), String> {
         ending: false,
         reconnect: VecDeque::new(),
         buf: vec![0; 64 * 1024],
+        found: Vec::new(),
     };
     let mut events = Events::with_capacity(1024);
 
@@ -1260,6 +1277,9 @@ fn run(args: Args) -> Result<(), String> {
             "rss_kib_after": mem_after.0,
             "publish_posts": pubrep.posts,
             "publish_errors": pubrep.errors,
+            "publish_rtt_p50_us": pubrep.rtt.quantile(0.5),
+            "publish_rtt_p99_us": pubrep.rtt.quantile(0.99),
+            "publish_s": pubrep.last_ack_us.saturating_sub(pubrep.first_send_us) as f64 / 1e6,
             "deliveries": st.deliveries,
             "expected_deliveries": subscribed as u64 * u64::from(m),
             "deliveries_per_s": deliveries_per_s.round(),
@@ -1275,6 +1295,7 @@ fn run(args: Args) -> Result<(), String> {
             "reordered": reord,
             "closed_early": st.closed_early,
             "polls": st.polls,
+            "bad_lines": st.bad_lines,
             "target_cpu_us": cpu_pub,
             "cpu_us_per_delivery": (cpu_per_delivery * 100.0).round() / 100.0,
             "loadgen_cpu_s": (self_cpu1 - self_cpu0) as f64 / 1e6,
