@@ -572,7 +572,7 @@ impl Loop {
             *self.stats.fail_reasons.entry(reason).or_default() += 1;
         }
         if was_inflight {
-            self.stats.inflight -= 1;
+            self.stats.inflight = self.stats.inflight.saturating_sub(1);
         }
         s.phase = Phase::Closed;
     }
@@ -582,7 +582,7 @@ impl Loop {
         if !s.subscribed {
             s.subscribed = true;
             self.stats.subscribed += 1;
-            self.stats.inflight -= 1;
+            self.stats.inflight = self.stats.inflight.saturating_sub(1);
             self.stats.last_subscribed = Some(Instant::now());
         }
     }
