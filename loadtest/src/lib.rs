@@ -10,6 +10,7 @@
 //! `loadtest/README.md`).
 
 pub mod client;
+pub mod measure;
 pub mod origin;
 pub mod ports;
 pub mod tack;
