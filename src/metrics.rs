@@ -44,6 +44,7 @@ macro_rules! counters {
 counters! {
     RequestReceived => "request_received", counter, "Client requests received (Pushpin's name).";
     ConnectionConnected => "connection_connected", gauge, "Client connections open now (Pushpin's name).";
+    ConnectionMinute => "connection_minute", counter, "Client connection-minutes: open connections added once a minute (Pushpin's name).";
     MessageReceived => "message_received", counter, "Published items accepted (Pushpin's name).";
     MessageSent => "message_sent", counter, "Published items queued to a subscriber (Pushpin's name).";
     ConnectionAccepted => "tack_connection_accepted", counter, "Client connections accepted.";

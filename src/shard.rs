@@ -174,6 +174,7 @@ pub async fn run(shard: Shard, shared: Arc<Shared>, ready: Sender<Result<(), Str
     monoio::spawn(inbox_loop(ctx.clone()));
     monoio::spawn(crate::fanout::delivery_loop(ctx.clone()));
     monoio::spawn(timer_loop(ctx.clone()));
+    monoio::spawn(minute_loop(ctx.clone()));
     ctx.shard.shutdown_signal().await;
     ctx.holds.borrow_mut().shutdown_all();
     ctx.pipeline_wake();
@@ -199,6 +200,20 @@ async fn inbox_loop(ctx: Rc<ShardCtx>) {
         }
         crate::fanout::drain_rings(&ctx);
         shards::yield_now().await;
+    }
+}
+
+/// Pushpin's `connection_minute`: once a minute, add the connections open on this shard.
+async fn minute_loop(ctx: Rc<ShardCtx>) {
+    loop {
+        monoio::select! {
+            _ = monoio::time::sleep(Duration::from_secs(60)) => {}
+            _ = ctx.shard.shutdown_signal() => return,
+        }
+        ctx.counters().add(
+            crate::metrics::Counter::ConnectionMinute,
+            ctx.conns_open.get() as u64,
+        );
     }
 }
 

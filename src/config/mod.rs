@@ -179,6 +179,8 @@ pub struct Config {
     pub publish_listen: SocketAddr,
     /// Prometheus exporter listener, if configured.
     pub prometheus_listen: Option<SocketAddr>,
+    /// `[runner] allow_compression`: negotiate WebSocket permessage-deflate with clients.
+    pub allow_compression: bool,
     /// Prometheus metric name prefix (may be empty).
     pub prometheus_prefix: String,
     /// Routes, shared read-only by all shards.
@@ -366,6 +368,7 @@ impl Config {
             listen,
             publish_listen,
             prometheus_listen: cli.metrics_port.or(pp.prometheus_listen),
+            allow_compression: pp.allow_compression,
             prometheus_prefix: pp.prometheus_prefix,
             route_warnings: routes.warnings().to_vec(),
             routes: Arc::new(routes),

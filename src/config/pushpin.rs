@@ -223,6 +223,7 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ("runner", "client_maxconn"),
     ("runner", "client_buffer_size"),
     ("runner", "log_level"),
+    ("runner", "allow_compression"),
     ("proxy", "routesfile"),
     ("proxy", "sig_key"),
     ("proxy", "sig_iss"),
@@ -260,6 +261,8 @@ pub struct PushpinSettings {
     pub client_buffer_size: Option<usize>,
     /// `[runner] log_level` (the most verbose of its entries).
     pub log_level: Option<tracing::Level>,
+    /// `[runner] allow_compression`: WebSocket permessage-deflate (default off, as Pushpin).
+    pub allow_compression: bool,
     /// `[proxy] routesfile`, resolved against the config file's directory; `None` without a
     /// config file.
     pub routes_file: Option<PathBuf>,
@@ -288,6 +291,7 @@ impl Default for PushpinSettings {
             client_maxconn: None,
             client_buffer_size: None,
             log_level: None,
+            allow_compression: false,
             routes_file: None,
             proxy: ProxyConfig::default(),
             handler: HandlerConfig::default(),
@@ -328,6 +332,9 @@ impl PushpinSettings {
         s.client_buffer_size = get("runner", "client_buffer_size")
             .map(|e| int_in(e, HEADER_BYTES_MAX_RANGE))
             .transpose()?;
+        if let Some(e) = get("runner", "allow_compression") {
+            s.allow_compression = boolean(e)?;
+        }
         if let Some(e) = get("runner", "log_level") {
             s.log_level = Some(pushpin_log_level(&e.value).map_err(|m| e.error(m))?);
         }

@@ -78,8 +78,22 @@ fn route_of<'r>(routes: &'r RouteTable, head: &RequestHead) -> Option<&'r Route>
 type ReadFut =
     Pin<Box<dyn Future<Output = (OwnedReadHalf<TcpStream>, Vec<u8>, io::Result<usize>)>>>;
 
-fn read_more(mut rd: OwnedReadHalf<TcpStream>, mut buf: Vec<u8>) -> ReadFut {
+fn read_more(rd: OwnedReadHalf<TcpStream>, buf: Vec<u8>) -> ReadFut {
+    read_next(rd, buf, false)
+}
+
+/// Like [`read_more`], but complete bytes already in `buf` (received with a handshake) are
+/// handed over first, without waiting for more.
+fn read_pending_first(rd: OwnedReadHalf<TcpStream>, buf: Vec<u8>) -> ReadFut {
+    read_next(rd, buf, true)
+}
+
+fn read_next(mut rd: OwnedReadHalf<TcpStream>, mut buf: Vec<u8>, pending_first: bool) -> ReadFut {
     Box::pin(async move {
+        if pending_first && !buf.is_empty() {
+            let n = buf.len();
+            return (rd, buf, Ok(n));
+        }
         buf.reserve(WS_READ_BYTES);
         let len = buf.len();
         let cap = buf.capacity();
@@ -174,12 +188,12 @@ async fn refuse(stream: &mut TcpStream, status: u16, body: &str) {
 pub async fn run(ctx: &Rc<ShardCtx>, mut stream: TcpStream, pending: Vec<u8>, plan: WsPlan) {
     let route = route_of(&plan.routes, &plan.head);
     let channel_prefix = route.and_then(|r| r.prefix.clone()).unwrap_or_default();
-    // Deflate with the client when offered (negotiated once per connection).
+    // Deflate with the client when it offers and `allow_compression` allows (Pushpin's key).
     let agreed = plan
         .handshake
         .deflate_offer
         .as_ref()
-        .and_then(|offer| ws::negotiate(offer, true));
+        .and_then(|offer| ws::negotiate(offer, ctx.config.allow_compression));
     let ext_line = agreed.as_ref().map(|(_, line)| line.clone());
     let (deflater, inflater) = match &agreed {
         Some((p, _)) => (Some(Deflater::for_server(p)), Some(Inflater::for_server(p))),
@@ -265,7 +279,7 @@ pub async fn run(ctx: &Rc<ShardCtx>, mut stream: TcpStream, pending: Vec<u8>, pl
     }
     if ok {
         // Bytes the client sent right after its handshake are the start of its first frame.
-        s.read = Some(read_more(rd, std::mem::take(&mut s.cbuf)));
+        s.read = Some(read_pending_first(rd, std::mem::take(&mut s.cbuf)));
         s.run(&mut backend, &plan, route).await;
     }
     let removed = ctx.holds.borrow_mut().release(key);
@@ -373,7 +387,7 @@ async fn open_ws_backend(
     Ok((
         Backend::Ws {
             wr,
-            read: Some(read_more(rd, leftover)),
+            read: Some(read_pending_first(rd, leftover)),
             reader: ClientReader::new(WS_MESSAGE_MAX, None),
         },
         grip,

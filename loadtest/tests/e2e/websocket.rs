@@ -418,3 +418,42 @@ fn publishes_reach_websocket_subscribers_on_every_shard() {
         }
     }
 }
+
+#[test]
+fn permessage_deflate_when_allow_compression_is_on() {
+    for (driver, _) in DRIVERS {
+        let conf = temp_file(
+            "pushpin.conf",
+            "[runner]\nallow_compression=true\n[proxy]\nroutesfile=routes\n",
+        );
+        std::fs::write(conf.parent().expect("dir").join("routes"), "* test\n").expect("routes");
+        let tack = start(driver, &["--config".into(), conf.display().to_string()]);
+        let mut c = RawClient::connect(tack.addr);
+        c.send(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n",
+        );
+        c.expect_no_body(true);
+        let r = c.read_response(T).expect("101");
+        assert_eq!(r.status, 101, "{driver}");
+        assert!(
+            r.header("sec-websocket-extensions")
+                .is_some_and(|v| v.starts_with("permessage-deflate")),
+            "{driver}: {:?}",
+            r.raw_head
+        );
+        drop(c);
+        // A real client (which offers deflate by default) gets the publishes, compressed.
+        let args = vec![
+            format!("ws://{}/ws", tack.addr),
+            format!("http://{}", tack.publish),
+        ];
+        let lines = python_client(TEST_WS_CLIENT, &args);
+        assert_eq!(
+            lines,
+            vec!["publish 200", "got one [0, 1, 2] 4000 done"],
+            "{driver}"
+        );
+    }
+}
