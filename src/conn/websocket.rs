@@ -48,6 +48,9 @@ use crate::wsevents::{self, Event, OutQueue, SessionPhase};
 pub const WS_MESSAGE_MAX: usize = 1 << 20;
 /// Bytes read from a socket at a time.
 const WS_READ_BYTES: usize = 16 * 1024;
+/// Bytes a read offers while the peer is quiet: an idle WebSocket parks only this much (a
+/// read that fills it is followed by full-size reads).
+const WS_READ_IDLE_BYTES: usize = 128;
 /// Client events queued while a WebSocket-over-HTTP request is in flight.
 const OVER_HTTP_QUEUE_MAX: usize = 1024;
 
@@ -82,6 +85,19 @@ fn read_more(rd: OwnedReadHalf<TcpStream>, buf: Vec<u8>) -> ReadFut {
     read_next(rd, buf, false)
 }
 
+/// The buffer for the next read: leftover bytes, and full-size room only if the last read
+/// filled its buffer (more is probably waiting).
+fn next_buf(buf: &Vec<u8>, pos: usize) -> Vec<u8> {
+    let full = buf.len() == buf.capacity();
+    let mut next = Vec::with_capacity(if full {
+        WS_READ_BYTES
+    } else {
+        WS_READ_IDLE_BYTES
+    });
+    next.extend_from_slice(&buf[pos..]);
+    next
+}
+
 /// Like [`read_more`], but complete bytes already in `buf` (received with a handshake) are
 /// handed over first, without waiting for more.
 fn read_pending_first(rd: OwnedReadHalf<TcpStream>, buf: Vec<u8>) -> ReadFut {
@@ -94,7 +110,9 @@ fn read_next(mut rd: OwnedReadHalf<TcpStream>, mut buf: Vec<u8>, pending_first: 
             let n = buf.len();
             return (rd, buf, Ok(n));
         }
-        buf.reserve(WS_READ_BYTES);
+        if buf.capacity() - buf.len() < WS_READ_IDLE_BYTES / 2 {
+            buf.reserve(WS_READ_IDLE_BYTES.max(buf.len()));
+        }
         let len = buf.len();
         let cap = buf.capacity();
         let (res, slice) = rd.read(buf.slice_mut(len..cap)).await;
@@ -124,6 +142,8 @@ struct OverHttp {
     in_flight: Option<InFlight>,
     keep_alive_ms: Option<u64>,
     last_request_ms: u64,
+    /// The client's CLOSE is queued for the backend.
+    close_queued: bool,
     /// A CLOSE event went to the backend: the session ends after its reply.
     closing: bool,
     /// The client vanished: DISCONNECT was (or will be) sent, then the session ends.
@@ -517,6 +537,7 @@ async fn open_over_http(
                         in_flight: None,
                         keep_alive_ms,
                         last_request_ms: ctx.clock_ms(),
+                        close_queued: false,
                         closing: false,
                         disconnected: false,
                     };
@@ -729,6 +750,10 @@ impl Session {
         }
         let mut body = Vec::new();
         oh.queue.take_batch(&mut body);
+        if oh.close_queued && oh.queue.is_empty() {
+            // This request carries the CLOSE (always the last event of its batch).
+            oh.closing = true;
+        }
         let head = over_http_head(plan, &oh.conn_id, &oh.meta, body.len());
         let ctx = self.ctx.clone();
         let route = route.clone();
@@ -825,8 +850,8 @@ impl Session {
                         let _ = Self::to_backend_ws(backend, Opcode::Close, &payload).await;
                     }
                     Backend::OverHttp(oh) => {
-                        // The backend answers the CLOSE; the session ends after its reply.
-                        oh.closing = true;
+                        // The backend answers the CLOSE; the session ends after that reply.
+                        oh.close_queued = true;
                         let ev = Event::Close {
                             code,
                             reason: Bytes::from(reason.clone().into_bytes()),
@@ -890,7 +915,7 @@ impl Session {
                 }
             }
         }
-        self.read = Some(read_more(rd, buf[pos..].to_vec()));
+        self.read = Some(read_more(rd, next_buf(&buf, pos)));
         true
     }
 
@@ -957,7 +982,7 @@ impl Session {
             }
         }
         if let Backend::Ws { read, .. } = backend {
-            *read = Some(read_more(rd, buf[pos..].to_vec()));
+            *read = Some(read_more(rd, next_buf(&buf, pos)));
         }
         true
     }
