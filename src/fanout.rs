@@ -55,6 +55,7 @@ pub enum PublishRefused {
 pub async fn publish(ctx: &Rc<ShardCtx>, items: Vec<PublishItem>) -> Result<(), PublishRefused> {
     let deadline = Instant::now() + ctx.cfg.publish_wait;
     // Wait for room everywhere first, so that the batch is never half-sent.
+    let mut waited = false;
     loop {
         let rings_ok = (0..ctx.shard.count())
             .map(|i| ShardId(i as u16))
@@ -68,6 +69,10 @@ pub async fn publish(ctx: &Rc<ShardCtx>, items: Vec<PublishItem>) -> Result<(), 
             ctx.counters().inc(Counter::PublishRefusedBusy);
             tracing::warn!(shard = %ctx.id, "publish refused: delivery queues full (503)");
             return Err(PublishRefused::Busy);
+        }
+        if !waited {
+            waited = true;
+            ctx.counters().inc(Counter::PipelineWaits);
         }
         monoio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -88,6 +93,12 @@ pub async fn publish(ctx: &Rc<ShardCtx>, items: Vec<PublishItem>) -> Result<(), 
         }
     }
     ctx.counters().add(Counter::MessageReceived, n_items);
+    let occupancy: usize = (0..ctx.shard.count())
+        .map(|i| ShardId(i as u16))
+        .filter(|&s| s != ctx.id)
+        .map(|s| ctx.shard.ring_len(s))
+        .sum();
+    ctx.counters().set(Counter::RingOccupancy, occupancy as u64);
     // Anything published earlier elsewhere is in the rings now: queue it first (in order).
     drain_rings(ctx);
     ctx.pipeline.borrow_mut().push_back(batch);

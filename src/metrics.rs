@@ -58,7 +58,10 @@ counters! {
     RouteNotFound => "tack_route_not_found", counter, "Requests that matched no route (502).";
     GripInvalid => "tack_grip_invalid", counter, "Invalid GRIP instructions from backends (502).";
     HoldsStarted => "tack_holds_started", counter, "Client connections held by a GRIP instruction.";
-    HoldsActive => "tack_holds_active", gauge, "Held client connections now.";
+    HoldsActive => "tack_holds_active", gauge, "Held client connections now (all kinds).";
+    HoldsResponse => "tack_holds_response", gauge, "Held long-polls now.";
+    HoldsStream => "tack_holds_stream", gauge, "Held HTTP streams (and SSE) now.";
+    HoldsWs => "tack_holds_websocket", gauge, "WebSocket sessions now.";
     HoldRefused => "tack_hold_refused", counter, "Holds refused at the hold limit (503).";
     SubscriptionsStarted => "tack_subscriptions_started", counter, "Channel subscriptions made by holds.";
     SubscriptionsEnded => "tack_subscriptions_ended", counter, "Channel subscriptions removed (hold ended or client left).";
@@ -69,13 +72,23 @@ counters! {
     PublishRequests => "tack_publish_requests", counter, "Accepted publish requests.";
     PublishRefusedBusy => "tack_publish_refused_busy", counter, "Publishes refused with 503 because delivery queues stayed full.";
     RingFull => "tack_ring_full", counter, "Cross-shard ring pushes that found the ring full.";
+    RingOccupancy => "tack_ring_occupancy", gauge, "Messages waiting in this shard's outbound rings at its last publish.";
+    PipelineWaits => "tack_publish_waits", counter, "Publishes that had to wait for room in a ring or the delivery pipeline.";
     TimerRefused => "tack_timer_refused", counter, "Hold timers not armed because the timer wheel was full.";
 }
 
 /// One shard's counters. Written by that shard only.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ShardCounters {
     vals: [AtomicU64; COUNTERS],
+}
+
+impl Default for ShardCounters {
+    fn default() -> Self {
+        Self {
+            vals: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
 }
 
 impl ShardCounters {
@@ -93,6 +106,13 @@ impl ShardCounters {
             slot.load(Ordering::Relaxed).wrapping_add(n),
             Ordering::Relaxed,
         );
+    }
+
+    /// Set a gauge. Only the owning shard may call this.
+    #[inline]
+    pub fn set(&self, c: Counter, v: u64) {
+        debug_assert!(c.is_gauge(), "only gauges are set");
+        self.vals[c as usize].store(v, Ordering::Relaxed);
     }
 
     /// Subtract one from a gauge. Only the owning shard may call this.

@@ -202,6 +202,11 @@ pub async fn run(
         };
     };
     ctx.counters().inc(Counter::HoldsActive);
+    let kind_gauge = match kind {
+        HoldKind::Response => Counter::HoldsResponse,
+        _ => Counter::HoldsStream,
+    };
+    ctx.counters().inc(kind_gauge);
     subscribe_all(ctx, key, &plan);
     // Subscribed: the names are in the shard's table; keep no copy per connection.
     plan.instruction.channels = Vec::new();
@@ -238,6 +243,7 @@ pub async fn run(
     };
     let removed = ctx.holds.borrow_mut().release(key);
     ctx.counters().dec(Counter::HoldsActive);
+    ctx.counters().dec(kind_gauge);
     ctx.counters()
         .add(Counter::SubscriptionsEnded, removed as u64);
     // Reunite the socket when the connection goes on: cancel the watcher's read and wait for

@@ -259,6 +259,7 @@ pub async fn run(ctx: &Rc<ShardCtx>, mut stream: TcpStream, pending: Vec<u8>, pl
         return;
     };
     ctx.counters().inc(Counter::HoldsActive);
+    ctx.counters().inc(Counter::HoldsWs);
     // The test target's subscriptions exist before the client sees its 101.
     if let WsMode::Test(channels) = &plan.mode {
         for ch in channels {
@@ -274,6 +275,7 @@ pub async fn run(ctx: &Rc<ShardCtx>, mut stream: TcpStream, pending: Vec<u8>, pl
     if stream.write_all(out).await.0.is_err() {
         ctx.holds.borrow_mut().release(key);
         ctx.counters().dec(Counter::HoldsActive);
+        ctx.counters().dec(Counter::HoldsWs);
         return;
     }
     ctx.counters().inc(Counter::HoldsStarted);
@@ -304,6 +306,7 @@ pub async fn run(ctx: &Rc<ShardCtx>, mut stream: TcpStream, pending: Vec<u8>, pl
     }
     let removed = ctx.holds.borrow_mut().release(key);
     ctx.counters().dec(Counter::HoldsActive);
+    ctx.counters().dec(Counter::HoldsWs);
     ctx.counters()
         .add(Counter::SubscriptionsEnded, removed as u64);
 }
