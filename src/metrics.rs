@@ -69,6 +69,7 @@ counters! {
     KeepAliveSent => "tack_keep_alive_sent", counter, "Keep-alive payloads written to streams.";
     SlowSubscriberDropped => "tack_delivery_dropped_slow_subscriber", counter, "Deliveries not queued because the subscriber's queue was full (it is closed).";
     SlowSubscriberClosed => "tack_slow_subscriber_closed", counter, "Subscribers closed because their delivery queue overflowed.";
+    WsUnprefixedDropped => "tack_ws_unprefixed_dropped", counter, "Backend WebSocket messages dropped in GRIP mode for lacking the message prefix (as Pushpin).";
     PublishRequests => "tack_publish_requests", counter, "Accepted publish requests.";
     PublishRefusedBusy => "tack_publish_refused_busy", counter, "Publishes refused with 503 because delivery queues stayed full.";
     RingFull => "tack_ring_full", counter, "Cross-shard ring pushes that found the ring full.";

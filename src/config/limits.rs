@@ -162,3 +162,8 @@ const _: () = {
     assert!(DEFAULT_DRAIN_TIMEOUT_MS >= DEFAULT_BACKEND_CONNECT_TIMEOUT_MS);
     assert!(SHARDS_MAX <= u16::MAX as usize);
 };
+
+/// Largest WebSocket message tack accepts from a client or a backend. 1 MiB bounds the memory
+/// one connection can make tack buffer while a fragmented message arrives, and is far above
+/// what realtime messages carry.
+pub const DEFAULT_WS_MESSAGE_BYTES_MAX: usize = 1 << 20;

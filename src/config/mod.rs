@@ -239,6 +239,8 @@ pub struct ShardConfig {
     pub pipeline_max: usize,
     /// How long a publish waits for queue room before 503.
     pub publish_wait: Duration,
+    /// Largest WebSocket message (1009 beyond).
+    pub ws_message_bytes_max: usize,
 }
 
 impl Config {
@@ -416,6 +418,7 @@ impl Config {
             hold_queue_max: t.hold_queue_max,
             pipeline_max: t.pipeline_max,
             publish_wait: t.publish_wait,
+            ws_message_bytes_max: t.ws_message_bytes_max,
         }
     }
 }

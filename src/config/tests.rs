@@ -146,6 +146,7 @@ fn shard_configs_apply_overrides() {
             hold_queue_max: 1024,
             pipeline_max: 4096,
             publish_wait: Duration::from_secs(5),
+            ws_message_bytes_max: 1 << 20,
         }
     );
     assert_eq!(

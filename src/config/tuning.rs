@@ -36,6 +36,8 @@
 //! pipeline_max = 4096                 # publish batches waiting for delivery per shard, 1..=1048576
 //! publish_wait_ms = 5000              # a publish waits this long for queue room, then 503
 //!                                     # with Retry-After; 0..=3600000
+//! ws_message_bytes_max = 1048576      # largest WebSocket message from a client or backend
+//!                                     # (close 1009 beyond), 1024..=67108864
 //!
 //! [shard.1]                           # overrides for shard index 1 (0-based); only these keys:
 //! connections_max = 5000
@@ -112,6 +114,7 @@ pub struct TackSection {
     pub hold_queue_max: Option<usize>,
     pub pipeline_max: Option<usize>,
     pub publish_wait_ms: Option<u64>,
+    pub ws_message_bytes_max: Option<usize>,
 }
 
 /// A `[shard.N]` table: per-shard overrides (raw, then validated in place).
@@ -178,6 +181,8 @@ pub struct Tuning {
     pub pipeline_max: usize,
     /// How long a publish waits for queue room before 503.
     pub publish_wait: Duration,
+    /// Largest WebSocket message (1009 beyond).
+    pub ws_message_bytes_max: usize,
     /// Validated `[shard.N]` overrides for existing shards only.
     pub shard_overrides: BTreeMap<usize, ShardOverride>,
 }
@@ -294,6 +299,13 @@ impl Tuning {
             (1, 1 << 20),
         )? as usize;
 
+        let ws_message_bytes_max = range(
+            "ws_message_bytes_max",
+            t.ws_message_bytes_max
+                .unwrap_or(DEFAULT_WS_MESSAGE_BYTES_MAX) as u64,
+            (1024, 64 << 20),
+        )? as usize;
+
         let mut overrides = BTreeMap::new();
         let mut ignored = Vec::new();
         for (name, o) in &file.shard {
@@ -382,6 +394,7 @@ impl Tuning {
             access_log: t.access_log.unwrap_or(false),
             hold_queue_max,
             pipeline_max,
+            ws_message_bytes_max,
             publish_wait: ms(
                 "publish_wait_ms",
                 t.publish_wait_ms,
@@ -444,6 +457,7 @@ mod tests {
                 hold_queue_max: 1024,
                 pipeline_max: 4096,
                 publish_wait: Duration::from_millis(5000),
+                ws_message_bytes_max: 1 << 20,
                 shard_overrides: BTreeMap::new(),
             }
         );

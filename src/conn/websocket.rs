@@ -44,8 +44,6 @@ use crate::ws::{
 };
 use crate::wsevents::{self, Event, OutQueue, SessionPhase};
 
-/// Largest WebSocket message accepted from a client or backend (1009 beyond).
-pub const WS_MESSAGE_MAX: usize = 1 << 20;
 /// Bytes read from a socket at a time.
 const WS_READ_BYTES: usize = 16 * 1024;
 /// Bytes a read offers while the peer is quiet: an idle WebSocket parks only this much (a
@@ -197,6 +195,19 @@ fn mask() -> [u8; 4] {
     [r[0], r[1], r[2], r[3]]
 }
 
+/// The `502` a client gets when its WebSocket cannot be opened to the backend.
+fn bad_gateway() -> Vec<u8> {
+    let mut out = Vec::new();
+    http1::write_simple_response(
+        &mut out,
+        http1::Version::Http11,
+        502,
+        super::BODY_PROXY_ERROR,
+        true,
+    );
+    out
+}
+
 /// Answer a refused upgrade and end.
 async fn refuse(stream: &mut TcpStream, status: u16, body: &str) {
     let mut out = Vec::new();
@@ -285,7 +296,7 @@ pub async fn run(ctx: &Rc<ShardCtx>, mut stream: TcpStream, pending: Vec<u8>, pl
         key,
         wr,
         read: None,
-        reader: ServerReader::new(WS_MESSAGE_MAX, inflater),
+        reader: ServerReader::new(ctx.cfg.ws_message_bytes_max, inflater),
         cbuf: pending,
         deflater,
         grip_prefix,
@@ -329,14 +340,7 @@ async fn open_ws_backend(
         .collect();
     let Ok((mut be, target)) = super::connect_targets(ctx, &targets, false).await else {
         ctx.counters().inc(Counter::BackendError);
-        http1::write_simple_response(
-            &mut err,
-            http1::Version::Http11,
-            502,
-            super::BODY_PROXY_ERROR,
-            true,
-        );
-        return Err(err);
+        return Err(bad_gateway());
     };
     let mut head = plan.head.clone();
     head.headers
@@ -348,27 +352,13 @@ async fn open_ws_backend(
     let mut out = super::forward_head_upgrade(ctx, plan.peer_ip, &head, route, target);
     out.truncate(out.len());
     if be.peer.write_all(out).await.0.is_err() {
-        http1::write_simple_response(
-            &mut err,
-            http1::Version::Http11,
-            502,
-            super::BODY_PROXY_ERROR,
-            true,
-        );
-        return Err(err);
+        return Err(bad_gateway());
     }
     let resp = match super::read_response_head(ctx, &mut be, "GET").await {
         Ok(r) => r,
         Err(_) => {
             ctx.counters().inc(Counter::BackendError);
-            http1::write_simple_response(
-                &mut err,
-                http1::Version::Http11,
-                502,
-                super::BODY_PROXY_ERROR,
-                true,
-            );
-            return Err(err);
+            return Err(bad_gateway());
         }
     };
     if resp.status != 101 || !ws::handshake::verify_accept(&resp.headers, &plan.handshake.key) {
@@ -411,7 +401,7 @@ async fn open_ws_backend(
         Backend::Ws {
             wr,
             read: Some(read_pending_first(rd, leftover)),
-            reader: ClientReader::new(WS_MESSAGE_MAX, None),
+            reader: ClientReader::new(ctx.cfg.ws_message_bytes_max, None),
         },
         grip,
         extra,
@@ -478,14 +468,7 @@ async fn open_over_http(
             Ok(f) => f,
             Err(_) => {
                 ctx.counters().inc(Counter::BackendError);
-                http1::write_simple_response(
-                    &mut err,
-                    http1::Version::Http11,
-                    502,
-                    super::BODY_PROXY_ERROR,
-                    true,
-                );
-                return Err(err);
+                return Err(bad_gateway());
             }
         };
         let headers: Vec<(String, Vec<u8>)> = f
@@ -512,14 +495,7 @@ async fn open_over_http(
             }
             Err(wsevents::ReplyError::Protocol(why)) => {
                 tracing::warn!(route = %route.id, "WebSocket-over-HTTP open failed: {why}");
-                http1::write_simple_response(
-                    &mut err,
-                    http1::Version::Http11,
-                    502,
-                    super::BODY_PROXY_ERROR,
-                    true,
-                );
-                return Err(err);
+                return Err(bad_gateway());
             }
             Ok(reply) => {
                 wsevents::apply_set_meta(&mut meta, &reply.set_meta);
@@ -706,6 +682,7 @@ impl Session {
                 true
             }
             GripMessage::Drop => {
+                self.ctx.counters().inc(Counter::WsUnprefixedDropped);
                 tracing::debug!("backend message without the GRIP prefix dropped (as Pushpin)");
                 true
             }
@@ -781,7 +758,10 @@ impl Session {
             return true;
         };
         if oh.queue.push(ev).is_err() {
-            tracing::warn!("WebSocket-over-HTTP event queue full: closing");
+            tracing::warn!(
+                queue_max = OVER_HTTP_QUEUE_MAX,
+                "WebSocket-over-HTTP event queue full (backend too slow): closing the client"
+            );
             return false;
         }
         true
