@@ -49,6 +49,8 @@ const WS_READ_BYTES: usize = 16 * 1024;
 /// Bytes a read offers while the peer is quiet: an idle WebSocket parks only this much (a
 /// read that fills it is followed by full-size reads).
 const WS_READ_IDLE_BYTES: usize = 128;
+/// Retries of a WebSocket-over-HTTP request whose backend could not be reached (Pushpin's 5).
+const OVER_HTTP_RETRIES: u32 = 5;
 /// Client events queued while a WebSocket-over-HTTP request is in flight.
 const OVER_HTTP_QUEUE_MAX: usize = 1024;
 
@@ -740,15 +742,36 @@ impl Session {
         let peer = plan.peer_ip;
         oh.last_request_ms = now;
         oh.in_flight = Some(Box::pin(async move {
-            fetch::fetch_with_body(
-                &ctx,
-                &route,
-                &head,
-                &body,
-                peer,
-                wsevents::RESPONSE_BODY_MAX,
-            )
-            .await
+            // Pushpin's retry: a request that could not reach the backend is tried again up to
+            // OVER_HTTP_RETRIES times, after 1 s, 2 s, 4 s, … plus up to 1 s of jitter. Only
+            // connect failures are retried: after that the backend may have seen the events.
+            let mut attempt = 0u32;
+            loop {
+                let r = fetch::fetch_with_body(
+                    &ctx,
+                    &route,
+                    &head,
+                    &body,
+                    peer,
+                    wsevents::RESPONSE_BODY_MAX,
+                )
+                .await;
+                match r {
+                    Err(fetch::FetchError::Connect) if attempt < OVER_HTTP_RETRIES => {
+                        let jitter_ms =
+                            u64::from(u16::from_le_bytes([random16()[0], random16()[1]]) % 1000);
+                        let wait_ms = (1000u64 << attempt) + jitter_ms;
+                        attempt += 1;
+                        tracing::debug!(
+                            attempt,
+                            wait_ms,
+                            "WebSocket-over-HTTP backend unreachable: retrying"
+                        );
+                        monoio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+                    }
+                    r => return r,
+                }
+            }
         }));
     }
 
