@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use crate::hold::{HoldEvent, HoldKind, Pushed};
 use crate::ids::ShardId;
 use crate::metrics::Counter;
+use crate::publish::sequencer::{SeqDrop, SeqKey};
 use crate::publish::{Action, PublishItem, WsType};
 use crate::shard::{ShardCtx, ShardMsg};
 use crate::subs::HolderKey;
@@ -130,18 +131,71 @@ pub fn drain_rings(ctx: &ShardCtx) -> usize {
     n
 }
 
-/// The shard's delivery task: deliver pipeline batches one after another, in order.
+/// One published item, by reference into its shared batch.
+pub type ItemRef = (Arc<PublishBatch>, usize);
+
+/// The shard's delivery task: take pipeline batches in order, pass their items through the
+/// shard's sequencer (de-duplication and `prev-id` ordering), and deliver what it releases.
 pub async fn delivery_loop(ctx: Rc<ShardCtx>) {
     let mut keys: Vec<HolderKey> = Vec::new();
+    let mut ready: Vec<ItemRef> = Vec::new();
     loop {
         let next = ctx.pipeline.borrow_mut().pop_front();
+        ready.clear();
         match next {
-            Some(batch) => deliver_batch(&ctx, &batch, &mut keys).await,
+            Some(batch) => sequence(&ctx, &batch, &mut ready),
             None => {
                 if ctx.shard.shutdown_requested() {
                     return;
                 }
-                ctx.pipeline_wait().await;
+                let deadline = ctx.sequencer.borrow().next_deadline_ms();
+                match deadline {
+                    None => ctx.pipeline_wait().await,
+                    Some(d) => {
+                        let wait = Duration::from_millis(d.saturating_sub(ctx.clock_ms()));
+                        monoio::select! {
+                            _ = ctx.pipeline_wait() => {}
+                            _ = monoio::time::sleep(wait.max(Duration::from_millis(1))) => {}
+                        }
+                    }
+                }
+                let released = ctx
+                    .sequencer
+                    .borrow_mut()
+                    .expire(ctx.clock_ms(), &mut ready);
+                if released > 0 {
+                    tracing::debug!(shard = %ctx.id, released, "items released after waiting for a missing prev-id");
+                }
+            }
+        }
+        if !ready.is_empty() {
+            deliver_items(&ctx, &ready, &mut keys).await;
+        }
+    }
+}
+
+/// Offer a batch's items to the sequencer; what it releases goes to `ready`, in order.
+fn sequence(ctx: &ShardCtx, batch: &Arc<PublishBatch>, ready: &mut Vec<ItemRef>) {
+    let now = ctx.clock_ms();
+    let mut seq = ctx.sequencer.borrow_mut();
+    for (i, item) in batch.items.iter().enumerate() {
+        let key = SeqKey {
+            channel: &item.channel,
+            id: item.id.as_deref(),
+            prev_id: item.prev_id.as_deref(),
+            no_seq: item.no_seq,
+        };
+        let r = seq.offer(key, now, (batch.clone(), i), ready);
+        if let Err((why, _)) = r {
+            match why {
+                SeqDrop::Duplicate => {
+                    ctx.counters().inc(Counter::DuplicateDropped);
+                    tracing::debug!(channel = %item.channel, id = ?item.id, "duplicate item dropped (id seen within id_cache_ttl)");
+                }
+                other => {
+                    ctx.counters().inc(Counter::SequenceDropped);
+                    tracing::warn!(channel = %item.channel, id = ?item.id, prev_id = ?item.prev_id, reason = ?other, "item dropped by the sequencer");
+                }
             }
         }
     }
@@ -207,11 +261,12 @@ fn render(item: &PublishItem) -> Rendered {
     }
 }
 
-/// Deliver one batch to this shard's subscribers, yielding to the driver every
+/// Deliver released items to this shard's subscribers, yielding to the driver every
 /// [`DELIVERY_BUDGET`] deliveries so a huge fan-out never stalls accepts and reads.
-async fn deliver_batch(ctx: &Rc<ShardCtx>, batch: &PublishBatch, keys: &mut Vec<HolderKey>) {
+async fn deliver_items(ctx: &Rc<ShardCtx>, items: &[ItemRef], keys: &mut Vec<HolderKey>) {
     let mut budget = DELIVERY_BUDGET;
-    for item in &batch.items {
+    for (batch, idx) in items {
+        let item = &batch.items[*idx];
         keys.clear();
         ctx.holds.borrow().subs.holders_into(&item.channel, keys);
         if keys.is_empty() {

@@ -17,8 +17,14 @@ use crate::fanout::PublishBatch;
 use crate::hold::{HoldLimits, HoldRegistry, TimerKind};
 use crate::ids::ShardId;
 use crate::metrics::{AllCounters, ShardCounters};
+use crate::publish::sequencer::Sequencer;
 use crate::subs::HolderKey;
 use crate::util::LocalNotify;
+
+/// Channels whose last id and id cache a shard remembers (least recently used forgotten first).
+const SEQ_CHANNELS_MAX: usize = 100_000;
+/// Ids remembered per channel for de-duplication (within `id_cache_ttl`).
+const SEQ_IDS_PER_CHANNEL_MAX: usize = 1024;
 
 /// Messages that cross shards over the SPSC ring mesh.
 #[derive(Debug)]
@@ -55,6 +61,8 @@ pub struct ShardCtx {
     pub pipeline: RefCell<VecDeque<Arc<PublishBatch>>>,
     /// Scratch space for sorting batches drained from the rings.
     pub staging: RefCell<Vec<Arc<PublishBatch>>>,
+    /// De-duplication and `prev-id` ordering of published items (see `publish::sequencer`).
+    pub sequencer: RefCell<Sequencer<crate::fanout::ItemRef>>,
     pipeline_notify: LocalNotify,
     timer_notify: LocalNotify,
     started: Instant,
@@ -158,6 +166,12 @@ pub async fn run(shard: Shard, shared: Arc<Shared>, ready: Sender<Result<(), Str
         holds: RefCell::new(HoldRegistry::new(limits, 0)),
         pipeline: RefCell::new(VecDeque::new()),
         staging: RefCell::new(Vec::new()),
+        sequencer: RefCell::new(Sequencer::new(
+            shared.config.handler.id_cache_ttl_s * 1000,
+            shared.config.handler.message_wait_ms,
+            SEQ_CHANNELS_MAX,
+            SEQ_IDS_PER_CHANNEL_MAX,
+        )),
         pipeline_notify: LocalNotify::default(),
         timer_notify: LocalNotify::default(),
         started: Instant::now(),

@@ -19,6 +19,7 @@
 pub mod control;
 pub mod item;
 pub mod parse;
+pub mod sequencer;
 
 use bytes::{BufMut, Bytes, BytesMut};
 

@@ -389,3 +389,45 @@ pub.publish_http_stream('gc', 'from python\\n', blocking=True)\n";
         }
     }
 }
+
+#[test]
+fn ids_and_prev_ids_reorder_and_deduplicate_across_shards() {
+    for (driver, _) in DRIVERS {
+        let origin = stream_origin();
+        let metrics = loadtest::ports::free_addr();
+        let tack = start_routed(
+            driver,
+            origin.addr(),
+            &["--metrics-port", &metrics.to_string()],
+        );
+        let mut clients = open_streams(tack.addr, 8, "/stream?ch=seq");
+        wait_holds(metrics, 8);
+        let item = |id: &str, prev: Option<&str>| {
+            let prev = prev
+                .map(|p| format!(r#","prev-id":"{p}""#))
+                .unwrap_or_default();
+            format!(
+                r#"{{"items":[{{"channel":"seq","id":"{id}"{prev},"formats":{{"http-stream":{{"content":"m{id}\n"}}}}}}]}}"#
+            )
+        };
+        // Each publish is its own request, so they enter on either shard.
+        for body in [
+            item("1", None),
+            item("3", Some("2")),
+            item("2", Some("1")),
+            item("2", Some("1")),
+            item("4", Some("3")),
+        ] {
+            assert_eq!(publish(tack.publish, &body).0, 200, "{driver}");
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            let got = read_stream_until(c, b"m4\n\r\n", T);
+            let text = String::from_utf8_lossy(&got);
+            // Every item once, in prev-id order, whichever shard each publish entered.
+            assert_eq!(
+                text, "3\r\nm1\n\r\n3\r\nm2\n\r\n3\r\nm3\n\r\n3\r\nm4\n\r\n",
+                "{driver}: client {i}"
+            );
+        }
+    }
+}
