@@ -36,8 +36,9 @@ fn request_shutdown_resolves_every_waiter_on_every_shard_and_threads_join() {
                         tx.send((id, "inbox")).expect("report");
                     }));
                 }
-                tx.send((id, "waiting")).expect("report");
+                // Checked before reporting: the test requests shutdown once every shard reported.
                 assert!(!shard.shutdown_requested());
+                tx.send((id, "waiting")).expect("report");
                 shard.shutdown_signal().await;
                 for j in joins {
                     j.await;
