@@ -177,6 +177,8 @@ pub async fn delivery_loop(ctx: Rc<ShardCtx>) {
 /// Offer a batch's items to the sequencer; what it releases goes to `ready`, in order.
 fn sequence(ctx: &ShardCtx, batch: &Arc<PublishBatch>, ready: &mut Vec<ItemRef>) {
     let now = ctx.clock_ms();
+    ctx.counters()
+        .add(Counter::ItemsSequenced, batch.items.len() as u64);
     let mut seq = ctx.sequencer.borrow_mut();
     for (i, item) in batch.items.iter().enumerate() {
         let key = SeqKey {

@@ -70,6 +70,7 @@ counters! {
     SlowSubscriberDropped => "tack_delivery_dropped_slow_subscriber", counter, "Deliveries not queued because the subscriber's queue was full (it is closed).";
     SlowSubscriberClosed => "tack_slow_subscriber_closed", counter, "Subscribers closed because their delivery queue overflowed.";
     WsUnprefixedDropped => "tack_ws_unprefixed_dropped", counter, "Backend WebSocket messages dropped in GRIP mode for lacking the message prefix (as Pushpin).";
+    ItemsSequenced => "tack_items_sequenced", counter, "Published items that went through this shard's sequencer (every shard sees every item).";
     DuplicateDropped => "tack_duplicate_dropped", counter, "Published items dropped because their id was seen on the channel within id_cache_ttl.";
     SequenceDropped => "tack_sequence_dropped", counter, "Published items dropped by the sequencer (second waiter on a prev-id, or too many waiting).";
     PublishRequests => "tack_publish_requests", counter, "Accepted publish requests.";

@@ -85,6 +85,7 @@ pub async fn handle(
             request: None,
             peer_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             head_sent: false,
+            last_ids: Vec::new(),
         }));
     }
     let (status, body) = match path {

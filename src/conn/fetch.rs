@@ -78,7 +78,23 @@ pub async fn fetch(
         BodyFraming::None,
         "internal requests carry no body"
     );
-    fetch_with_body(ctx, route, head, &[], peer_ip, GRIP_BODY_MAX).await
+    fetch_inner(ctx, route, head, &[], peer_ip, GRIP_BODY_MAX, &[]).await
+}
+
+/// [`fetch`] with one `Grip-Last: <channel>; last-id=<id>` header per entry of `last_ids`
+/// (reliable long-polls and next links tell the backend where the client is).
+pub async fn fetch_with_grip_last(
+    ctx: &Rc<ShardCtx>,
+    route: &Route,
+    head: &RequestHead,
+    peer_ip: IpAddr,
+    last_ids: &[(String, String)],
+) -> Result<Fetched, FetchError> {
+    let extra: Vec<String> = last_ids
+        .iter()
+        .map(|(ch, id)| format!("Grip-Last: {ch}; last-id={id}\r\n"))
+        .collect();
+    fetch_inner(ctx, route, head, &[], peer_ip, GRIP_BODY_MAX, &extra).await
 }
 
 /// Send `head` with `body` (its framing must say `Length(body.len())` or `None`) and buffer an
@@ -90,6 +106,20 @@ pub async fn fetch_with_body(
     body: &[u8],
     peer_ip: IpAddr,
     answer_max: usize,
+) -> Result<Fetched, FetchError> {
+    fetch_inner(ctx, route, head, body, peer_ip, answer_max, &[]).await
+}
+
+/// `extra_lines`: complete header lines (ending in CRLF) added after tack's own headers; they
+/// are tack's, so the client-`Grip-*` stripping does not apply to them.
+async fn fetch_inner(
+    ctx: &Rc<ShardCtx>,
+    route: &Route,
+    head: &RequestHead,
+    body: &[u8],
+    peer_ip: IpAddr,
+    answer_max: usize,
+    extra_lines: &[String],
 ) -> Result<Fetched, FetchError> {
     debug_assert!(matches!(
         head.framing,
@@ -110,6 +140,14 @@ pub async fn fetch_with_body(
         .await
         .map_err(|_| FetchError::Connect)?;
     let mut out = forward_head(ctx, peer_ip, head, route, target, false);
+    if !extra_lines.is_empty() {
+        debug_assert!(out.ends_with(b"\r\n\r\n"));
+        out.truncate(out.len() - 2);
+        for line in extra_lines {
+            out.extend_from_slice(line.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
     out.extend_from_slice(body);
     be.peer.write_all(out).await.0.map_err(|_| FetchError::Io)?;
     let resp = read_response_head(ctx, &mut be, &head.method)

@@ -49,6 +49,8 @@ pub struct HoldPlan {
     /// A stream's response head (and first body) already went out (a next-link chain that
     /// turned into a stream hold).
     pub head_sent: bool,
+    /// Reliable channels: (channel, the `prev-id` the client gave), filled by `run`.
+    pub last_ids: Vec<(String, String)>,
 }
 
 /// Longest chain of `rel=next` links followed for one response (a loop guard).
@@ -208,7 +210,13 @@ pub async fn run(
     };
     ctx.counters().inc(kind_gauge);
     subscribe_all(ctx, key, &plan);
-    // Subscribed: the names are in the shard's table; keep no copy per connection.
+    // Subscribed: the names are in the shard's table; keep only the reliable channels' ids.
+    plan.last_ids = plan
+        .instruction
+        .channels
+        .iter()
+        .filter_map(|c| c.prev_id.as_ref().map(|p| (c.name.clone(), p.clone())))
+        .collect();
     plan.instruction.channels = Vec::new();
     let (rd, mut wr) = stream.into_split();
     let canceller = Canceller::new();
@@ -376,6 +384,24 @@ where
 {
     let deadline = ctx.clock_ms() + u64::from(plan.instruction.timeout_s) * 1000;
     ctx.arm_timer(key, deadline, TimerKind::Timeout);
+    // Reliable long-poll: the client said where it is (`prev-id`); if a channel has moved on
+    // since, ask the backend again at once, telling it the channel's last id (`Grip-Last`).
+    let behind: Vec<(String, String)> = {
+        let seq = ctx.sequencer.borrow();
+        plan.last_ids
+            .iter()
+            .filter_map(|(ch, prev)| {
+                seq.last_id(ch)
+                    .filter(|last| last != prev)
+                    .map(|last| (ch.clone(), last.to_string()))
+            })
+            .collect()
+    };
+    if !behind.is_empty() {
+        if let Some(resp) = retry(ctx, key, plan, &behind).await {
+            return answer(plan, wr, resp, false).await;
+        }
+    }
     let (resp, close) = loop {
         let ev = next_event(ctx, key, watcher, reader, pending).await;
         match ev {
@@ -399,40 +425,9 @@ where
                 );
             }
             Some(HoldEvent::Hint) => {
-                // Pushpin's recovery: re-send the original request; another hold keeps the
-                // client waiting, anything else is the answer.
-                let Some(request) = plan.request.clone() else {
-                    continue;
-                };
-                if request.framing != http1::BodyFraming::None {
-                    continue;
-                }
-                let Some(f) = fetch_for(ctx, plan, &request).await else {
-                    continue;
-                };
-                if !is_grip_head(&f.head) {
-                    break (Some(plain_response(&f.head, f.body)), false);
-                }
-                let per_conn = ctx.config.handler.connection_subscription_max;
-                let parsed = grip::parse_instruction(
-                    f.head.status,
-                    &f.head.reason,
-                    &f.head.headers,
-                    &f.body,
-                    None,
-                    per_conn,
-                );
-                match parsed {
-                    Ok(i) if i.hold == Some(grip::HoldMode::Response) => {
-                        plan.instruction.response = i.response;
-                        let deadline = ctx.clock_ms() + u64::from(i.timeout_s) * 1000;
-                        ctx.arm_timer(key, deadline, TimerKind::Timeout);
-                    }
-                    Ok(i) => break (Some(i.response), false),
-                    Err(e) => {
-                        ctx.counters().inc(Counter::GripInvalid);
-                        tracing::warn!(route = %plan.route_id, "GRIP instruction rejected on retry: {}", e.0);
-                    }
+                let last = current_last_ids(ctx, plan);
+                if let Some(resp) = retry(ctx, key, plan, &last).await {
+                    break (Some(resp), false);
                 }
             }
             Some(HoldEvent::Timer(_)) => break (Some(plan.instruction.response.clone()), false),
@@ -445,21 +440,100 @@ where
         }
     };
     match resp {
-        Some(resp) => {
-            let keep = plan.keep_alive && !close;
-            let mut out = Vec::with_capacity(256 + resp.body.len());
-            write_full_response(&mut out, &resp, plan.version, keep);
-            let ok = wr.write_all(out).await.0.is_ok();
-            (
-                resp.code,
-                if ok && keep {
-                    After::KeepAlive
-                } else {
-                    After::Close
-                },
-            )
-        }
+        Some(resp) => answer(plan, wr, resp, close).await,
         None => (0, After::Close),
+    }
+}
+
+/// Write a long-poll's answer.
+async fn answer(
+    plan: &HoldPlan,
+    wr: &mut OwnedWriteHalf<TcpStream>,
+    resp: HeldResponse,
+    close: bool,
+) -> (u16, After) {
+    let keep = plan.keep_alive && !close;
+    let mut out = Vec::with_capacity(256 + resp.body.len());
+    write_full_response(&mut out, &resp, plan.version, keep);
+    let ok = wr.write_all(out).await.0.is_ok();
+    (
+        resp.code,
+        if ok && keep {
+            After::KeepAlive
+        } else {
+            After::Close
+        },
+    )
+}
+
+/// The last id this shard knows for each reliable channel of the hold (else the client's).
+fn current_last_ids(ctx: &ShardCtx, plan: &HoldPlan) -> Vec<(String, String)> {
+    let seq = ctx.sequencer.borrow();
+    plan.last_ids
+        .iter()
+        .map(|(ch, prev)| {
+            let last = seq.last_id(ch).unwrap_or(prev);
+            (ch.clone(), last.to_string())
+        })
+        .collect()
+}
+
+/// Pushpin's long-poll recovery: re-send the original request (with `Grip-Last` for its
+/// reliable channels). Another response hold keeps the client waiting (`None`); anything else
+/// is the answer.
+async fn retry(
+    ctx: &Rc<ShardCtx>,
+    key: HolderKey,
+    plan: &mut HoldPlan,
+    last_ids: &[(String, String)],
+) -> Option<HeldResponse> {
+    let request = plan.request.clone()?;
+    if request.framing != http1::BodyFraming::None {
+        return None;
+    }
+    let routes = ctx.config.routes.clone();
+    let route = fetch::route_of(&routes, &request)?;
+    let fetched = Box::pin(fetch::fetch_with_grip_last(
+        ctx,
+        route,
+        &request,
+        plan.peer_ip,
+        last_ids,
+    ))
+    .await;
+    let f = match fetched {
+        Ok(f) => f,
+        Err(e) => {
+            ctx.counters().inc(Counter::BackendError);
+            tracing::warn!(shard = %ctx.id, route = %plan.route_id, error = ?e, "long-poll retry failed");
+            return None;
+        }
+    };
+    if !is_grip_head(&f.head) {
+        return Some(plain_response(&f.head, f.body));
+    }
+    let per_conn = ctx.config.handler.connection_subscription_max;
+    let parsed = grip::parse_instruction(
+        f.head.status,
+        &f.head.reason,
+        &f.head.headers,
+        &f.body,
+        None,
+        per_conn,
+    );
+    match parsed {
+        Ok(i) if i.hold == Some(grip::HoldMode::Response) => {
+            plan.instruction.response = i.response;
+            let deadline = ctx.clock_ms() + u64::from(i.timeout_s) * 1000;
+            ctx.arm_timer(key, deadline, TimerKind::Timeout);
+            None
+        }
+        Ok(i) => Some(i.response),
+        Err(e) => {
+            ctx.counters().inc(Counter::GripInvalid);
+            tracing::warn!(route = %plan.route_id, "GRIP instruction rejected on retry: {}", e.0);
+            None
+        }
     }
 }
 

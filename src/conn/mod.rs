@@ -805,6 +805,7 @@ async fn grip_answer(
         request: Some(head.clone()),
         peer_ip: conn.peer_addr.ip(),
         head_sent: false,
+        last_ids: Vec::new(),
     }))
 }
 /// A GRIP answer without a hold but with `Grip-Link: <…>; rel=next`: the client gets one
@@ -880,6 +881,7 @@ async fn next_chain(
                             request: Some(head.clone()),
                             peer_ip: conn.peer_addr.ip(),
                             head_sent: true,
+                            last_ids: Vec::new(),
                         }));
                     }
                     link = i.next.take();

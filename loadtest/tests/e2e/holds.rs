@@ -302,3 +302,39 @@ fn a_long_fan_out_does_not_stall_the_shard() {
         drop(subs);
     }
 }
+
+#[test]
+fn a_reliable_long_poll_behind_the_channel_is_retried_with_grip_last() {
+    for (driver, _) in DRIVERS {
+        let origin = Origin::start_with(|req| match req.header("grip-last") {
+            Some(last) => OriginResponse::text(200, &format!("caught up from {last}\n")),
+            None => OriginResponse::text(200, "nothing yet")
+                .with_header("Grip-Hold", "response")
+                .with_header("Grip-Channel", "r; prev-id=1"),
+        });
+        let metrics = loadtest::ports::free_addr();
+        let tack = start_routed(
+            driver,
+            origin.addr(),
+            &["--metrics-port", &metrics.to_string()],
+        );
+        for body in [
+            r#"{"items":[{"channel":"r","id":"1","formats":{"http-response":{"body":"one"}}}]}"#,
+            r#"{"items":[{"channel":"r","id":"2","prev-id":"1","formats":{"http-response":{"body":"two"}}}]}"#,
+        ] {
+            assert_eq!(publish(tack.publish, body).0, 200, "{driver}");
+        }
+        // Both shards have sequenced both items (each shard sees every item).
+        let end = Instant::now() + T;
+        while metric(metrics, "tack_items_sequenced") < 4 {
+            assert!(Instant::now() < end, "{driver}: items not sequenced");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The client is at 1, the channel at 2: tack asks the backend again at once.
+        let mut c = RawClient::connect(tack.addr);
+        c.send(b"GET /lp HTTP/1.1\r\nHost: a\r\n\r\n");
+        let r = c.read_response(T).expect("answer");
+        assert_eq!(r.body, b"caught up from r; last-id=2\n", "{driver}");
+        assert_eq!(origin.requests_seen(), 2, "{driver}: one retry");
+    }
+}
