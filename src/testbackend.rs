@@ -86,6 +86,7 @@ pub async fn handle(
             peer_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             head_sent: false,
             last_ids: Vec::new(),
+            client_gone: false,
         }));
     }
     let (status, body) = match path {

@@ -51,6 +51,8 @@ pub struct HoldPlan {
     pub head_sent: bool,
     /// Reliable channels: (channel, the `prev-id` the client gave), filled by `run`.
     pub last_ids: Vec<(String, String)>,
+    /// The client went away while held (for `Grip-Link: <…>; rel=gone`).
+    pub client_gone: bool,
 }
 
 /// Longest chain of `rel=next` links followed for one response (a loop guard).
@@ -249,6 +251,9 @@ pub async fn run(
             .await
         }
     };
+    if plan.client_gone {
+        notify_gone(ctx, &plan);
+    }
     let removed = ctx.holds.borrow_mut().release(key);
     ctx.counters().dec(Counter::HoldsActive);
     ctx.counters().dec(kind_gauge);
@@ -335,6 +340,7 @@ async fn next_event<F>(
     watcher: &mut std::pin::Pin<&mut F>,
     reader: &mut Option<OwnedReadHalf<TcpStream>>,
     pending: &mut Vec<u8>,
+    client_gone: &mut bool,
 ) -> Option<HoldEvent>
 where
     F: std::future::Future<Output = (OwnedReadHalf<TcpStream>, ClientSide)>,
@@ -344,7 +350,11 @@ where
             if let Poll::Ready((rd, side)) = watcher.as_mut().poll(cx) {
                 *reader = Some(rd);
                 match side {
-                    ClientSide::Gone | ClientSide::Cancelled => return Poll::Ready(None),
+                    ClientSide::Gone => {
+                        *client_gone = true;
+                        return Poll::Ready(None);
+                    }
+                    ClientSide::Cancelled => return Poll::Ready(None),
                     ClientSide::Data(d) => {
                         // Pipelined bytes: keep them (bounded) for after the hold. The watcher
                         // is not re-armed; a hold ends soon after its client pipelines anyway.
@@ -403,7 +413,7 @@ where
         }
     }
     let (resp, close) = loop {
-        let ev = next_event(ctx, key, watcher, reader, pending).await;
+        let ev = next_event(ctx, key, watcher, reader, pending, &mut plan.client_gone).await;
         match ev {
             Some(HoldEvent::Response(published)) => {
                 let p = grip::PublishedResponse {
@@ -443,6 +453,30 @@ where
         Some(resp) => answer(plan, wr, resp, close).await,
         None => (0, After::Close),
     }
+}
+
+/// `Grip-Link: <…>; rel=gone` (Pushpin 1.41): the held client went away, so POST an empty
+/// body to the link, best effort (no retry), from a task of its own.
+fn notify_gone(ctx: &Rc<ShardCtx>, plan: &HoldPlan) {
+    let (Some(link), Some(original)) = (plan.instruction.gone.as_ref(), plan.request.as_ref())
+    else {
+        return;
+    };
+    let mut req = fetch::link_request(original, fetch::resolve_link(&original.path, &link.uri));
+    req.method = "POST".to_string();
+    req.framing = http1::BodyFraming::Length(0);
+    let ctx2 = ctx.clone();
+    let peer = plan.peer_ip;
+    let route_id = plan.route_id.clone();
+    monoio::spawn(async move {
+        let routes = ctx2.config.routes.clone();
+        let Some(route) = fetch::route_of(&routes, &req) else {
+            return;
+        };
+        if let Err(e) = fetch::fetch_with_body(&ctx2, route, &req, &[], peer, 4096).await {
+            tracing::debug!(route = %route_id, error = ?e, "gone link failed");
+        }
+    });
 }
 
 /// Write a long-poll's answer.
@@ -588,7 +622,7 @@ where
     // if a next link may need it.
     plan.instruction.response.headers = Vec::new();
     plan.instruction.response.body = Vec::new();
-    if plan.instruction.next.is_none() {
+    if plan.instruction.next.is_none() && plan.instruction.gone.is_none() {
         plan.request = None;
     }
     // Keep-alive data, framed once.
@@ -622,7 +656,7 @@ where
     };
     rearm(ka_due, link_due);
     loop {
-        let ev = next_event(ctx, key, watcher, reader, pending).await;
+        let ev = next_event(ctx, key, watcher, reader, pending, &mut plan.client_gone).await;
         let mut fetch_link = false;
         match ev {
             Some(HoldEvent::Stream { chunk, raw }) => {

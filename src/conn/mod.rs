@@ -806,6 +806,7 @@ async fn grip_answer(
         peer_ip: conn.peer_addr.ip(),
         head_sent: false,
         last_ids: Vec::new(),
+        client_gone: false,
     }))
 }
 /// A GRIP answer without a hold but with `Grip-Link: <…>; rel=next`: the client gets one
@@ -882,6 +883,7 @@ async fn next_chain(
                             peer_ip: conn.peer_addr.ip(),
                             head_sent: true,
                             last_ids: Vec::new(),
+                            client_gone: false,
                         }));
                     }
                     link = i.next.take();

@@ -338,3 +338,39 @@ fn a_reliable_long_poll_behind_the_channel_is_retried_with_grip_last() {
         assert_eq!(origin.requests_seen(), 2, "{driver}: one retry");
     }
 }
+
+#[test]
+fn a_client_that_goes_away_triggers_the_gone_link() {
+    for (driver, _) in DRIVERS {
+        let origin = Origin::start_with(|req| {
+            if req.path.starts_with("/gone") {
+                return OriginResponse::text(200, "noted");
+            }
+            OriginResponse::text(200, "open\n")
+                .with_header("Grip-Hold", "stream")
+                .with_header("Grip-Channel", "g")
+                .with_header("Grip-Link", "</gone?user=7>; rel=gone")
+        });
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let mut c = RawClient::connect(tack.addr);
+        c.send(b"GET /hold HTTP/1.1\r\nHost: a\r\n\r\n");
+        read_stream_until(&mut c, b"open\n\r\n", T);
+        drop(c);
+        let end = Instant::now() + T;
+        while origin.requests_seen() < 2 {
+            assert!(
+                Instant::now() < end,
+                "{driver}: the gone link was not requested"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let last = origin.last_requests();
+        let gone = last.last().expect("gone request");
+        assert_eq!(
+            (gone.method.as_str(), gone.path.as_str()),
+            ("POST", "/gone?user=7"),
+            "{driver}"
+        );
+        assert_eq!(gone.body_len, 0);
+    }
+}
