@@ -121,7 +121,12 @@ async fn serve(ctx: Rc<ShardCtx>, mut peer: Peer, addr: SocketAddr) {
                     resp = busy();
                 }
             }
-            ControlOutcome::Recover | ControlOutcome::None => {}
+            ControlOutcome::Recover => {
+                if crate::fanout::recover(&ctx).await.is_err() {
+                    resp = busy();
+                }
+            }
+            ControlOutcome::None => {}
         }
         if resp.status >= 400 {
             tracing::debug!(peer = %addr, status = resp.status, body = %resp.body.trim_end(), "control request refused");

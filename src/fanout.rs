@@ -107,18 +107,52 @@ pub async fn publish(ctx: &Rc<ShardCtx>, items: Vec<PublishItem>) -> Result<(), 
     Ok(())
 }
 
+/// `POST /recover`: hint every hold on every shard (long-polls re-ask their backend, streams
+/// fetch their next link). Waits for ring room like a publish; `Err` when it stayed full.
+pub async fn recover(ctx: &Rc<ShardCtx>) -> Result<(), PublishRefused> {
+    let deadline = Instant::now() + ctx.cfg.publish_wait;
+    for i in 0..ctx.shard.count() {
+        let to = ShardId(i as u16);
+        if to == ctx.id {
+            continue;
+        }
+        let mut msg = ShardMsg::Recover;
+        loop {
+            match ctx.shard.try_send(to, msg) {
+                Ok(()) => break,
+                Err(back) => {
+                    if Instant::now() >= deadline {
+                        ctx.counters().inc(Counter::PublishRefusedBusy);
+                        return Err(PublishRefused::Busy);
+                    }
+                    msg = back;
+                    monoio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+    ctx.holds.borrow_mut().hint_all();
+    Ok(())
+}
+
 /// Move every batch waiting in the inbound rings into the delivery pipeline, in sequence order.
 pub fn drain_rings(ctx: &ShardCtx) -> usize {
     let mut staged = ctx.staging.borrow_mut();
     staged.clear();
+    let mut recover = false;
     loop {
         let n = ctx.shard.drain_inbox(1024, |_from, msg| match msg {
             ShardMsg::Publish(b) => staged.push(b),
+            ShardMsg::Recover => recover = true,
             ShardMsg::Ping => {}
         });
         if n == 0 {
             break;
         }
+    }
+    if recover {
+        let n = ctx.holds.borrow_mut().hint_all();
+        tracing::debug!(shard = %ctx.id, holds = n, "recover: holds hinted");
     }
     staged.sort_by_key(|b| b.seq);
     let n = staged.len();

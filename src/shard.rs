@@ -31,6 +31,8 @@ const SEQ_IDS_PER_CHANNEL_MAX: usize = 1024;
 pub enum ShardMsg {
     /// A publish accepted on another shard (payloads shared, not copied).
     Publish(Arc<PublishBatch>),
+    /// `POST /recover` accepted on another shard: hint every hold here.
+    Recover,
     /// Liveness probe (used by tests of the mesh wiring).
     Ping,
 }

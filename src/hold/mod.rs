@@ -308,6 +308,24 @@ impl HoldRegistry {
         self.subs.unsubscribe_all(key)
     }
 
+    /// `POST /recover`: every long-poll re-asks its backend and every stream with a next link
+    /// fetches it (a `hint` to each). Returns how many holds were hinted.
+    pub fn hint_all(&mut self) -> usize {
+        let mut n = 0;
+        for s in self
+            .slots
+            .iter_mut()
+            .filter(|s| s.live && s.kind != HoldKind::Ws)
+        {
+            s.queue.push_back(HoldEvent::Hint);
+            if let Some(w) = s.waker.take() {
+                w.wake();
+            }
+            n += 1;
+        }
+        n
+    }
+
     /// Wake every hold with a shutdown event.
     pub fn shutdown_all(&mut self) {
         for s in self.slots.iter_mut().filter(|s| s.live) {

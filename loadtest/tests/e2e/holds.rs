@@ -374,3 +374,53 @@ fn a_client_that_goes_away_triggers_the_gone_link() {
         assert_eq!(gone.body_len, 0);
     }
 }
+
+#[test]
+fn recover_makes_every_long_poll_on_every_shard_ask_again() {
+    const CLIENTS: usize = 16;
+    for (driver, _) in DRIVERS {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        // Every request (first or retried) is held again.
+        let origin = Origin::start_with(move |_| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            OriginResponse::text(200, "held")
+                .with_header("Grip-Hold", "response")
+                .with_header("Grip-Channel", "rec")
+        });
+        let metrics = loadtest::ports::free_addr();
+        let tack = start_routed(
+            driver,
+            origin.addr(),
+            &["--metrics-port", &metrics.to_string()],
+        );
+        let clients: Vec<RawClient> = (0..CLIENTS)
+            .map(|i| {
+                let mut c = RawClient::connect(tack.addr);
+                c.send(format!("GET /poll/{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+                c
+            })
+            .collect();
+        let per_shard = crate::grip::wait_holds(metrics, CLIENTS as u64);
+        assert!(
+            per_shard.iter().filter(|&&n| n > 0).count() >= 2,
+            "{driver}: holds on both shards: {per_shard:?}"
+        );
+        let mut c = RawClient::connect(tack.publish);
+        c.send(b"POST /recover HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+        let r = c.read_response(T).expect("recover answer");
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &b"Updated\n"[..]),
+            "{driver}"
+        );
+        // Every hold, on both shards, re-sent its request once.
+        let end = Instant::now() + T;
+        while calls.load(Ordering::SeqCst) < 2 * CLIENTS {
+            let n = calls.load(Ordering::SeqCst);
+            assert!(Instant::now() < end, "{driver}: only {n} requests");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(clients);
+    }
+}
