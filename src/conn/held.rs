@@ -408,7 +408,7 @@ where
             .collect()
     };
     if !behind.is_empty() {
-        if let Some(resp) = retry(ctx, key, plan, &behind).await {
+        if let Some(resp) = Box::pin(retry(ctx, key, plan, &behind)).await {
             return answer(plan, wr, resp, false).await;
         }
     }
@@ -436,7 +436,7 @@ where
             }
             Some(HoldEvent::Hint) => {
                 let last = current_last_ids(ctx, plan);
-                if let Some(resp) = retry(ctx, key, plan, &last).await {
+                if let Some(resp) = Box::pin(retry(ctx, key, plan, &last)).await {
                     break (Some(resp), false);
                 }
             }
@@ -749,7 +749,7 @@ where
             }
         }
         if fetch_link {
-            if let Some(body) = follow_link(ctx, plan).await {
+            if let Some(body) = Box::pin(follow_link(ctx, plan)).await {
                 if !body.is_empty() && !write_bytes(wr, frame(http11, &body)).await {
                     return (status, After::Close);
                 }

@@ -160,27 +160,27 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer_addr: SocketAddr) 
             Ok(None) => break,
             Err(HeadFailure::Timeout) => {
                 ctx.counters().inc(Counter::ClientHeadTimeout);
-                let _ = send_simple(
+                let reply = send_simple(
                     &mut conn.client,
                     Version::Http11,
                     408,
                     BODY_HEAD_TIMEOUT,
                     true,
-                )
-                .await;
+                );
+                let _ = Box::pin(reply).await;
                 break;
             }
             Err(HeadFailure::Bad(e)) => {
                 ctx.counters().inc(Counter::ClientBadRequest);
                 tracing::debug!(peer = %conn.peer_addr, error = ?e, "bad request head");
-                let _ = send_simple(
+                let reply = send_simple(
                     &mut conn.client,
                     Version::Http11,
                     e.status(),
                     e.reason(),
                     true,
-                )
-                .await;
+                );
+                let _ = Box::pin(reply).await;
                 break;
             }
         };
