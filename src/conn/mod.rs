@@ -533,19 +533,6 @@ fn forward_head_with(
     } else {
         &proxy.xff
     };
-    let grip_feature;
-    let extra: &[(String, String)] = if route.no_grip {
-        &route.headers
-    } else {
-        let mut v = Vec::with_capacity(route.headers.len() + 1);
-        v.push((
-            "Grip-Feature".to_string(),
-            crate::grip::GRIP_FEATURES.to_string(),
-        ));
-        v.extend(route.headers.iter().cloned());
-        grip_feature = v;
-        &grip_feature
-    };
     let opts = ForwardOptions {
         path: &path,
         host_header,
@@ -555,7 +542,8 @@ fn forward_head_with(
         xff_rules,
         xfp: proxy.xfp,
         grip_sig: sig.as_deref(),
-        extra_headers: extra,
+        extra_headers: &route.headers,
+        grip_feature: (!route.no_grip).then_some(crate::grip::GRIP_FEATURES),
         body_framing: head.framing,
         upgrade,
     };

@@ -60,6 +60,8 @@ pub struct ForwardOptions<'a> {
     /// would change framing or connection handling (hop-by-hop headers, `Content-Length`,
     /// `Host`) are ignored: use `host_header` for `Host`.
     pub extra_headers: &'a [(String, String)],
+    /// `Grip-Feature` value to advertise (`None` on `no_grip` routes); replaces any client copy.
+    pub grip_feature: Option<&'a str>,
     /// What tack will send: `Length(n)` → `Content-Length: n`, `Chunked` →
     /// `Transfer-Encoding: chunked`, `None` → no framing header. Never `CloseDelimited`.
     pub body_framing: BodyFraming,
@@ -108,6 +110,7 @@ pub fn write_forward_head(out: &mut Vec<u8>, req: &RequestHead, opts: &ForwardOp
             || h.is("host")
             || (is_grip(name) && !opts.trusted_upstream)
             || (h.is("grip-sig") && opts.grip_sig.is_some())
+            || (h.is("grip-feature") && opts.grip_feature.is_some())
             || (manage_xff && h.is("x-forwarded-for"))
             || (manage_xfp && (h.is("x-forwarded-proto") || h.is("x-forwarded-protocol")))
             || overridden(name);
@@ -140,6 +143,11 @@ pub fn write_forward_head(out: &mut Vec<u8>, req: &RequestHead, opts: &ForwardOp
     if let Some(sig) = opts.grip_sig {
         if !overridden("grip-sig") {
             push_header(out, "Grip-Sig", sig.as_bytes());
+        }
+    }
+    if let Some(features) = opts.grip_feature {
+        if !overridden("grip-feature") {
+            push_header(out, "Grip-Feature", features.as_bytes());
         }
     }
     for (name, value) in opts.extra_headers {
@@ -237,6 +245,7 @@ mod tests {
             xfp: XfpMode::ProtoOnly,
             grip_sig: None,
             extra_headers: &[],
+            grip_feature: None,
             body_framing: BodyFraming::None,
             upgrade: false,
         }
@@ -286,6 +295,7 @@ Accept: */*\r\n\r\n";
             xff_rules: &[XffRule::Truncate(2), XffRule::Append],
             grip_sig: Some("aaa.bbb.ccc"),
             extra_headers: &extra,
+            grip_feature: None,
             body_framing: BodyFraming::Length(11),
             ..opts()
         };
@@ -301,6 +311,22 @@ X-Replace: new\r\n\
 X-Added: yes\r\n\
 Content-Length: 11\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn grip_feature_replaces_a_client_copy_and_yields_to_a_route_header() {
+        let r = req(b"GET / HTTP/1.1\r\nHost: a\r\nGrip-Feature: forged\r\n\r\n");
+        let mut o = opts();
+        o.trusted_upstream = true; // a trusted client's Grip-* pass, but not its Grip-Feature
+        o.grip_feature = Some("status, link:next");
+        let s = forward(&r, &o);
+        assert!(s.contains("Grip-Feature: status, link:next\r\n"), "{s}");
+        assert!(!s.contains("forged"), "{s}");
+        let extra = [("Grip-Feature".to_string(), "route".to_string())];
+        o.extra_headers = &extra;
+        let s = forward(&r, &o);
+        assert_eq!(s.matches("Grip-Feature").count(), 1, "{s}");
+        assert!(s.contains("Grip-Feature: route\r\n"), "{s}");
     }
 
     #[test]

@@ -170,6 +170,10 @@ fn header_policy_hop_by_hop_grip_and_forwarding() {
         let sigs = echo_headers(&v, "grip-sig");
         assert!(sigs.iter().all(|s| s != "forged"), "{driver}: {sigs:?}");
         assert_eq!(echo_headers(&v, "x-kept"), vec!["yes"]);
+        // tack advertises what it supports, once.
+        let features = echo_headers(&v, "grip-feature");
+        assert_eq!(features.len(), 1, "{driver}: {features:?}");
+        assert!(features[0].contains("link:next"), "{driver}: {features:?}");
         assert_eq!(echo_headers(&v, "host"), vec!["example.test"]);
         // Pushpin's default: X-Forwarded-For passes through untouched.
         assert_eq!(echo_headers(&v, "x-forwarded-for"), vec!["1.2.3.4"]);
