@@ -1,7 +1,9 @@
 //! Standard HTTP reason phrases, as Pushpin fills them in when a GRIP response gives none.
 
 /// The reason phrase Pushpin uses for `code` (IANA registry names, in the older wording Pushpin
-/// kept for 413/414/416), or `"Undefined Reason"` for any code it does not know.
+/// kept for 413/414/416), or `"Undefined Reason"` for any code it does not know. This table is
+/// deliberately separate from `http1::reason_phrase` (RFC 9110 wording, used for tack's own
+/// answers): published and timed-out GRIP responses must read exactly as Pushpin's do.
 pub fn reason_phrase(code: u16) -> &'static str {
     match code {
         100 => "Continue",

@@ -251,7 +251,8 @@ fn write_status_line(out: &mut Vec<u8>, version: Version, status: u16, reason: &
 }
 
 /// The standard reason phrase (RFC 9110 §15 plus a few registered extras); empty for an
-/// unregistered code, which still gives a valid status line (`HTTP/1.1 299 `).
+/// unregistered code, which still gives a valid status line (`HTTP/1.1 299 `). GRIP responses
+/// use Pushpin's own wording instead (`grip::reason_phrase`).
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use loadtest::client::RawClient;
 use loadtest::origin::{Origin, OriginBody, OriginResponse};
 
-use crate::support::{start_routed, DRIVERS};
+use crate::support::{metric_in, metric_per_shard, metrics_text, start_routed, DRIVERS};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -91,22 +91,9 @@ fn open_streams(addr: SocketAddr, n: usize, path: &str) -> Vec<RawClient> {
 pub fn wait_holds(metrics: SocketAddr, n: u64) -> Vec<u64> {
     let end = Instant::now() + T;
     loop {
-        let mut c = RawClient::connect(metrics);
-        c.send(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
-        let r = c.read_response(T).expect("metrics");
-        let text = String::from_utf8_lossy(&r.body).into_owned();
-        let total: u64 = text
-            .lines()
-            .find(|l| l.starts_with("tack_holds_active "))
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if total >= n {
-            return text
-                .lines()
-                .filter(|l| l.starts_with("tack_holds_active{"))
-                .filter_map(|l| l.split(' ').nth(1).and_then(|v| v.parse().ok()))
-                .collect();
+        let text = metrics_text(metrics);
+        if metric_in(&text, "tack_holds_active").unwrap_or(0) >= n {
+            return metric_per_shard(&text, "tack_holds_active");
         }
         assert!(Instant::now() < end, "holds never reached {n}: {text}");
         std::thread::sleep(Duration::from_millis(5));

@@ -9,7 +9,7 @@ use loadtest::client::RawClient;
 use loadtest::origin::{Origin, OriginResponse};
 
 use crate::grip::{publish, read_stream_until};
-use crate::support::{start_routed, temp_file, DRIVERS};
+use crate::support::{metric, start_routed, temp_file, DRIVERS};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -159,12 +159,10 @@ fn a_slow_subscriber_is_closed_and_counted_not_silently_skipped() {
             "{driver}: the overflow is logged"
         );
         let _ = slow.read_until_close(T);
-        let mut m = RawClient::connect(metrics);
-        m.send(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
-        let text = String::from_utf8_lossy(&m.read_response(T).expect("metrics").body).into_owned();
-        assert!(
-            text.contains("tack_slow_subscriber_closed 1\n"),
-            "{driver}: {text}"
+        assert_eq!(
+            metric(metrics, "tack_slow_subscriber_closed"),
+            1,
+            "{driver}"
         );
     }
 }
@@ -224,17 +222,6 @@ fn trusted_upstream_keeps_grip_headers_and_gets_instructions_back() {
             "{driver}: {text}"
         );
     }
-}
-
-/// The total of one metric from tack's Prometheus endpoint.
-fn metric(metrics: std::net::SocketAddr, name: &str) -> u64 {
-    let mut m = RawClient::connect(metrics);
-    m.send(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
-    let text = String::from_utf8_lossy(&m.read_response(T).expect("metrics").body).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name} in {text}"))
 }
 
 #[test]

@@ -160,3 +160,35 @@ pub fn gripcontrol_python() -> PathBuf {
     );
     py
 }
+
+/// The Prometheus text tack serves on its metrics port.
+pub fn metrics_text(addr: SocketAddr) -> String {
+    let mut m = loadtest::client::RawClient::connect(addr);
+    m.send(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
+    let r = m
+        .read_response(std::time::Duration::from_secs(10))
+        .expect("metrics answer");
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// The total of one metric (summed over shards).
+pub fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let text = metrics_text(addr);
+    metric_in(&text, name).unwrap_or_else(|| panic!("no metric {name} in {text}"))
+}
+
+/// The total of one metric in a scraped text.
+pub fn metric_in(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.parse().ok())
+}
+
+/// One metric per shard, in shard order.
+pub fn metric_per_shard(text: &str, name: &str) -> Vec<u64> {
+    let prefix = format!("{name}{{shard=");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
+        .collect()
+}
