@@ -22,6 +22,8 @@ set -euo pipefail
 set -f # no globbing: path templates hold "?"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib/pushpin.sh
+source "$ROOT/loadtest/lib/pushpin.sh"
 PEERS=${PEERS:-"tack pushpin nchan"}
 SCENARIOS=${SCENARIOS:-"stream:1000:burst stream:1000:paced stream:10000:burst stream:10000:paced stream:19000:burst stream:19000:paced longpoll:1000:burst"}
 MESSAGES=${MESSAGES:-100}
@@ -190,48 +192,7 @@ start_pushpin() {
     echo "* 127.0.0.1:$ORIGIN_PORT,over_http" >"$d/routes"
     # message_rate / message_hwm deliberately unset (the stock pushpin.conf has message_rate=2500
     # and message_hwm=25000): this measures throughput, see shared/peers.md.
-    cat >"$d/pushpin.conf" <<EOF
-[global]
-include={libdir}/internal.conf
-rundir=$d/run
-ipc_prefix=pushpin-
-port_offset=0
-stats_connection_ttl=120
-
-[runner]
-services=condure,zurl,pushpin-proxy,pushpin-handler
-http_port=127.0.0.1:$SUB_PORT
-logdir=$d/log
-log_level=1
-client_buffer_size=8192
-client_maxconn=50000
-condure_bin=condure
-zurl_bin=zurl
-
-[proxy]
-routesfile=routes
-debug=false
-auto_cross_origin=false
-accept_x_forwarded_protocol=false
-set_x_forwarded_protocol=proto-only
-log_from=false
-log_user_agent=false
-sig_iss=pushpin
-sig_key=changeme
-updates_check=off
-zurl_out_specs=ipc://{rundir}/{ipc_prefix}zurl-in
-zurl_out_stream_specs=ipc://{rundir}/{ipc_prefix}zurl-in-stream
-zurl_in_specs=ipc://{rundir}/{ipc_prefix}zurl-out
-
-[handler]
-push_in_spec=tcp://127.0.0.1:$push_in
-push_in_sub_specs=tcp://127.0.0.1:$push_in_sub
-push_in_sub_connect=false
-push_in_http_addr=127.0.0.1
-push_in_http_port=$PUB_PORT
-stats_spec=ipc://{rundir}/{ipc_prefix}stats
-command_spec=tcp://127.0.0.1:$command
-EOF
+    write_pushpin_conf "$d" "$SUB_PORT" "$PUB_PORT" "$push_in" "$push_in_sub" "$command"
     pushpin --config "$d/pushpin.conf" >"$d/log/stdout.log" 2>&1 &
     PEER_PID=$!
     OWNED+=("$PEER_PID")

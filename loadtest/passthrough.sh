@@ -16,6 +16,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib/pushpin.sh
+source "$ROOT/loadtest/lib/pushpin.sh"
 ONLY=${ONLY:-"direct nginx pushpin tack"}
 CONNS=${CONNS:-100}
 DURATION=${DURATION:-10s}
@@ -282,48 +284,7 @@ start_pushpin() {
     echo "* 127.0.0.1:$BACKEND_PORT" >"$d/routes"
     # message_rate / message_hwm are left unset: they only cap publish deliveries, which this
     # benchmark does not exercise.
-    cat >"$d/pushpin.conf" <<EOF
-[global]
-include={libdir}/internal.conf
-rundir=$d/run
-ipc_prefix=pushpin-
-port_offset=0
-stats_connection_ttl=120
-
-[runner]
-services=condure,zurl,pushpin-proxy,pushpin-handler
-http_port=127.0.0.1:$PROXY_PORT
-logdir=$d/log
-log_level=1
-client_buffer_size=8192
-client_maxconn=50000
-condure_bin=condure
-zurl_bin=zurl
-
-[proxy]
-routesfile=routes
-debug=false
-auto_cross_origin=false
-accept_x_forwarded_protocol=false
-set_x_forwarded_protocol=proto-only
-log_from=false
-log_user_agent=false
-sig_iss=pushpin
-sig_key=changeme
-updates_check=off
-zurl_out_specs=ipc://{rundir}/{ipc_prefix}zurl-in
-zurl_out_stream_specs=ipc://{rundir}/{ipc_prefix}zurl-in-stream
-zurl_in_specs=ipc://{rundir}/{ipc_prefix}zurl-out
-
-[handler]
-push_in_spec=tcp://127.0.0.1:$push_in
-push_in_sub_specs=tcp://127.0.0.1:$push_in_sub
-push_in_sub_connect=false
-push_in_http_addr=127.0.0.1
-push_in_http_port=$push_http
-stats_spec=ipc://{rundir}/{ipc_prefix}stats
-command_spec=tcp://127.0.0.1:$command
-EOF
+    write_pushpin_conf "$d" "$PROXY_PORT" "$push_http" "$push_in" "$push_in_sub" "$command"
     pushpin --config "$d/pushpin.conf" >"$d/log/stdout.log" 2>&1 &
     PROXY_PID=$!
     OWNED+=("$PROXY_PID")
