@@ -69,6 +69,14 @@ impl ShutdownShared {
         true
     }
 
+    /// Whether a signal wait is in progress (its handlers are installed).
+    pub(crate) fn signal_wait_armed(&self) -> bool {
+        self.signal_wait
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
     /// Forgets a signal wait that ended.
     pub(crate) fn clear_signal_wait(&self) {
         self.signal_wait
@@ -94,6 +102,12 @@ impl ShutdownHandle {
     /// Whether shutdown has been requested.
     pub fn is_requested(&self) -> bool {
         self.shared.is_requested()
+    }
+
+    /// Whether `Engine::wait_for_signal` is waiting with its handlers installed: a SIGINT or
+    /// SIGTERM sent now is the one it handles (a readiness signal for tests and supervisors).
+    pub fn signal_wait_armed(&self) -> bool {
+        self.shared.signal_wait_armed()
     }
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,8 +12,8 @@ use signal_hook::consts::SIGTERM;
 
 #[test]
 fn sigterm_requests_shutdown_and_shards_exit() {
-    // A SIGTERM that lands before wait_for_signal has installed its handler must not kill the
-    // test process: this flag handler absorbs it.
+    // Belt and braces: a SIGTERM that landed before wait_for_signal installed its handler must
+    // not kill the test process; this flag handler absorbs it.
     let seen = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(SIGTERM, seen.clone()).expect("guard handler");
 
@@ -25,22 +25,25 @@ fn sigterm_requests_shutdown_and_shards_exit() {
     )
     .expect("engine starts");
     let handle = engine.shutdown_handle();
-    // There is no readiness signal for "wait_for_signal has registered", so raise, then give the
-    // engine up to a second to react before raising again. A second delivery after the first was
-    // handled would exit the process (that is the documented double-signal behaviour).
+    // Raise exactly once, when wait_for_signal has installed its handlers: a second SIGTERM
+    // after the first was handled would exit the process (the documented double-signal exit).
     let raiser = std::thread::spawn(move || {
-        for _ in 0..20 {
-            seen.store(false, Ordering::SeqCst);
-            signal_hook::low_level::raise(SIGTERM).expect("raise");
-            let deadline = Instant::now() + Duration::from_secs(1);
-            while Instant::now() < deadline {
-                if handle.is_requested() {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(5));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !handle.signal_wait_armed() {
+            if Instant::now() >= deadline {
+                return false;
             }
+            std::thread::yield_now();
         }
-        false
+        signal_hook::low_level::raise(SIGTERM).expect("raise");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !handle.is_requested() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+        true
     });
     engine.wait_for_signal().expect("signal wait");
     assert!(
