@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::hold::{HoldEvent, HoldKind, Pushed};
+use crate::hold::{HoldEvent, HoldKind, ItemIds, Pushed};
 use crate::ids::ShardId;
 use crate::metrics::Counter;
 use crate::publish::sequencer::{SeqDrop, SeqKey};
@@ -245,11 +245,19 @@ struct Rendered {
 }
 
 fn render(item: &PublishItem) -> Rendered {
+    let ids = item.id.as_ref().map(|id| {
+        Rc::new(ItemIds {
+            channel: item.channel.clone(),
+            id: id.clone(),
+            prev_id: item.prev_id.clone(),
+        })
+    });
     let stream = item.http_stream.as_ref().and_then(|f| match f.action {
         Action::Send => {
             crate::publish::prerender_chunk(&f.content).map(|chunk| HoldEvent::Stream {
                 chunk,
                 raw: f.content.clone(),
+                ids: ids.clone(),
             })
         }
         Action::Close => Some(HoldEvent::StreamClose),
@@ -282,6 +290,7 @@ fn render(item: &PublishItem) -> Rendered {
                 opcode,
                 payload: f.content.clone(),
                 frame: bytes::Bytes::from(frame),
+                ids: ids.clone(),
             })
         }
         Action::Close => Some(HoldEvent::WsClose {

@@ -659,7 +659,7 @@ where
         let ev = next_event(ctx, key, watcher, reader, pending, &mut plan.client_gone).await;
         let mut fetch_link = false;
         match ev {
-            Some(HoldEvent::Stream { chunk, raw }) => {
+            Some(HoldEvent::Stream { chunk, raw, .. }) => {
                 let first = if http11 { chunk } else { raw };
                 // A backlog goes out in one writev of the shared payloads.
                 let next = ctx.holds.borrow_mut().pop_stream(key);

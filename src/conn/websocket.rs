@@ -1065,6 +1065,7 @@ impl Session {
                 opcode,
                 payload,
                 frame,
+                ..
             }) => {
                 if self.deflater.is_some() {
                     self.send(opcode, &payload).await

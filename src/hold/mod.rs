@@ -30,11 +30,25 @@ pub enum HoldKind {
     Ws,
 }
 
+/// The ids of a published item, for holds that track a channel's last id (reliable delivery,
+/// `../shared/grip-spec.md` §6). Built once per item per shard and shared by `Rc`; absent when
+/// the item has no `id`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ItemIds {
+    pub channel: String,
+    pub id: String,
+    pub prev_id: Option<String>,
+}
+
 /// Something that happened to a held connection, in the order it must be acted on.
 #[derive(Clone, Debug)]
 pub enum HoldEvent {
     /// Stream data: `chunk` is pre-rendered chunked framing (HTTP/1.1), `raw` the bare content.
-    Stream { chunk: Bytes, raw: Bytes },
+    Stream {
+        chunk: Bytes,
+        raw: Bytes,
+        ids: Option<std::rc::Rc<ItemIds>>,
+    },
     /// Stream close (`action: close`).
     StreamClose,
     /// A published `http-response` for a long-poll (the item, shared).
@@ -45,6 +59,7 @@ pub enum HoldEvent {
         opcode: crate::ws::Opcode,
         payload: Bytes,
         frame: Bytes,
+        ids: Option<std::rc::Rc<ItemIds>>,
     },
     /// A published `ws-message` with `action: close`.
     WsClose { code: u16, reason: String },
@@ -270,13 +285,14 @@ impl HoldRegistry {
         Poll::Pending
     }
 
-    /// Pop the next event only if it is stream data (used to batch a backlog into one write
-    /// without reordering it against other events).
+    /// Pop the next event only if it is stream data without ids (used to batch a backlog into
+    /// one write without reordering it against other events; items with ids are checked one by
+    /// one by reliable streams).
     pub fn pop_stream(&mut self, key: HolderKey) -> Option<(Bytes, Bytes)> {
         let s = self.slot_mut(key)?;
         match s.queue.front() {
-            Some(HoldEvent::Stream { .. }) => match s.queue.pop_front() {
-                Some(HoldEvent::Stream { chunk, raw }) => Some((chunk, raw)),
+            Some(HoldEvent::Stream { ids: None, .. }) => match s.queue.pop_front() {
+                Some(HoldEvent::Stream { chunk, raw, .. }) => Some((chunk, raw)),
                 _ => None,
             },
             _ => None,
