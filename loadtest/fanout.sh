@@ -14,6 +14,8 @@
 #   DRAIN_TIMEOUT=120            loadgen --drain-timeout-s: longest wait for deliveries after the
 #                                last publish (a run also ends after 3 s without any delivery)
 #   TACK_ARGS=""                 extra tack arguments (e.g. "--shards 2 --driver legacy")
+#   LOADGEN_EXTRA=""             extra loadgen arguments, e.g. the ordering run:
+#                                "--ids --out-of-order 4 --duplicate-every 5" (GRIP peers only)
 #   NO_BUILD=1                   use the existing release binaries
 #   OUT_MD=path                  also append the Markdown report to this file
 #   OUT_JSON=path                also write every run's JSON summary (one per line)
@@ -33,6 +35,7 @@ CONNECT_RATE=${CONNECT_RATE:-3000}
 RUN_TIMEOUT=${RUN_TIMEOUT:-400}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
 TACK_ARGS=${TACK_ARGS:-}
+LOADGEN_EXTRA=${LOADGEN_EXTRA:-}
 TACK_BIN=$ROOT/target/release/tack
 LOADGEN=$ROOT/target/release/loadgen
 GRIP_ORIGIN=$ROOT/target/release/grip_origin
@@ -317,7 +320,7 @@ run_one() {
     local cmd
     # shellcheck disable=SC2046
     cmd=("$LOADGEN" --label "$peer" --target "127.0.0.1:$SUB_PORT" --publish-addr "127.0.0.1:$PUB_PORT"
-        $(peer_args "$peer" "$mode") --mode "$mode" -n "$n" -m "$msgs" "${rate_args[@]}"
+        $(peer_args "$peer" "$mode") --mode "$mode" -n "$n" -m "$msgs" "${rate_args[@]}" $LOADGEN_EXTRA
         --inflight "$INFLIGHT" --connect-rate "$CONNECT_RATE" --pid-tree "$PEER_PID"
         "${metrics_args[@]}" --subscribe-timeout-s $((RUN_TIMEOUT / 3)) --drain-timeout-s "$DRAIN_TIMEOUT" --json)
     log "$peer $scen: loadgen ${cmd[*]:1}"
@@ -358,7 +361,7 @@ report() {
     echo
     echo "- machine: $(nproc) cores, ${MEM_GIB} GiB, kernel $(uname -r), loadavg at end $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- tack commit $COMMIT${TACK_ARGS:+, TACK_ARGS=\"$TACK_ARGS\"}; Pushpin $(pushpin --version 2>/dev/null | awk '{print $2}') with message_rate/message_hwm unset (stock: 2500/s, 25000); Nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null) on nginx, 2 workers"
-    echo "- command: \`PEERS=\"$PEERS\" SCENARIOS=\"$SCENARIOS\" MESSAGES=$MESSAGES RATE=$RATE INFLIGHT=$INFLIGHT CONNECT_RATE=$CONNECT_RATE loadtest/fanout.sh\`"
+    echo "- command: \`PEERS=\"$PEERS\" SCENARIOS=\"$SCENARIOS\" MESSAGES=$MESSAGES RATE=$RATE INFLIGHT=$INFLIGHT CONNECT_RATE=$CONNECT_RATE${LOADGEN_EXTRA:+ LOADGEN_EXTRA=\"$LOADGEN_EXTRA\"} loadtest/fanout.sh\`"
     echo "- paced = $RATE messages/s; burst = each publish POST right after the previous one's answer"
     echo
     echo "| scenario | peer | subscribed (failed) | RSS/conn B | PSS/conn B | CPU µs/delivery | deliveries/s | latency p50/p99 ms | completion p50/p99 ms | missed | dup/reord | closed early | loadgen CPU s |"

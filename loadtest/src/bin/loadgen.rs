@@ -4,6 +4,8 @@
 //! delivery from `/proc`. One mio event loop for the subscribers, one thread for the publisher.
 //! See `loadtest/README.md` ("Fan-out load generator").
 
+#![recursion_limit = "256"]
+
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -115,6 +117,17 @@ struct Args {
     /// Send `TE: chunked` (Nchan's http-chunked subscriber needs it).
     #[arg(long)]
     te_chunked: bool,
+    /// Items carry `id` = the sequence number and `prev-id` = the previous one (tack/Pushpin
+    /// publish APIs only): the target's sequencer orders and de-duplicates them.
+    #[arg(long)]
+    ids: bool,
+    /// Publish out of order: after message 0, each window of this many messages is sent in
+    /// reverse (the target must hold items until their `prev-id` arrives). 0/1 = in order.
+    #[arg(long, default_value_t = 0)]
+    out_of_order: u32,
+    /// Publish every K-th message twice (same id; the target must drop the repeat). 0 = never.
+    #[arg(long, default_value_t = 0)]
+    duplicate_every: u32,
     /// Label for the report (e.g. the target's name).
     #[arg(long, default_value = "target")]
     label: String,
@@ -243,8 +256,44 @@ fn json_escape(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
 }
 
-/// Body of one publish for `seq` on `channels`.
-fn publish_body(api: PublishApi, mode: Mode, channels: &[String], seq: u64, t: u64) -> Vec<u8> {
+/// The order in which sequence numbers are published: message 0 first (a channel's first item
+/// is never held by a sequencer), then windows of `window` messages each sent in reverse; every
+/// `dup_every`-th message is sent a second time right after the first.
+fn publish_order(messages: u32, window: u32, dup_every: u32) -> Vec<u64> {
+    let m = u64::from(messages);
+    let w = u64::from(window.max(1));
+    let mut order = Vec::with_capacity(messages as usize * 2);
+    if m > 0 {
+        order.push(0);
+    }
+    let mut start = 1;
+    while start < m {
+        let end = (start + w).min(m);
+        order.extend((start..end).rev());
+        start = end;
+    }
+    if dup_every > 0 {
+        let k = u64::from(dup_every);
+        order = order
+            .into_iter()
+            .flat_map(|s| {
+                let twice = s % k == k - 1;
+                std::iter::once(s).chain(twice.then_some(s))
+            })
+            .collect();
+    }
+    order
+}
+
+/// Body of one publish for `seq` on `channels`; with `ids`, items carry `id`/`prev-id`.
+fn publish_body(
+    api: PublishApi,
+    mode: Mode,
+    channels: &[String],
+    seq: u64,
+    t: u64,
+    ids: bool,
+) -> Vec<u8> {
     let line = message_line(seq, t);
     match api {
         PublishApi::Nchan => line.into_bytes(),
@@ -257,8 +306,13 @@ fn publish_body(api: PublishApi, mode: Mode, channels: &[String], seq: u64, t: u
             let items: Vec<String> = channels
                 .iter()
                 .map(|ch| {
+                    let id = match (ids, seq) {
+                        (false, _) => String::new(),
+                        (true, 0) => "\"id\":\"0\",".to_string(),
+                        (true, s) => format!("\"id\":\"{s}\",\"prev-id\":\"{}\",", s - 1),
+                    };
                     format!(
-                        "{{\"channel\":{},\"formats\":{{\"http-stream\":{{\"content\":{}}},\"http-response\":{{\"body\":{}}},\"ws-message\":{{\"content\":{}}}}}}}",
+                        "{{{id}\"channel\":{},\"formats\":{{\"http-stream\":{{\"content\":{}}},\"http-response\":{{\"body\":{}}},\"ws-message\":{{\"content\":{}}}}}}}",
                         json_escape(ch),
                         json_escape(&content),
                         json_escape(&line),
@@ -293,9 +347,10 @@ fn run_publisher(
     };
     let mut conn: Option<RawClient> = None;
     let t0 = Instant::now();
-    for seq in 0..u64::from(args.messages) {
+    let order = publish_order(args.messages, args.out_of_order, args.duplicate_every);
+    for (nth, &seq) in order.iter().enumerate() {
         if args.rate > 0.0 {
-            let due = t0 + Duration::from_secs_f64(seq as f64 / args.rate);
+            let due = t0 + Duration::from_secs_f64(nth as f64 / args.rate);
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);
@@ -310,7 +365,7 @@ fn run_publisher(
             if slot.load(Ordering::Relaxed) == 0 {
                 slot.store(t + 1, Ordering::Relaxed);
             }
-            let body = publish_body(args.publish, args.mode, group, seq, t);
+            let body = publish_body(args.publish, args.mode, group, seq, t, args.ids);
             let path = path_tpl.replace("{ch}", &group[0]);
             let ctype = match args.publish {
                 PublishApi::Nchan => "text/plain",
@@ -999,6 +1054,12 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), String> {
+    if args.publish == PublishApi::Nchan && (args.ids || args.out_of_order > 1) {
+        return Err("--ids/--out-of-order need a GRIP publish API (tack or pushpin)".into());
+    }
+    if args.out_of_order > 1 && !args.ids {
+        return Err("--out-of-order needs --ids (without ids nothing can reorder)".into());
+    }
     let nofile = raise_nofile();
     if args.subscribers + 64 > nofile as usize {
         return Err(format!(
@@ -1193,7 +1254,7 @@ fn run(args: Args) -> Result<(), String> {
     };
 
     println!(
-        "loadgen {} mode={:?} subscribers={} channels={} messages={} rate={} publish={:?}",
+        "loadgen {} mode={:?} subscribers={} channels={} messages={} rate={} publish={:?} ids={} out_of_order={} duplicate_every={}",
         args.label,
         args.mode,
         args.subscribers,
@@ -1204,7 +1265,10 @@ fn run(args: Args) -> Result<(), String> {
         } else {
             "burst".into()
         },
-        args.publish
+        args.publish,
+        args.ids,
+        args.out_of_order,
+        args.duplicate_every
     );
     println!("  subscribed            {subscribed} ({} failed) in {subscribe_s:.2} s = {subscribe_rate:.0}/s", st.failed);
     for (k, v) in &st.fail_reasons {
@@ -1267,6 +1331,9 @@ fn run(args: Args) -> Result<(), String> {
             "channels": channels.len(),
             "messages": m,
             "rate": args.rate,
+            "ids": args.ids,
+            "out_of_order": args.out_of_order,
+            "duplicate_every": args.duplicate_every,
             "subscribed": subscribed,
             "subscribe_failed": st.failed,
             "subscribe_s": subscribe_s,
@@ -1305,4 +1372,18 @@ fn run(args: Args) -> Result<(), String> {
         println!("{j}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::publish_order;
+
+    #[test]
+    fn publish_order_reverses_windows_after_the_first_and_repeats_every_kth() {
+        assert_eq!(publish_order(6, 0, 0), vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(publish_order(8, 3, 0), vec![0, 3, 2, 1, 6, 5, 4, 7]);
+        assert_eq!(publish_order(5, 1, 2), vec![0, 1, 1, 2, 3, 3, 4]);
+        assert_eq!(publish_order(5, 2, 3), vec![0, 2, 2, 1, 4, 3]);
+        assert!(publish_order(0, 4, 2).is_empty());
+    }
 }
