@@ -44,6 +44,10 @@ pub struct PublishBatch {
 /// Deliveries pushed between two driver turns during a large fan-out.
 pub const DELIVERY_BUDGET: usize = 2048;
 
+/// Items taken from the pipeline at once (their consecutive same-channel runs are delivered
+/// together, subscriber block by subscriber block).
+const COALESCE_ITEMS_MAX: usize = 64;
+
 /// Why a publish was not accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PublishRefused {
@@ -174,32 +178,45 @@ pub async fn delivery_loop(ctx: Rc<ShardCtx>) {
     let mut keys: Vec<HolderKey> = Vec::new();
     let mut ready: Vec<ItemRef> = Vec::new();
     loop {
-        let next = ctx.pipeline.borrow_mut().pop_front();
         ready.clear();
-        match next {
-            Some(batch) => sequence(&ctx, &batch, &mut ready),
-            None => {
-                if ctx.shard.shutdown_requested() {
-                    return;
-                }
-                let deadline = ctx.sequencer.borrow().next_deadline_ms();
-                match deadline {
-                    None => ctx.pipeline_wait().await,
-                    Some(d) => {
-                        let wait = Duration::from_millis(d.saturating_sub(ctx.clock_ms()));
-                        monoio::select! {
-                            _ = ctx.pipeline_wait() => {}
-                            _ = monoio::time::sleep(wait.max(Duration::from_millis(1))) => {}
-                        }
+        // Take every batch waiting (bounded): consecutive items on one channel are then pushed
+        // to each subscriber together, so its task writes them in one go.
+        let mut took = 0;
+        while took < COALESCE_ITEMS_MAX {
+            let Some(batch) = ctx.pipeline.borrow_mut().pop_front() else {
+                break;
+            };
+            took += batch.items.len().max(1);
+            sequence(&ctx, &batch, &mut ready);
+        }
+        if took > 0 {
+            // Under constant traffic, still release items whose wait for a prev-id is over.
+            let now = ctx.clock_ms();
+            let due = ctx.sequencer.borrow().next_deadline_ms();
+            if due.is_some_and(|d| d <= now) {
+                ctx.sequencer.borrow_mut().expire(now, &mut ready);
+            }
+        } else {
+            if ctx.shard.shutdown_requested() {
+                return;
+            }
+            let deadline = ctx.sequencer.borrow().next_deadline_ms();
+            match deadline {
+                None => ctx.pipeline_wait().await,
+                Some(d) => {
+                    let wait = Duration::from_millis(d.saturating_sub(ctx.clock_ms()));
+                    monoio::select! {
+                        _ = ctx.pipeline_wait() => {}
+                        _ = monoio::time::sleep(wait.max(Duration::from_millis(1))) => {}
                     }
                 }
-                let released = ctx
-                    .sequencer
-                    .borrow_mut()
-                    .expire(ctx.clock_ms(), &mut ready);
-                if released > 0 {
-                    tracing::debug!(shard = %ctx.id, released, "items released after waiting for a missing prev-id");
-                }
+            }
+            let released = ctx
+                .sequencer
+                .borrow_mut()
+                .expire(ctx.clock_ms(), &mut ready);
+            if released > 0 {
+                tracing::debug!(shard = %ctx.id, released, "items released after waiting for a missing prev-id");
             }
         }
         if !ready.is_empty() {
@@ -308,37 +325,60 @@ fn render(item: &PublishItem) -> Rendered {
 
 /// Deliver released items to this shard's subscribers, yielding to the driver every
 /// [`DELIVERY_BUDGET`] deliveries so a huge fan-out never stalls accepts and reads.
+///
+/// Consecutive items on the same channel form a run: the subscriber list is read once, and each
+/// block of subscribers gets every item of the run before the next block, so a subscriber's
+/// task wakes once and writes the whole run at once (per-subscriber order is unchanged: a
+/// subscriber sees items in `items` order).
 async fn deliver_items(ctx: &Rc<ShardCtx>, items: &[ItemRef], keys: &mut Vec<HolderKey>) {
     let mut budget = DELIVERY_BUDGET;
-    for (batch, idx) in items {
-        let item = &batch.items[*idx];
+    let mut rendered: Vec<Rendered> = Vec::new();
+    // A run never fills more than half a subscriber's queue between two of its turns.
+    let run_max = (ctx.cfg.hold_queue_max / 2).max(1);
+    let mut start = 0;
+    while start < items.len() {
+        let channel = &items[start].0.items[items[start].1].channel;
+        let end = start
+            + items[start..]
+                .iter()
+                .take(run_max)
+                .take_while(|(b, i)| b.items[*i].channel == *channel)
+                .count();
+        let run = &items[start..end];
+        start = end;
         keys.clear();
-        ctx.holds.borrow().subs.holders_into(&item.channel, keys);
+        ctx.holds.borrow().subs.holders_into(channel, keys);
         if keys.is_empty() {
             continue;
         }
-        let r = render(item);
+        rendered.clear();
+        rendered.extend(run.iter().map(|(b, i)| render(&b.items[*i])));
         let mut i = 0;
         while i < keys.len() {
-            let end = (i + budget).min(keys.len());
+            let end = (i + (budget / run.len()).max(1)).min(keys.len());
             {
                 let mut holds = ctx.holds.borrow_mut();
                 for &k in &keys[i..end] {
-                    let ev = match holds.kind(k) {
-                        Some(HoldKind::Stream) => r.stream.clone(),
-                        Some(HoldKind::Response) => r.response.clone(),
-                        Some(HoldKind::Ws) => r.ws.clone(),
-                        None => None,
-                    };
-                    let Some(ev) = ev else { continue };
-                    match holds.push(k, ev) {
-                        Pushed::Queued => ctx.counters().inc(Counter::MessageSent),
-                        Pushed::Overflowed => ctx.counters().inc(Counter::SlowSubscriberDropped),
-                        Pushed::Gone => {}
+                    let kind = holds.kind(k);
+                    for r in &rendered {
+                        let ev = match kind {
+                            Some(HoldKind::Stream) => r.stream.clone(),
+                            Some(HoldKind::Response) => r.response.clone(),
+                            Some(HoldKind::Ws) => r.ws.clone(),
+                            None => None,
+                        };
+                        let Some(ev) = ev else { continue };
+                        match holds.push(k, ev) {
+                            Pushed::Queued => ctx.counters().inc(Counter::MessageSent),
+                            Pushed::Overflowed => {
+                                ctx.counters().inc(Counter::SlowSubscriberDropped)
+                            }
+                            Pushed::Gone => {}
+                        }
                     }
                 }
             }
-            budget -= end - i;
+            budget = budget.saturating_sub((end - i) * run.len());
             i = end;
             if budget == 0 {
                 shards::yield_now().await;

@@ -64,6 +64,9 @@ pub struct Sequencer<T> {
     wait_ms: u64,
     channels_max: usize,
     ids_per_channel_max: usize,
+    /// Items waiting for their `prev-id`, over all channels (so the common case of nothing
+    /// waiting costs no scan of the channel table).
+    waiting: usize,
 }
 
 impl<T> Sequencer<T> {
@@ -83,6 +86,7 @@ impl<T> Sequencer<T> {
             wait_ms,
             channels_max,
             ids_per_channel_max,
+            waiting: 0,
         }
     }
 
@@ -182,6 +186,7 @@ impl<T> Sequencer<T> {
             if st.pending.len() >= PENDING_PER_CHANNEL_MAX {
                 return Err((SeqDrop::PendingFull, item));
             }
+            self.waiting += 1;
             st.pending.push(Waiting {
                 id: id.map(str::to_string),
                 prev_id: p.to_string(),
@@ -191,7 +196,7 @@ impl<T> Sequencer<T> {
             return Ok(());
         }
         Self::deliver(st, id, now_ms, ids_max, item, out);
-        Self::release_chain(st, now_ms, ids_max, out);
+        self.waiting -= Self::release_chain(st, now_ms, ids_max, out);
         Ok(())
     }
 
@@ -209,20 +214,31 @@ impl<T> Sequencer<T> {
             while st.seen.len() > ids_max {
                 st.seen.pop_front();
             }
+        } else {
+            // An item without an id ends the chain: the channel's last id is unknown again
+            // (Pushpin forgets it too), so the next item is not held for a prev-id.
+            st.last_id = None;
         }
         out.push(item);
     }
 
-    /// Release waiting items whose `prev-id` is now the last id, repeatedly.
-    fn release_chain(st: &mut ChannelState<T>, now_ms: u64, ids_max: usize, out: &mut Vec<T>) {
+    /// Release waiting items whose `prev-id` is now the last id, repeatedly; returns how many.
+    fn release_chain(
+        st: &mut ChannelState<T>,
+        now_ms: u64,
+        ids_max: usize,
+        out: &mut Vec<T>,
+    ) -> usize {
+        let mut n = 0;
         loop {
-            let Some(last) = st.last_id.clone() else {
-                return;
+            let Some(last) = st.last_id.as_deref() else {
+                return n;
             };
             let Some(i) = st.pending.iter().position(|w| w.prev_id == last) else {
-                return;
+                return n;
             };
             let w = st.pending.remove(i);
+            n += 1;
             Self::deliver(st, w.id.as_deref(), now_ms, ids_max, w.item, out);
         }
     }
@@ -230,9 +246,13 @@ impl<T> Sequencer<T> {
     /// Release items that waited `wait_ms` or more (in arrival order, each followed by whatever
     /// it unblocks). Returns how many came out.
     pub fn expire(&mut self, now_ms: u64, out: &mut Vec<T>) -> usize {
+        if self.waiting == 0 {
+            return 0;
+        }
         let before = out.len();
         let (wait_ms, ids_max) = (self.wait_ms, self.ids_per_channel_max);
-        for st in self.channels.values_mut() {
+        let mut released = 0;
+        for st in self.channels.values_mut().filter(|c| !c.pending.is_empty()) {
             while let Some(i) = st
                 .pending
                 .iter()
@@ -240,14 +260,18 @@ impl<T> Sequencer<T> {
             {
                 let w = st.pending.remove(i);
                 Self::deliver(st, w.id.as_deref(), now_ms, ids_max, w.item, out);
-                Self::release_chain(st, now_ms, ids_max, out);
+                released += 1 + Self::release_chain(st, now_ms, ids_max, out);
             }
         }
+        self.waiting -= released;
         out.len() - before
     }
 
     /// When the earliest waiting item times out, if any waits.
     pub fn next_deadline_ms(&self) -> Option<u64> {
+        if self.waiting == 0 {
+            return None;
+        }
         self.channels
             .values()
             .flat_map(|c| c.pending.iter().map(|w| w.since_ms + self.wait_ms))
@@ -371,6 +395,39 @@ mod tests {
             "the least recently used channel is forgotten"
         );
         assert_eq!(out.len(), 4);
+    }
+
+    #[test]
+    fn waiting_count_follows_holds_releases_and_expiry() {
+        let mut q: Sequencer<u32> = Sequencer::new(60_000, 5_000, 16, 16);
+        let mut out = Vec::new();
+        q.offer(key("c", Some("1"), None, false), 0, 1, &mut out).unwrap();
+        q.offer(key("c", Some("3"), Some("2"), false), 10, 3, &mut out).unwrap();
+        q.offer(key("c", Some("4"), Some("3"), false), 20, 4, &mut out).unwrap();
+        assert_eq!(q.next_deadline_ms(), Some(5_010));
+        q.offer(key("c", Some("2"), Some("1"), false), 30, 2, &mut out).unwrap();
+        assert_eq!(out, vec![1, 2, 3, 4]);
+        assert_eq!(q.waiting, 0);
+        assert_eq!(q.next_deadline_ms(), None);
+        q.offer(key("c", Some("6"), Some("5"), false), 40, 6, &mut out).unwrap();
+        assert_eq!(q.waiting, 1);
+        assert_eq!(q.expire(5_039, &mut out), 0);
+        assert_eq!(q.expire(5_040, &mut out), 1);
+        assert_eq!(q.waiting, 0);
+        assert_eq!(out, vec![1, 2, 3, 4, 6]);
+    }
+
+    #[test]
+    fn an_item_without_id_forgets_the_last_id() {
+        let mut q: Sequencer<u32> = Sequencer::new(60_000, 5_000, 16, 16);
+        let mut out = Vec::new();
+        q.offer(key("c", Some("1"), None, false), 0, 1, &mut out).unwrap();
+        assert_eq!(q.last_id("c"), Some("1"));
+        q.offer(key("c", None, None, false), 1, 2, &mut out).unwrap();
+        assert_eq!(q.last_id("c"), None);
+        // Not held: the last id is unknown, so any prev-id goes through at once.
+        q.offer(key("c", Some("9"), Some("8"), false), 2, 9, &mut out).unwrap();
+        assert_eq!(out, vec![1, 2, 9]);
     }
 
     #[test]
