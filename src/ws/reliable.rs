@@ -262,13 +262,22 @@ impl<T> Tracker<T> {
         Subscribed::Reset(replay)
     }
 
-    /// The session unsubscribed `channel`: tracking ends. Returns the held items dropped.
-    pub fn unsubscribe(&mut self, channel: &str) -> usize {
+    /// The session unsubscribed `channel`: tracking ends. Items held back (they were published
+    /// while it was subscribed) go to `out` as they are. Returns whether a recovery was
+    /// abandoned.
+    pub fn unsubscribe(&mut self, channel: &str, out: &mut Vec<T>) -> bool {
         let Some(i) = self.index(channel) else {
-            return 0;
+            return false;
         };
         let t = self.channels.swap_remove(i);
-        t.recovery.map_or(0, |r| r.held.len())
+        debug_assert!(self.find(channel).is_none());
+        match t.recovery {
+            Some(r) => {
+                out.extend(r.held.into_iter().map(|h| h.item));
+                true
+            }
+            None => false,
+        }
     }
 
     /// A published item with ids, for the session. `can_recover`: the session can still ask
@@ -701,11 +710,13 @@ mod tests {
     }
 
     #[test]
-    fn unsubscribe_drops_held() {
+    fn unsubscribe_releases_held() {
         let mut t = tracked("1");
         assert_eq!(item(&mut t, "p:ch", "3", "2"), Step::Gap);
-        assert_eq!(t.unsubscribe("p:ch"), 1);
-        assert_eq!(t.unsubscribe("p:ch"), 0);
+        let mut out = Vec::new();
+        assert!(t.unsubscribe("p:ch", &mut out));
+        assert_eq!(out, vec!["3"]);
+        assert!(!t.unsubscribe("p:ch", &mut out));
         assert!(t.is_empty());
     }
 
