@@ -10,6 +10,8 @@
 //!   every framing rule and answer violations with the [`CloseReason`] to send.
 //! - [`deflate`]: permessage-deflate offer parsing, negotiation and the per-connection codec.
 //! - [`grip`]: the GRIP WebSocket extension (`grip; message-prefix=…`) and `c:` control messages.
+//! - [`reliable`]: per-session last-id tracking for reliable WebSockets (`subscribe` with
+//!   `prev-id`; tack's extension).
 //!
 //! ## Bounds
 //! A reader never holds more than `max_message_bytes` of message payload (compressed messages

@@ -48,8 +48,23 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 
 /// A WebSocket-over-HTTP backend: on OPEN subscribes the connection to `ch` (with `prev-id` 1
 /// when `reliable`) and greets; a request carrying `Grip-Last` is answered with the missed
-/// message 3 and a subscribe with `prev-id` 3. Records every `Grip-Last` it saw.
+/// message 3 and a subscribe with `prev-id` 3 (or `answer`). Records every `Grip-Last` it saw.
 fn over_http_backend(reliable: bool, grip_last: Arc<Mutex<Vec<String>>>) -> Origin {
+    over_http_backend_answering(
+        reliable,
+        grip_last,
+        &[
+            "m:3",
+            r#"c:{"type":"subscribe","channel":"ch","prev-id":"3"}"#,
+        ],
+    )
+}
+
+fn over_http_backend_answering(
+    reliable: bool,
+    grip_last: Arc<Mutex<Vec<String>>>,
+    answer: &'static [&'static str],
+) -> Origin {
     Origin::start_with(move |req| {
         let mut reply = Vec::new();
         let last = req.header_all("grip-last");
@@ -58,10 +73,7 @@ fn over_http_backend(reliable: bool, grip_last: Arc<Mutex<Vec<String>>>) -> Orig
                 .lock()
                 .expect("lock")
                 .extend(last.iter().map(|s| s.to_string()));
-            reply.push(text("m:3"));
-            reply.push(text(
-                r#"c:{"type":"subscribe","channel":"ch","prev-id":"3"}"#,
-            ));
+            reply.extend(answer.iter().map(|a| text(a)));
         }
         for ev in decode_events(&req.body).unwrap_or_default() {
             if ev == Event::Open {
@@ -269,5 +281,61 @@ fn reliable_pass_through_websocket_recovers_a_gap_with_a_recover_message() {
         );
         assert_eq!(metric(metrics, "tack_ws_recoveries_sent"), 1, "{driver}");
         assert_eq!(metric(metrics, "tack_ws_recovered"), 1, "{driver}");
+    }
+}
+
+/// Publishes 2 (prev 1) before connecting, then 3 (prev 2) once greeted.
+const LATE_CLIENT: &str = r#"
+import asyncio, sys, json, urllib.request
+import websockets
+
+def publish(pub, id, prev):
+    item = {"channel": "ch", "id": id, "prev-id": prev, "formats": {"ws-message": {"content": id}}}
+    body = json.dumps({"items": [item]}).encode()
+    assert urllib.request.urlopen(urllib.request.Request(pub + "/publish/", data=body)).status == 200
+
+async def main(url, pub):
+    publish(pub, "2", "1")
+    async with websockets.connect(url, ping_interval=None) as ws:
+        print("recv", await ws.recv())
+        print("recv", await ws.recv())
+        publish(pub, "3", "2")
+        print("recv", await ws.recv())
+        await ws.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"#;
+
+#[test]
+fn reliable_websocket_subscribed_behind_the_shard_recovers_at_once() {
+    for (driver, _) in DRIVERS {
+        let grip_last = Arc::new(Mutex::new(Vec::new()));
+        let origin = over_http_backend_answering(
+            true,
+            grip_last.clone(),
+            &[
+                "m:2",
+                r#"c:{"type":"subscribe","channel":"ch","prev-id":"2"}"#,
+            ],
+        );
+        let tack = start(
+            driver,
+            &["--route".into(), format!("* {},over_http", origin.addr())],
+        );
+        let lines = python_client(
+            LATE_CLIENT,
+            &[
+                format!("ws://{}/r", tack.addr),
+                format!("http://{}", tack.publish),
+            ],
+        );
+        // Subscribed with prev-id 1 while the shard's last id is 2: recovered before 3. (Every
+        // shard has sequenced 2 long before the client's handshake and OPEN round trip end.)
+        assert_eq!(lines, vec!["recv welcome", "recv 2", "recv 3"], "{driver}");
+        assert_eq!(
+            grip_last.lock().expect("lock").clone(),
+            vec!["ch; last-id=1"],
+            "{driver}"
+        );
     }
 }
