@@ -79,6 +79,12 @@ counters! {
     RingOccupancy => "tack_ring_occupancy", gauge, "Messages waiting in this shard's outbound rings at its last publish.";
     PipelineWaits => "tack_publish_waits", counter, "Publishes that had to wait for room in a ring or the delivery pipeline.";
     TimerRefused => "tack_timer_refused", counter, "Hold timers not armed because the timer wheel was full.";
+    WsGapsDetected => "tack_ws_gaps_detected", counter, "Gaps found on reliable WebSocket channels (a prev-id that does not follow the client's last id, or a subscribe behind the shard).";
+    WsRecoveriesSent => "tack_ws_recoveries_sent", counter, "Recovery requests sent to WebSocket backends (one per channel: a Grip-Last header or a recover message).";
+    WsRecovered => "tack_ws_recovered", counter, "Recoveries the backend answered with a subscribe carrying prev-id.";
+    WsGapsUnrecovered => "tack_ws_gaps_unrecovered", counter, "Reliable WebSocket gaps not recovered (detached session, or no answer from the backend): items delivered as they are.";
+    WsReliableSkipped => "tack_ws_reliable_skipped", counter, "Published items not sent on a reliable WebSocket channel because the client has them (same id, or covered by a recovery answer).";
+    WsRecoveryEvicted => "tack_ws_recovery_evicted", counter, "Items held back during a WebSocket recovery evicted at the bound (a further recovery re-sends them).";
 }
 
 /// One shard's counters. Written by that shard only.

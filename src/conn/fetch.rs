@@ -90,11 +90,30 @@ pub async fn fetch_with_grip_last(
     peer_ip: IpAddr,
     last_ids: &[(String, String)],
 ) -> Result<Fetched, FetchError> {
-    let extra: Vec<String> = last_ids
+    let extra = grip_last_lines(last_ids);
+    fetch_inner(ctx, route, head, &[], peer_ip, GRIP_BODY_MAX, &extra).await
+}
+
+/// One `Grip-Last: <channel>; last-id=<id>` header line (with CRLF) per entry.
+pub fn grip_last_lines(last_ids: &[(String, String)]) -> Vec<String> {
+    last_ids
         .iter()
         .map(|(ch, id)| format!("Grip-Last: {ch}; last-id={id}\r\n"))
-        .collect();
-    fetch_inner(ctx, route, head, &[], peer_ip, GRIP_BODY_MAX, &extra).await
+        .collect()
+}
+
+/// [`fetch_with_body`] with extra complete header lines (tack's own, e.g. from
+/// [`grip_last_lines`]: a reliable WebSocket-over-HTTP session's recovery request).
+pub async fn fetch_with_body_lines(
+    ctx: &Rc<ShardCtx>,
+    route: &Route,
+    head: &RequestHead,
+    body: &[u8],
+    peer_ip: IpAddr,
+    answer_max: usize,
+    extra_lines: &[String],
+) -> Result<Fetched, FetchError> {
+    fetch_inner(ctx, route, head, body, peer_ip, answer_max, extra_lines).await
 }
 
 /// Send `head` with `body` (its framing must say `Length(body.len())` or `None`) and buffer an

@@ -14,6 +14,13 @@
 //! control messages work. tack answers client pings itself where Pushpin does not (over HTTP,
 //! test, detached), and never sends an invalid close code.
 //!
+//! **Reliable WebSockets** (tack's extension): a `subscribe` control message with a `prev-id`
+//! makes the session track the channel's last id ([`crate::ws::reliable`]); on a gap it asks
+//! the backend for what the client missed (WebSocket-over-HTTP: the next request carries
+//! `Grip-Last`; pass-through: a `c:{"type":"recover",…}` text message), holding newer items on
+//! that channel back until the backend's answer ends with a subscribe carrying the new
+//! `prev-id`. Sessions without `prev-id` behave exactly as Pushpin.
+//!
 //! One task per session; the client read, the backend read (or the in-flight HTTP request) and
 //! the hold registry are polled together, and every write is awaited in turn, which gives
 //! backpressure both ways.
@@ -38,6 +45,7 @@ use crate::metrics::Counter;
 use crate::route::{Proto, Route, RouteTable, Target};
 use crate::shard::ShardCtx;
 use crate::subs::HolderKey;
+use crate::ws::reliable::{self, Step, Subscribed, Tracker};
 use crate::ws::{
     self, close_code, ClientHandshake, ClientReader, ControlMessage, Deflater, GripMessage,
     Inflater, Opcode, ServerReader, WsEvent,
@@ -53,6 +61,10 @@ const WS_READ_IDLE_BYTES: usize = 128;
 const OVER_HTTP_RETRIES: u32 = 5;
 /// Client events queued while a WebSocket-over-HTTP request is in flight.
 const OVER_HTTP_QUEUE_MAX: usize = 1024;
+/// How long a pass-through backend has to answer a reliable-WebSocket `recover` message (with a
+/// subscribe carrying `prev-id`) before tack gives up on the channel. WebSocket-over-HTTP
+/// recoveries end with the reply to the request that carried `Grip-Last`.
+const WS_RECOVERY_TIMEOUT_MS: u64 = 10_000;
 
 /// What the request handler decided: a WebSocket session to run.
 pub struct WsPlan {
@@ -167,6 +179,15 @@ struct Session {
     last_client_write_ms: u64,
     /// tack sent a close frame to the client.
     close_sent: bool,
+    /// Reliable WebSockets: the channels subscribed with a `prev-id`.
+    reliable: Tracker<WsItem>,
+}
+
+/// A published `ws-message` for this session (as in [`HoldEvent::Ws`]).
+struct WsItem {
+    opcode: Opcode,
+    payload: Bytes,
+    frame: Bytes,
 }
 
 /// Outcome of polling the session's sources.
@@ -306,6 +327,10 @@ pub async fn run(ctx: &Rc<ShardCtx>, mut stream: TcpStream, pending: Vec<u8>, pl
         keep_alive: None,
         last_client_write_ms: ctx.clock_ms(),
         close_sent: false,
+        reliable: Tracker::new(
+            ctx.config.handler.connection_subscription_max,
+            reliable::HELD_PER_CHANNEL_MAX,
+        ),
     };
     let mut backend = backend;
     let mut ok = true;
@@ -547,24 +572,171 @@ async fn open_over_http(
 }
 
 impl Session {
-    fn subscribe(&self, channel: &str) {
+    /// Subscribe to `channel` (route prefix applied). True when the session is subscribed
+    /// now, including when it already was (a repeated subscribe is a no-op, as Pushpin).
+    fn subscribe(&self, channel: &str) -> bool {
         let name = format!("{}{channel}", self.channel_prefix);
         let r = self.ctx.holds.borrow_mut().subscribe(self.key, &name);
         match r {
-            Ok(_) => self.ctx.counters().inc(Counter::SubscriptionsStarted),
+            Ok(_) => {
+                self.ctx.counters().inc(Counter::SubscriptionsStarted);
+                true
+            }
+            Err(crate::subs::SubError::AlreadySubscribed) => true,
             Err(e) => {
                 self.ctx.counters().inc(Counter::SubscriptionRefused);
                 tracing::warn!(shard = %self.ctx.id, channel = %name, error = ?e, "WebSocket subscription refused");
+                false
             }
         }
     }
 
-    fn unsubscribe(&self, channel: &str) {
-        let name = format!("{}{channel}", self.channel_prefix);
-        let mut holds = self.ctx.holds.borrow_mut();
-        if let Some(id) = holds.subs.channel_id(&name) {
-            holds.subs.unsubscribe(id, self.key);
+    /// A `subscribe` control message: subscribe, then start, reset or stop last-id tracking
+    /// (reliable WebSockets) as its `prev-id` says. Returns false to end the session.
+    async fn subscribe_control(
+        &mut self,
+        backend: &mut Backend,
+        channel: &str,
+        prev_id: Option<&str>,
+    ) -> bool {
+        if !self.subscribe(channel) {
+            return true;
         }
+        let full = format!("{}{channel}", self.channel_prefix);
+        if prev_id.is_none() && self.reliable.last_id(&full).is_none() {
+            return true; // Pushpin behaviour, nothing tracked.
+        }
+        let known = self
+            .ctx
+            .sequencer
+            .borrow()
+            .last_id(&full)
+            .map(str::to_owned);
+        let mut out = Vec::new();
+        let r = self
+            .reliable
+            .subscribe(&full, channel, prev_id, known.as_deref(), &mut out);
+        let c = self.ctx.counters();
+        let recover = match r {
+            Subscribed::Untracked | Subscribed::Tracking => false,
+            Subscribed::RecoverNow => {
+                c.inc(Counter::WsGapsDetected);
+                tracing::debug!(channel = %full, prev_id = ?prev_id, known = ?known, "reliable WebSocket subscribed behind the shard: recovering");
+                true
+            }
+            Subscribed::Reset(replay) => {
+                if replay.recovered {
+                    c.inc(Counter::WsRecovered);
+                }
+                c.add(Counter::WsReliableSkipped, replay.skipped as u64);
+                if replay.recover {
+                    c.inc(Counter::WsGapsDetected);
+                }
+                replay.recover
+            }
+        };
+        for item in out {
+            if !self.deliver(item).await {
+                return false;
+            }
+        }
+        if recover {
+            return self.request_recovery(backend).await;
+        }
+        true
+    }
+
+    fn unsubscribe(&mut self, channel: &str) -> Vec<WsItem> {
+        let name = format!("{}{channel}", self.channel_prefix);
+        {
+            let mut holds = self.ctx.holds.borrow_mut();
+            if let Some(id) = holds.subs.channel_id(&name) {
+                holds.subs.unsubscribe(id, self.key);
+            }
+        }
+        let mut out = Vec::new();
+        if self.reliable.unsubscribe(&name, &mut out) {
+            self.ctx.counters().inc(Counter::WsGapsUnrecovered);
+        }
+        out
+    }
+
+    /// Send a published item to the client.
+    async fn deliver(&mut self, item: WsItem) -> bool {
+        if self.deflater.is_some() {
+            self.send(item.opcode, &item.payload).await
+        } else {
+            self.send_raw_frame(item.frame).await
+        }
+    }
+
+    async fn send_raw_frame(&mut self, frame: Bytes) -> bool {
+        let ok = self.wr.write_all(frame).await.0.is_ok();
+        self.last_client_write_ms = self.ctx.clock_ms();
+        ok
+    }
+
+    /// Ask the backend for what the client missed on every channel that needs it: a
+    /// pass-through backend gets a `recover` message per channel now; over HTTP the next
+    /// request carries `Grip-Last` ([`Self::pump_over_http`]); without a backend (detached)
+    /// recovery is impossible and what was held back is delivered as it is. Returns false to
+    /// end the session.
+    async fn request_recovery(&mut self, backend: &mut Backend) -> bool {
+        match backend {
+            Backend::Ws { .. } => {
+                let now = self.ctx.clock_ms();
+                let reqs = self.reliable.take_requests(now);
+                for (name, last) in &reqs {
+                    self.ctx.counters().inc(Counter::WsRecoveriesSent);
+                    tracing::debug!(channel = %name, last_id = %last, "reliable WebSocket gap: recover message to the backend");
+                    let msg = ws::recover_message(name, last);
+                    if !Self::to_backend_ws(backend, Opcode::Text, msg.as_bytes()).await {
+                        return false;
+                    }
+                }
+                self.arm_timers(backend);
+                true
+            }
+            Backend::OverHttp(_) => true,
+            Backend::None => self.abandon_recoveries().await,
+        }
+    }
+
+    /// Recovery is impossible (no backend): deliver what was held back, as it is.
+    async fn abandon_recoveries(&mut self) -> bool {
+        let mut out = Vec::new();
+        let n = self.reliable.abandon_recoveries(&mut out);
+        if n > 0 {
+            self.ctx
+                .counters()
+                .add(Counter::WsGapsUnrecovered, n as u64);
+            tracing::warn!(shard = %self.ctx.id, channels = n, "reliable WebSocket gap not recoverable (no backend): delivered as it is");
+        }
+        for item in out {
+            if !self.deliver(item).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Give up on recoveries the backend did not answer (`sent_before_ms`: those sent at or
+    /// before; `None`: all sent): held items are delivered as they are, tracking stops.
+    async fn give_up_recoveries(&mut self, sent_before_ms: Option<u64>) -> bool {
+        let mut out = Vec::new();
+        let n = self.reliable.give_up_sent(sent_before_ms, &mut out);
+        if n > 0 {
+            self.ctx
+                .counters()
+                .add(Counter::WsGapsUnrecovered, n as u64);
+            tracing::warn!(shard = %self.ctx.id, channels = n, "reliable WebSocket backend did not answer a recovery: delivered as it is, channel no longer tracked");
+        }
+        for item in out {
+            if !self.deliver(item).await {
+                return false;
+            }
+        }
+        true
     }
 
     /// Send one message to the client (compressed per connection when negotiated).
@@ -601,24 +773,43 @@ impl Session {
         self.send_raw(out).await
     }
 
-    fn arm_keep_alive(&self) {
-        if let Some((_, every)) = &self.keep_alive {
-            self.ctx.arm_timer(
-                self.key,
-                self.last_client_write_ms + every,
-                TimerKind::KeepAlive,
-            );
+    /// Arm the session's one timer for the earlier of the keep-alive and (pass-through) the
+    /// oldest unanswered recovery's deadline.
+    fn arm_timers(&self, backend: &Backend) {
+        let keep_alive = self
+            .keep_alive
+            .as_ref()
+            .map(|(_, every)| self.last_client_write_ms + every);
+        let recovery = match backend {
+            Backend::Ws { .. } => self.reliable.next_deadline_ms(WS_RECOVERY_TIMEOUT_MS),
+            _ => None,
+        };
+        if let Some(at) = keep_alive.into_iter().chain(recovery).min() {
+            self.ctx.arm_timer(self.key, at, TimerKind::KeepAlive);
         }
     }
 
     /// A control message from the backend (GRIP mode). Returns false to end the session.
     async fn control(&mut self, backend: &mut Backend, msg: ControlMessage) -> bool {
         match msg {
-            ControlMessage::Subscribe { channel, .. } => self.subscribe(&channel),
-            ControlMessage::Unsubscribe { channel } => self.unsubscribe(&channel),
+            ControlMessage::Subscribe {
+                channel, prev_id, ..
+            } => {
+                return self
+                    .subscribe_control(backend, &channel, prev_id.as_deref())
+                    .await
+            }
+            ControlMessage::Unsubscribe { channel } => {
+                for item in self.unsubscribe(&channel) {
+                    if !self.deliver(item).await {
+                        return false;
+                    }
+                }
+            }
             ControlMessage::Detach => {
                 tracing::debug!(shard = %self.ctx.id, "backend detached");
                 *backend = Backend::None;
+                return self.abandon_recoveries().await;
             }
             ControlMessage::KeepAlive {
                 content,
@@ -637,7 +828,7 @@ impl Session {
                     );
                     (Bytes::from(frame), u64::from(timeout_s.max(1)) * 1000)
                 });
-                self.arm_keep_alive();
+                self.arm_timers(backend);
             }
             ControlMessage::SendDelayed {
                 content: Some(c),
@@ -715,7 +906,7 @@ impl Session {
 
     /// Start the next WebSocket-over-HTTP request when none is in flight and there is
     /// something to send (or a keep-alive is due).
-    fn pump_over_http(&self, backend: &mut Backend, plan: &WsPlan, route: Option<&Route>) {
+    fn pump_over_http(&mut self, backend: &mut Backend, plan: &WsPlan, route: Option<&Route>) {
         let Backend::OverHttp(oh) = backend else {
             return;
         };
@@ -727,9 +918,22 @@ impl Session {
         let ka_due = oh
             .keep_alive_ms
             .is_some_and(|ms| now >= oh.last_request_ms + ms);
-        if oh.queue.is_empty() && !ka_due {
+        let recover = self.reliable.wants_request();
+        if oh.queue.is_empty() && !ka_due && !recover {
             return;
         }
+        // Reliable WebSockets: tell the backend where the client is on each channel with a
+        // gap; the reply to this request ends those recoveries.
+        let last_ids = if recover {
+            self.reliable.take_requests(now)
+        } else {
+            Vec::new()
+        };
+        for (name, last) in &last_ids {
+            self.ctx.counters().inc(Counter::WsRecoveriesSent);
+            tracing::debug!(channel = %name, last_id = %last, "reliable WebSocket gap: Grip-Last request to the backend");
+        }
+        let extra = fetch::grip_last_lines(&last_ids);
         let mut body = Vec::new();
         oh.queue.take_batch(&mut body);
         if oh.close_queued && oh.queue.is_empty() {
@@ -747,13 +951,14 @@ impl Session {
             // connect failures are retried: after that the backend may have seen the events.
             let mut attempt = 0u32;
             loop {
-                let r = fetch::fetch_with_body(
+                let r = fetch::fetch_with_body_lines(
                     &ctx,
                     &route,
                     &head,
                     &body,
                     peer,
                     wsevents::RESPONSE_BODY_MAX,
+                    &extra,
                 )
                 .await;
                 match r {
@@ -1051,6 +1256,10 @@ impl Session {
                 return false;
             }
         }
+        // Recoveries this request asked for and the reply did not answer: give up on them.
+        if !self.give_up_recoveries(None).await {
+            return false;
+        }
         if closing {
             let _ = self.send_close(close_code::NORMAL, "").await;
             return false;
@@ -1058,21 +1267,61 @@ impl Session {
         !disconnected
     }
 
+    /// A published item with an id while some channel is tracked (reliable WebSockets).
+    async fn on_tracked_item(
+        &mut self,
+        backend: &mut Backend,
+        ids: Rc<crate::hold::ItemIds>,
+        item: WsItem,
+    ) -> bool {
+        let can_recover = !matches!(backend, Backend::None);
+        let c = self.ctx.counters();
+        match self.reliable.on_item(ids.clone(), item, can_recover) {
+            Step::Deliver(item) => self.deliver(item).await,
+            Step::DeliverGap(item) => {
+                c.inc(Counter::WsGapsDetected);
+                c.inc(Counter::WsGapsUnrecovered);
+                tracing::warn!(shard = %self.ctx.id, channel = %ids.channel, id = %ids.id, prev_id = ?ids.prev_id, "reliable WebSocket gap on a detached session: delivered as it is");
+                self.deliver(item).await
+            }
+            Step::Skip => {
+                c.inc(Counter::WsReliableSkipped);
+                true
+            }
+            Step::Gap => {
+                c.inc(Counter::WsGapsDetected);
+                tracing::debug!(channel = %ids.channel, id = %ids.id, prev_id = ?ids.prev_id, "reliable WebSocket gap: recovering");
+                self.request_recovery(backend).await
+            }
+            Step::Held { evicted } => {
+                if evicted {
+                    c.inc(Counter::WsRecoveryEvicted);
+                }
+                true
+            }
+        }
+    }
+
     /// Something from the hold registry: a publish, a timer, shutdown, or overflow.
-    async fn on_hold_event(&mut self, ev: Option<HoldEvent>) -> bool {
+    async fn on_hold_event(&mut self, backend: &mut Backend, ev: Option<HoldEvent>) -> bool {
         match ev {
             Some(HoldEvent::Ws {
                 opcode,
                 payload,
                 frame,
-                ..
+                ids,
             }) => {
-                if self.deflater.is_some() {
-                    self.send(opcode, &payload).await
-                } else {
-                    let ok = self.wr.write_all(frame).await.0.is_ok();
-                    self.last_client_write_ms = self.ctx.clock_ms();
-                    ok
+                let item = WsItem {
+                    opcode,
+                    payload,
+                    frame,
+                };
+                match ids {
+                    Some(ids) if !self.reliable.is_empty() => {
+                        self.on_tracked_item(backend, ids, item).await
+                    }
+                    // No id, or no channel tracked: Pushpin behaviour.
+                    _ => self.deliver(item).await,
                 }
             }
             Some(HoldEvent::WsClose { code, reason }) => {
@@ -1080,8 +1329,8 @@ impl Session {
                 false
             }
             Some(HoldEvent::Timer(_)) => {
+                let now = self.ctx.clock_ms();
                 if let Some((frame, every)) = self.keep_alive.clone() {
-                    let now = self.ctx.clock_ms();
                     if now >= self.last_client_write_ms + every {
                         if self.wr.write_all(frame).await.0.is_err() {
                             return false;
@@ -1089,8 +1338,14 @@ impl Session {
                         self.last_client_write_ms = now;
                         self.ctx.counters().inc(Counter::KeepAliveSent);
                     }
-                    self.arm_keep_alive();
                 }
+                if matches!(backend, Backend::Ws { .. }) {
+                    let sent_before = now.saturating_sub(WS_RECOVERY_TIMEOUT_MS);
+                    if !self.give_up_recoveries(Some(sent_before)).await {
+                        return false;
+                    }
+                }
+                self.arm_timers(backend);
                 true
             }
             Some(HoldEvent::Shutdown) => {
@@ -1153,7 +1408,7 @@ impl Session {
                 Wake::Client(rd, buf, res) => self.on_client_bytes(backend, rd, buf, res).await,
                 Wake::BackendWs(rd, buf, res) => self.on_backend_bytes(backend, rd, buf, res).await,
                 Wake::BackendHttp(r) => self.on_http_reply(backend, r).await,
-                Wake::Hold(ev) => self.on_hold_event(ev).await,
+                Wake::Hold(ev) => self.on_hold_event(backend, ev).await,
             };
             if !go_on {
                 break;

@@ -87,9 +87,12 @@ pub fn classify_message<'a>(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ControlMessage {
     /// Subscribe to `channel` (non-empty) with these filters (the handler enforces the limit).
+    /// `prev_id` (tack's reliable WebSockets, not in Pushpin): the id of the last message the
+    /// client has on this channel; `None` when absent, null or empty (Pushpin behaviour).
     Subscribe {
         channel: String,
         filters: Vec<String>,
+        prev_id: Option<String>,
     },
     /// Unsubscribe from `channel` (non-empty).
     Unsubscribe { channel: String },
@@ -193,6 +196,19 @@ fn delayed_message(
     Ok((content, message_type, timeout_s))
 }
 
+/// The text message tack sends a reliable WebSocket backend (one that subscribed `channel`
+/// with a `prev-id`) when it finds a gap: `c:{"type":"recover","channel":…,"last-id":…}`,
+/// where `last-id` is the id of the last message the client has on the channel.
+pub fn recover_message(channel: &str, last_id: &str) -> String {
+    // A JSON string of a `&str` cannot fail to serialize.
+    let quote = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned());
+    format!(
+        r#"c:{{"type":"recover","channel":{},"last-id":{}}}"#,
+        quote(channel),
+        quote(last_id)
+    )
+}
+
 /// Parses control message JSON (after `c:`). Errors carry Pushpin-like messages for a debug
 /// log; the message is then ignored.
 pub fn parse_control(json: &[u8]) -> Result<ControlMessage, String> {
@@ -218,7 +234,12 @@ pub fn parse_control(json: &[u8]) -> Result<ControlMessage, String> {
                     return Err("grip control object contains 'filters' with wrong type".into())
                 }
             };
-            ControlMessage::Subscribe { channel, filters }
+            let prev_id = opt_string(&obj, "prev-id")?.filter(|p| !p.is_empty());
+            ControlMessage::Subscribe {
+                channel,
+                filters,
+                prev_id,
+            }
         }
         "unsubscribe" => ControlMessage::Unsubscribe {
             channel: required_string(&obj, "channel")?,
@@ -334,14 +355,16 @@ mod tests {
             parse(r#"{"type":"subscribe","channel":"c1","filters":["skip-self"]}"#),
             Ok(ControlMessage::Subscribe {
                 channel: "c1".into(),
-                filters: vec!["skip-self".into()]
+                filters: vec!["skip-self".into()],
+                prev_id: None,
             })
         );
         assert_eq!(
             parse(r#"{"type":"subscribe","channel":"c1"}"#),
             Ok(ControlMessage::Subscribe {
                 channel: "c1".into(),
-                filters: vec![]
+                filters: vec![],
+                prev_id: None,
             })
         );
         assert_eq!(
@@ -381,6 +404,52 @@ mod tests {
         assert_eq!(
             parse(r#"{"type":"bogus"}"#),
             Ok(ControlMessage::Unknown("bogus".into()))
+        );
+    }
+
+    #[test]
+    fn subscribe_prev_id() {
+        assert_eq!(
+            parse(r#"{"type":"subscribe","channel":"ch","prev-id":"5"}"#),
+            Ok(ControlMessage::Subscribe {
+                channel: "ch".into(),
+                filters: vec![],
+                prev_id: Some("5".into()),
+            })
+        );
+        // Empty or null: no tracking (Pushpin behaviour).
+        for json in [
+            r#"{"type":"subscribe","channel":"ch","prev-id":""}"#,
+            r#"{"type":"subscribe","channel":"ch","prev-id":null}"#,
+        ] {
+            assert_eq!(
+                parse(json),
+                Ok(ControlMessage::Subscribe {
+                    channel: "ch".into(),
+                    filters: vec![],
+                    prev_id: None,
+                }),
+                "{json}"
+            );
+        }
+        assert!(parse(r#"{"type":"subscribe","channel":"ch","prev-id":5}"#).is_err());
+    }
+
+    #[test]
+    fn recover_message_json() {
+        assert_eq!(
+            recover_message("ch", "2"),
+            r#"c:{"type":"recover","channel":"ch","last-id":"2"}"#
+        );
+        // Names are JSON-escaped, and the message parses back as an unknown control type.
+        let m = recover_message("a\"b", "x\ny");
+        assert_eq!(
+            m,
+            r#"c:{"type":"recover","channel":"a\"b","last-id":"x\ny"}"#
+        );
+        assert_eq!(
+            classify(m.as_bytes(), "m:"),
+            GripMessage::Control(ControlMessage::Unknown("recover".into()))
         );
     }
 

@@ -10,6 +10,8 @@
 //!   every framing rule and answer violations with the [`CloseReason`] to send.
 //! - [`deflate`]: permessage-deflate offer parsing, negotiation and the per-connection codec.
 //! - [`grip`]: the GRIP WebSocket extension (`grip; message-prefix=…`) and `c:` control messages.
+//! - [`reliable`]: per-session last-id tracking for reliable WebSockets (`subscribe` with
+//!   `prev-id`; tack's extension).
 //!
 //! ## Bounds
 //! A reader never holds more than `max_message_bytes` of message payload (compressed messages
@@ -23,6 +25,7 @@ pub mod frame;
 pub mod grip;
 pub mod handshake;
 pub mod message;
+pub mod reliable;
 
 pub use deflate::{negotiate, parse_deflate_offer, DeflateParams, Deflater, Inflater};
 pub use frame::{
@@ -30,7 +33,8 @@ pub use frame::{
     unmask, write_frame_header, FrameHeader, DEFAULT_FRAME_MAX,
 };
 pub use grip::{
-    classify, classify_message, grip_extension_prefix, parse_control, ControlMessage, GripMessage,
+    classify, classify_message, grip_extension_prefix, parse_control, recover_message,
+    ControlMessage, GripMessage,
 };
 pub use handshake::{
     accept_key, check_client_handshake, check_request, write_101, write_handshake_error,

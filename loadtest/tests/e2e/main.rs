@@ -9,6 +9,7 @@ mod errors;
 mod grip;
 mod holds;
 mod proxy;
+mod reliable_ws;
 mod routes;
 mod shutdown;
 mod websocket;

@@ -18,7 +18,7 @@ use crate::support::{
 const T: Duration = Duration::from_secs(10);
 
 /// Run a Python `websockets` client script; returns its stdout lines.
-fn python_client(script: &str, args: &[String]) -> Vec<String> {
+pub(crate) fn python_client(script: &str, args: &[String]) -> Vec<String> {
     let py = gripcontrol_python();
     let path = temp_file("client.py", script);
     let out = std::process::Command::new(py)
@@ -35,7 +35,7 @@ fn python_client(script: &str, args: &[String]) -> Vec<String> {
     stdout.lines().map(str::to_string).collect()
 }
 
-fn events_response(events: &[Event], extra: &[(&str, &str)]) -> OriginResponse {
+pub(crate) fn events_response(events: &[Event], extra: &[(&str, &str)]) -> OriginResponse {
     let mut body = Vec::new();
     encode_events(&mut body, events);
     let mut headers = vec![(
@@ -54,7 +54,7 @@ fn events_response(events: &[Event], extra: &[(&str, &str)]) -> OriginResponse {
     }
 }
 
-fn text(s: &str) -> Event {
+pub(crate) fn text(s: &str) -> Event {
     Event::Text(bytes::Bytes::from(s.to_string()))
 }
 
