@@ -401,15 +401,20 @@ mod tests {
     fn waiting_count_follows_holds_releases_and_expiry() {
         let mut q: Sequencer<u32> = Sequencer::new(60_000, 5_000, 16, 16);
         let mut out = Vec::new();
-        q.offer(key("c", Some("1"), None, false), 0, 1, &mut out).unwrap();
-        q.offer(key("c", Some("3"), Some("2"), false), 10, 3, &mut out).unwrap();
-        q.offer(key("c", Some("4"), Some("3"), false), 20, 4, &mut out).unwrap();
+        q.offer(key("c", Some("1"), None, false), 0, 1, &mut out)
+            .unwrap();
+        q.offer(key("c", Some("3"), Some("2"), false), 10, 3, &mut out)
+            .unwrap();
+        q.offer(key("c", Some("4"), Some("3"), false), 20, 4, &mut out)
+            .unwrap();
         assert_eq!(q.next_deadline_ms(), Some(5_010));
-        q.offer(key("c", Some("2"), Some("1"), false), 30, 2, &mut out).unwrap();
+        q.offer(key("c", Some("2"), Some("1"), false), 30, 2, &mut out)
+            .unwrap();
         assert_eq!(out, vec![1, 2, 3, 4]);
         assert_eq!(q.waiting, 0);
         assert_eq!(q.next_deadline_ms(), None);
-        q.offer(key("c", Some("6"), Some("5"), false), 40, 6, &mut out).unwrap();
+        q.offer(key("c", Some("6"), Some("5"), false), 40, 6, &mut out)
+            .unwrap();
         assert_eq!(q.waiting, 1);
         assert_eq!(q.expire(5_039, &mut out), 0);
         assert_eq!(q.expire(5_040, &mut out), 1);
@@ -421,12 +426,15 @@ mod tests {
     fn an_item_without_id_forgets_the_last_id() {
         let mut q: Sequencer<u32> = Sequencer::new(60_000, 5_000, 16, 16);
         let mut out = Vec::new();
-        q.offer(key("c", Some("1"), None, false), 0, 1, &mut out).unwrap();
+        q.offer(key("c", Some("1"), None, false), 0, 1, &mut out)
+            .unwrap();
         assert_eq!(q.last_id("c"), Some("1"));
-        q.offer(key("c", None, None, false), 1, 2, &mut out).unwrap();
+        q.offer(key("c", None, None, false), 1, 2, &mut out)
+            .unwrap();
         assert_eq!(q.last_id("c"), None);
         // Not held: the last id is unknown, so any prev-id goes through at once.
-        q.offer(key("c", Some("9"), Some("8"), false), 2, 9, &mut out).unwrap();
+        q.offer(key("c", Some("9"), Some("8"), false), 2, 9, &mut out)
+            .unwrap();
         assert_eq!(out, vec![1, 2, 9]);
     }
 

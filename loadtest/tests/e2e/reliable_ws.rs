@@ -12,7 +12,7 @@ use std::time::Duration;
 use loadtest::origin::Origin;
 use tack::wsevents::{decode_events, Event};
 
-use crate::support::{metric, start, start_routed, DRIVERS};
+use crate::support::{metric, metric_per_shard, metrics_text, start, start_routed, DRIVERS};
 use crate::websocket::{events_response, python_client, text};
 
 const T: Duration = Duration::from_secs(10);
@@ -284,7 +284,7 @@ fn reliable_pass_through_websocket_recovers_a_gap_with_a_recover_message() {
     }
 }
 
-/// Publishes 2 (prev 1) before connecting, then 3 (prev 2) once greeted.
+/// Connects (2 was published before), then publishes 3 (prev 2) once greeted.
 const LATE_CLIENT: &str = r#"
 import asyncio, sys, json, urllib.request
 import websockets
@@ -295,7 +295,6 @@ def publish(pub, id, prev):
     assert urllib.request.urlopen(urllib.request.Request(pub + "/publish/", data=body)).status == 200
 
 async def main(url, pub):
-    publish(pub, "2", "1")
     async with websockets.connect(url, ping_interval=None) as ws:
         print("recv", await ws.recv())
         print("recv", await ws.recv())
@@ -318,10 +317,31 @@ fn reliable_websocket_subscribed_behind_the_shard_recovers_at_once() {
                 r#"c:{"type":"subscribe","channel":"ch","prev-id":"2"}"#,
             ],
         );
+        let metrics = loadtest::ports::free_addr();
         let tack = start(
             driver,
-            &["--route".into(), format!("* {},over_http", origin.addr())],
+            &[
+                "--route".into(),
+                format!("* {},over_http", origin.addr()),
+                "--metrics-port".into(),
+                metrics.to_string(),
+            ],
         );
+        let item = r#"{"items":[{"channel":"ch","id":"2","prev-id":"1","formats":{"ws-message":{"content":"2"}}}]}"#;
+        assert_eq!(crate::grip::publish(tack.publish, item).0, 200, "{driver}");
+        // Readiness: both shards have sequenced item 2 (so both know the channel's last id).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let per_shard = metric_per_shard(&metrics_text(metrics), "tack_items_sequenced");
+            if per_shard.len() == 2 && per_shard.iter().all(|&n| n >= 1) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{driver}: {per_shard:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5)); // poll interval
+        }
         let lines = python_client(
             LATE_CLIENT,
             &[
@@ -329,8 +349,7 @@ fn reliable_websocket_subscribed_behind_the_shard_recovers_at_once() {
                 format!("http://{}", tack.publish),
             ],
         );
-        // Subscribed with prev-id 1 while the shard's last id is 2: recovered before 3. (Every
-        // shard has sequenced 2 long before the client's handshake and OPEN round trip end.)
+        // Subscribed with prev-id 1 while the shard's last id is 2: recovered before 3.
         assert_eq!(lines, vec!["recv welcome", "recv 2", "recv 3"], "{driver}");
         assert_eq!(
             grip_last.lock().expect("lock").clone(),
