@@ -79,6 +79,9 @@ counters! {
     RingOccupancy => "tack_ring_occupancy", gauge, "Messages waiting in this shard's outbound rings at its last publish.";
     PipelineWaits => "tack_publish_waits", counter, "Publishes that had to wait for room in a ring or the delivery pipeline.";
     TimerRefused => "tack_timer_refused", counter, "Hold timers not armed because the timer wheel was full.";
+    RecoveryShared => "tack_recovery_shared", counter, "Recovery fetches (long-poll retries, next links) answered by an identical request already in flight on the shard.";
+    RecoveryUnsharedFull => "tack_recovery_unshared_full", counter, "Shareable recovery fetches sent unshared because the shard's share table was full.";
+    StreamRecoveries => "tack_stream_recoveries", counter, "Reliable streams that fetched their next link because of a gap, a mismatched prev-id or a stale prev-id at hold start.";
 }
 
 /// One shard's counters. Written by that shard only.

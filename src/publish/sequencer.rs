@@ -8,6 +8,7 @@
 //!   id, an item without `prev-id`, and `no-seq` items are not held.
 //! - At most [`PENDING_PER_CHANNEL_MAX`] items wait per channel, and a second item waiting on
 //!   the same `prev-id` is dropped (both as Pushpin); every drop is reported to the caller.
+//! - An item without an `id` makes the channel's last id unknown again (Pushpin forgets it).
 //!
 //! ## Where it runs
 //! Every shard receives every publish batch (in publish order for a publisher that waits for
@@ -203,12 +204,17 @@ impl<T> Sequencer<T> {
         item: T,
         out: &mut Vec<T>,
     ) {
-        if let Some(id) = id {
-            st.last_id = Some(id.to_string());
-            st.seen.push_back((id.to_string(), now_ms));
-            while st.seen.len() > ids_max {
-                st.seen.pop_front();
+        match id {
+            Some(id) => {
+                st.last_id = Some(id.to_string());
+                st.seen.push_back((id.to_string(), now_ms));
+                while st.seen.len() > ids_max {
+                    st.seen.pop_front();
+                }
             }
+            // An item without an id breaks the chain: the channel's last id is forgotten (as
+            // Pushpin's last-id table does), so the next item is not held for a prev-id.
+            None => st.last_id = None,
         }
         out.push(item);
     }
@@ -371,6 +377,20 @@ mod tests {
             "the least recently used channel is forgotten"
         );
         assert_eq!(out.len(), 4);
+    }
+
+    #[test]
+    fn an_item_without_id_forgets_the_last_id() {
+        let mut s = seq();
+        offer(&mut s, "1", None, 0);
+        let mut out = Vec::new();
+        s.offer(key("ch", None, None, false), 1, "plain", &mut out)
+            .expect("pass");
+        assert_eq!(out, vec!["plain"]);
+        assert_eq!(s.last_id("ch"), None);
+        // With no known last id, the next item is not held for its prev-id.
+        assert_eq!(offer(&mut s, "5", Some("4"), 2), (vec!["5"], None));
+        assert_eq!(s.last_id("ch"), Some("5"));
     }
 
     #[test]
