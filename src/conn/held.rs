@@ -636,6 +636,7 @@ where
     if plan.instruction.next.is_none() {
         if let Some((ch, _)) = ids.tracked().next() {
             let msg = format!("channel '{ch}' specifies prev-id, but no next link found");
+            ctx.counters().inc(Counter::GripInvalid);
             return end_with_error(ctx, plan, wr, status, &msg).await;
         }
     }
@@ -828,7 +829,10 @@ where
                         .await;
                 }
                 Link::Failed => gap_item = None,
-                Link::Error(msg) => return end_with_error(ctx, plan, wr, status, &msg).await,
+                Link::Error(msg) => {
+                    ctx.counters().inc(Counter::GripInvalid);
+                    return end_with_error(ctx, plan, wr, status, &msg).await;
+                }
             }
             last_activity = ctx.clock_ms();
             link_due = link_every(plan).map(|every| last_activity + every);
@@ -873,7 +877,6 @@ async fn end_with_error(
     status: u16,
     msg: &str,
 ) -> (u16, After) {
-    ctx.counters().inc(Counter::GripInvalid);
     tracing::warn!(shard = %ctx.id, route = %plan.route_id, "stream ended: {msg}");
     let http11 = plan.version == Version::Http11;
     let routes = ctx.config.routes.clone();

@@ -9,6 +9,7 @@ mod errors;
 mod grip;
 mod holds;
 mod proxy;
+mod reliable;
 mod routes;
 mod shutdown;
 mod websocket;
