@@ -495,8 +495,8 @@ async fn answer(
     )
 }
 
-/// Where a long-poll's client is on each reliable channel: the `prev-id` it was held with
-/// (a long-poll ends with its first item, so it never moves).
+/// Where a long-poll's client is on each reliable channel: the `prev-id` it was held with, or
+/// the one a retry that held it again gave (a long-poll ends with its first item).
 fn current_last_ids(plan: &HoldPlan) -> Vec<(String, String)> {
     plan.last_ids.clone()
 }
