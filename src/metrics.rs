@@ -85,6 +85,9 @@ counters! {
     WsGapsUnrecovered => "tack_ws_gaps_unrecovered", counter, "Reliable WebSocket gaps not recovered (detached session, or no answer from the backend): items delivered as they are.";
     WsReliableSkipped => "tack_ws_reliable_skipped", counter, "Published items not sent on a reliable WebSocket channel because the client has them (same id, or covered by a recovery answer).";
     WsRecoveryEvicted => "tack_ws_recovery_evicted", counter, "Items held back during a WebSocket recovery evicted at the bound (a further recovery re-sends them).";
+    RecoveryShared => "tack_recovery_shared", counter, "Recovery fetches (long-poll retries, next links) answered by an identical request already in flight on the shard.";
+    RecoveryUnsharedFull => "tack_recovery_unshared_full", counter, "Shareable recovery fetches sent unshared because the shard's share table was full.";
+    StreamRecoveries => "tack_stream_recoveries", counter, "Reliable streams that fetched their next link because of a gap, a mismatched prev-id or a stale prev-id at hold start.";
 }
 
 /// One shard's counters. Written by that shard only.

@@ -65,6 +65,8 @@ pub struct ShardCtx {
     pub staging: RefCell<Vec<Arc<PublishBatch>>>,
     /// De-duplication and `prev-id` ordering of published items (see `publish::sequencer`).
     pub sequencer: RefCell<Sequencer<crate::fanout::ItemRef>>,
+    /// Identical recovery fetches in flight, shared (see `conn::share`).
+    pub shares: RefCell<crate::conn::share::ShareTable<crate::conn::share::SharedFetch>>,
     pipeline_notify: LocalNotify,
     timer_notify: LocalNotify,
     started: Instant,
@@ -173,6 +175,9 @@ pub async fn run(shard: Shard, shared: Arc<Shared>, ready: Sender<Result<(), Str
             shared.config.handler.message_wait_ms,
             SEQ_CHANNELS_MAX,
             SEQ_IDS_PER_CHANNEL_MAX,
+        )),
+        shares: RefCell::new(crate::conn::share::ShareTable::new(
+            crate::conn::share::SHARES_MAX,
         )),
         pipeline_notify: LocalNotify::default(),
         timer_notify: LocalNotify::default(),

@@ -15,7 +15,7 @@ use super::io::{relay_body, OutEncoding, Sink};
 use super::{connect_targets, forward_head, read_response_head, GRIP_BODY_MAX};
 
 /// Why an internal request failed (the caller decides what the client sees).
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub enum FetchError {
     NoRoute,
     Connect,

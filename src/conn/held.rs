@@ -20,15 +20,17 @@ use monoio::net::TcpStream;
 
 use std::net::IpAddr;
 
-use crate::conn::fetch::{self, Fetched};
+use crate::conn::fetch;
 use crate::grip::{self, HeldResponse, Instruction, KeepAliveMode};
-use crate::hold::{HoldEvent, HoldKind, TimerKind};
+use crate::hold::lastids::{LastIds, Verdict};
+use crate::hold::{HoldEvent, HoldKind, ItemIds, TimerKind};
 use crate::http1::{self, RequestHead, ResponseHead, Version};
 use crate::metrics::Counter;
 use crate::shard::ShardCtx;
 use crate::subs::HolderKey;
 
 use super::iovec::{writev_all, ByteVecs, IOV_BATCH_MAX};
+use super::share;
 use super::After;
 
 /// Bytes read per wake-up while a connection is held: the read only watches for the client
@@ -90,21 +92,6 @@ pub fn plain_response(head: &ResponseHead, body: Vec<u8>) -> HeldResponse {
 /// Whether a backend answer carries GRIP instructions.
 pub fn is_grip_head(head: &ResponseHead) -> bool {
     grip::is_grip(&head.headers)
-}
-
-/// Fetch a link (or re-ask for the held request) through the request's route.
-async fn fetch_for(ctx: &Rc<ShardCtx>, plan: &HoldPlan, request: &RequestHead) -> Option<Fetched> {
-    let routes = ctx.config.routes.clone();
-    let route = fetch::route_of(&routes, request)?;
-    // Boxed: rare, and its state is large; a waiting hold should not carry it.
-    match Box::pin(fetch::fetch(ctx, route, request, plan.peer_ip)).await {
-        Ok(f) => Some(f),
-        Err(e) => {
-            ctx.counters().inc(Counter::BackendError);
-            tracing::warn!(shard = %ctx.id, route = %plan.route_id, error = ?e, "internal fetch failed");
-            None
-        }
-    }
 }
 
 /// How a hold ended.
@@ -212,6 +199,17 @@ pub async fn run(
     };
     ctx.counters().inc(kind_gauge);
     subscribe_all(ctx, key, &plan);
+    // A reliable stream tracks its channels' ids (every channel is known, so that a recovery
+    // answer may start tracking one); a long-poll keeps the prev-ids the backend gave.
+    let mut ids = LastIds::new(ctx.config.handler.connection_subscription_max.max(1));
+    if kind == HoldKind::Stream {
+        let channels = &plan.instruction.channels;
+        if channels.iter().any(|c| c.prev_id.is_some()) {
+            for c in channels {
+                ids.add(&c.name, c.prev_id.as_deref());
+            }
+        }
+    }
     // Subscribed: the names are in the shard's table; keep only the reliable channels' ids.
     plan.last_ids = plan
         .instruction
@@ -247,6 +245,7 @@ pub async fn run(
                 &mut watcher,
                 &mut reader,
                 &mut pending,
+                ids,
             )
             .await
         }
@@ -395,20 +394,16 @@ where
     let deadline = ctx.clock_ms() + u64::from(plan.instruction.timeout_s) * 1000;
     ctx.arm_timer(key, deadline, TimerKind::Timeout);
     // Reliable long-poll: the client said where it is (`prev-id`); if a channel has moved on
-    // since, ask the backend again at once, telling it the channel's last id (`Grip-Last`).
-    let behind: Vec<(String, String)> = {
+    // since, ask the backend again at once, telling it where the client is (`Grip-Last`).
+    let behind = {
         let seq = ctx.sequencer.borrow();
         plan.last_ids
             .iter()
-            .filter_map(|(ch, prev)| {
-                seq.last_id(ch)
-                    .filter(|last| last != prev)
-                    .map(|last| (ch.clone(), last.to_string()))
-            })
-            .collect()
+            .any(|(ch, prev)| seq.last_id(ch).is_some_and(|last| last != prev))
     };
-    if !behind.is_empty() {
-        if let Some(resp) = Box::pin(retry(ctx, key, plan, &behind)).await {
+    if behind {
+        let last = current_last_ids(plan);
+        if let Some(resp) = Box::pin(retry(ctx, key, plan, &last)).await {
             return answer(plan, wr, resp, false).await;
         }
     }
@@ -435,7 +430,7 @@ where
                 );
             }
             Some(HoldEvent::Hint) => {
-                let last = current_last_ids(ctx, plan);
+                let last = current_last_ids(plan);
                 if let Some(resp) = Box::pin(retry(ctx, key, plan, &last)).await {
                     break (Some(resp), false);
                 }
@@ -500,16 +495,10 @@ async fn answer(
     )
 }
 
-/// The last id this shard knows for each reliable channel of the hold (else the client's).
-fn current_last_ids(ctx: &ShardCtx, plan: &HoldPlan) -> Vec<(String, String)> {
-    let seq = ctx.sequencer.borrow();
-    plan.last_ids
-        .iter()
-        .map(|(ch, prev)| {
-            let last = seq.last_id(ch).unwrap_or(prev);
-            (ch.clone(), last.to_string())
-        })
-        .collect()
+/// Where a long-poll's client is on each reliable channel: the `prev-id` it was held with, or
+/// the one a retry that held it again gave (a long-poll ends with its first item).
+fn current_last_ids(plan: &HoldPlan) -> Vec<(String, String)> {
+    plan.last_ids.clone()
 }
 
 /// Pushpin's long-poll recovery: re-send the original request (with `Grip-Last` for its
@@ -527,7 +516,8 @@ async fn retry(
     }
     let routes = ctx.config.routes.clone();
     let route = fetch::route_of(&routes, &request)?;
-    let fetched = Box::pin(fetch::fetch_with_grip_last(
+    // Identical retries of other holds on this shard share one backend request.
+    let fetched = Box::pin(share::fetch_shared(
         ctx,
         route,
         &request,
@@ -544,7 +534,7 @@ async fn retry(
         }
     };
     if !is_grip_head(&f.head) {
-        return Some(plain_response(&f.head, f.body));
+        return Some(plain_response(&f.head, f.body.clone()));
     }
     let per_conn = ctx.config.handler.connection_subscription_max;
     let parsed = grip::parse_instruction(
@@ -552,11 +542,18 @@ async fn retry(
         &f.head.reason,
         &f.head.headers,
         &f.body,
-        None,
+        route.prefix.as_deref(),
         per_conn,
     );
     match parsed {
         Ok(i) if i.hold == Some(grip::HoldMode::Response) => {
+            // Held again: the answer says where the client is now.
+            for c in &i.channels {
+                let known = plan.last_ids.iter_mut().find(|(ch, _)| *ch == c.name);
+                if let (Some((_, id)), Some(prev)) = (known, &c.prev_id) {
+                    id.clone_from(prev);
+                }
+            }
             plan.instruction.response = i.response;
             let deadline = ctx.clock_ms() + u64::from(i.timeout_s) * 1000;
             ctx.arm_timer(key, deadline, TimerKind::Timeout);
@@ -593,8 +590,24 @@ pub fn write_stream_start(out: &mut Vec<u8>, resp: &HeldResponse, version: Versi
     }
 }
 
+/// Why a stream fetches its next link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinkWhy {
+    /// The link's timeout without channel activity, or a `hint`.
+    Refresh,
+    /// Reliable delivery: a gap or mismatch on a tracked channel, or a stale `prev-id` at the
+    /// start of the hold.
+    Recover,
+}
+
 /// An HTTP stream (or SSE): published content is appended; keep-alives fill idle periods; a
 /// `rel=next` link is fetched after its timeout without channel activity, or on `hint`.
+///
+/// A **reliable** stream (`Grip-Channel: ch; prev-id=X`, which needs a next link) tracks the
+/// last id it delivered on each such channel (`ids`): an item that does not follow it makes
+/// the stream fetch its next link with `Grip-Last`, write the answer (what was missed), take
+/// the answer's new `prev-id`s, and drop the queued items that answer covered.
+#[allow(clippy::too_many_arguments)]
 async fn stream_hold<F>(
     ctx: &Rc<ShardCtx>,
     key: HolderKey,
@@ -603,6 +616,7 @@ async fn stream_hold<F>(
     watcher: &mut std::pin::Pin<&mut F>,
     reader: &mut Option<OwnedReadHalf<TcpStream>>,
     pending: &mut Vec<u8>,
+    mut ids: LastIds,
 ) -> (u16, After)
 where
     F: std::future::Future<Output = (OwnedReadHalf<TcpStream>, ClientSide)>,
@@ -617,6 +631,14 @@ where
             return (status, After::Close);
         }
         plan.head_sent = true;
+    }
+    // Pushpin checks this once the stream has started: it then ends at once.
+    if plan.instruction.next.is_none() {
+        if let Some((ch, _)) = ids.tracked().next() {
+            let msg = format!("channel '{ch}' specifies prev-id, but no next link found");
+            ctx.counters().inc(Counter::GripInvalid);
+            return end_with_error(ctx, plan, wr, status, &msg).await;
+        }
     }
     // What a stream keeps while it waits: nothing of the first response, and the request only
     // if a next link may need it.
@@ -655,105 +677,162 @@ where
         }
     };
     rearm(ka_due, link_due);
+    // The client is behind a channel this shard knows more of: recover at once (Pushpin does
+    // this on the first hold only).
+    let mut fetch_link = {
+        let seq = ctx.sequencer.borrow();
+        ids.behind(|ch| seq.last_id(ch))
+    };
+    let mut why = LinkWhy::Recover;
+    // The item that revealed a gap: checked again once the recovery answer is written.
+    let mut gap_item: Option<(Bytes, Rc<ItemIds>)> = None;
     loop {
-        let ev = next_event(ctx, key, watcher, reader, pending, &mut plan.client_gone).await;
-        let mut fetch_link = false;
-        match ev {
-            Some(HoldEvent::Stream { chunk, raw, .. }) => {
-                let first = if http11 { chunk } else { raw };
-                // A backlog goes out in one writev of the shared payloads.
-                let next = ctx.holds.borrow_mut().pop_stream(key);
-                let ok = match next {
-                    None => write_bytes(wr, first).await,
-                    Some((c, r)) => {
-                        let mut v = ByteVecs::default();
-                        v.push(first);
-                        v.push(if http11 { c } else { r });
-                        while v.len() < IOV_BATCH_MAX {
-                            let Some((c, r)) = ctx.holds.borrow_mut().pop_stream(key) else {
-                                break;
-                            };
-                            v.push(if http11 { c } else { r });
+        if !fetch_link {
+            let ev = next_event(ctx, key, watcher, reader, pending, &mut plan.client_gone).await;
+            match ev {
+                Some(HoldEvent::Stream {
+                    chunk,
+                    raw,
+                    ids: item,
+                }) => {
+                    let first = if http11 { chunk } else { raw };
+                    match item {
+                        Some(item)
+                            if ids.check(
+                                &item.channel,
+                                Some(&item.id),
+                                item.prev_id.as_deref(),
+                            ) == Verdict::Gap =>
+                        {
+                            tracing::debug!(shard = %ctx.id, channel = %item.channel, expected = ?ids.get(&item.channel), prev_id = ?item.prev_id, "reliable stream: gap, fetching the next link");
+                            gap_item = Some((first, item));
+                            fetch_link = true;
+                            why = LinkWhy::Recover;
                         }
-                        writev_all(wr, v).await.is_ok()
+                        _ => {
+                            if !write_backlog(ctx, key, wr, http11, first).await {
+                                return (status, After::Close);
+                            }
+                            last_write = ctx.clock_ms();
+                            last_activity = last_write;
+                            continue;
+                        }
                     }
-                };
-                if !ok {
+                }
+                Some(HoldEvent::StreamClose) => {
+                    if http11 {
+                        let ok = write_bytes(wr, Bytes::from_static(http1::LAST_CHUNK)).await;
+                        let after = if ok && plan.keep_alive {
+                            After::KeepAlive
+                        } else {
+                            After::Close
+                        };
+                        return (status, after);
+                    }
                     return (status, After::Close);
                 }
-                last_write = ctx.clock_ms();
-                last_activity = last_write;
-                continue;
-            }
-            Some(HoldEvent::StreamClose) => {
-                if http11 {
-                    let ok = write_bytes(wr, Bytes::from_static(http1::LAST_CHUNK)).await;
-                    let after = if ok && plan.keep_alive {
-                        After::KeepAlive
-                    } else {
-                        After::Close
-                    };
-                    return (status, after);
+                Some(HoldEvent::Hint) => {
+                    fetch_link = plan.instruction.next.is_some();
+                    why = LinkWhy::Refresh;
                 }
-                return (status, After::Close);
-            }
-            Some(HoldEvent::Hint) => fetch_link = plan.instruction.next.is_some(),
-            Some(HoldEvent::Timer(_)) => {
-                let now = ctx.clock_ms();
-                if let (Some((framed, every, mode)), Some(due)) = (&ka, ka_due) {
-                    // Idle mode counts from the last write; interval mode from the last send.
-                    let due = match mode {
-                        KeepAliveMode::Idle => due.max(last_write + every),
-                        KeepAliveMode::Interval => due,
-                    };
-                    if now >= due {
-                        if !write_bytes(wr, framed.clone()).await {
-                            return (status, After::Close);
+                Some(HoldEvent::Timer(_)) => {
+                    let now = ctx.clock_ms();
+                    if let (Some((framed, every, mode)), Some(due)) = (&ka, ka_due) {
+                        // Idle mode counts from the last write; interval mode from the last send.
+                        let due = match mode {
+                            KeepAliveMode::Idle => due.max(last_write + every),
+                            KeepAliveMode::Interval => due,
+                        };
+                        if now >= due {
+                            if !write_bytes(wr, framed.clone()).await {
+                                return (status, After::Close);
+                            }
+                            last_write = ctx.clock_ms();
+                            ctx.counters().inc(Counter::KeepAliveSent);
+                            ka_due = Some(now + every);
+                        } else {
+                            ka_due = Some(due);
                         }
-                        last_write = ctx.clock_ms();
-                        ctx.counters().inc(Counter::KeepAliveSent);
-                        ka_due = Some(now + every);
-                    } else {
-                        ka_due = Some(due);
+                    }
+                    if let (Some(due), Some(every)) = (link_due, link_every(plan)) {
+                        let due = due.max(last_activity + every);
+                        if now >= due {
+                            fetch_link = true;
+                            why = LinkWhy::Refresh;
+                        } else {
+                            link_due = Some(due);
+                        }
                     }
                 }
-                if let (Some(due), Some(every)) = (link_due, link_every(plan)) {
-                    let due = due.max(last_activity + every);
-                    if now >= due {
-                        fetch_link = true;
-                    } else {
-                        link_due = Some(due);
+                Some(HoldEvent::Response(_))
+                | Some(HoldEvent::Ws { .. })
+                | Some(HoldEvent::WsClose { .. }) => continue,
+                Some(HoldEvent::Shutdown) => {
+                    if http11 {
+                        let _ = write_bytes(wr, Bytes::from_static(http1::LAST_CHUNK)).await;
                     }
+                    return (status, After::Close);
                 }
-            }
-            Some(HoldEvent::Response(_))
-            | Some(HoldEvent::Ws { .. })
-            | Some(HoldEvent::WsClose { .. }) => continue,
-            Some(HoldEvent::Shutdown) => {
-                if http11 {
-                    let _ = write_bytes(wr, Bytes::from_static(http1::LAST_CHUNK)).await;
+                None => {
+                    if ctx.holds.borrow_mut().overflowed(key) {
+                        ctx.counters().inc(Counter::SlowSubscriberClosed);
+                        tracing::warn!(
+                            shard = %ctx.id,
+                            route = %plan.route_id,
+                            queue_max = ctx.cfg.hold_queue_max,
+                            "slow subscriber closed: its delivery queue overflowed"
+                        );
+                    }
+                    return (status, After::Close);
                 }
-                return (status, After::Close);
-            }
-            None => {
-                if ctx.holds.borrow_mut().overflowed(key) {
-                    ctx.counters().inc(Counter::SlowSubscriberClosed);
-                    tracing::warn!(
-                        shard = %ctx.id,
-                        route = %plan.route_id,
-                        queue_max = ctx.cfg.hold_queue_max,
-                        "slow subscriber closed: its delivery queue overflowed"
-                    );
-                }
-                return (status, After::Close);
             }
         }
         if fetch_link {
-            if let Some(body) = Box::pin(follow_link(ctx, plan)).await {
-                if !body.is_empty() && !write_bytes(wr, frame(http11, &body)).await {
-                    return (status, After::Close);
+            fetch_link = false;
+            let reliable = ids.is_tracking();
+            if why == LinkWhy::Recover {
+                ctx.counters().inc(Counter::StreamRecoveries);
+            }
+            match Box::pin(follow_link(ctx, plan, &mut ids)).await {
+                Link::Body(body, moved) => {
+                    if !body.is_empty() && !write_bytes(wr, frame(http11, &body)).await {
+                        return (status, After::Close);
+                    }
+                    last_write = ctx.clock_ms();
+                    if moved {
+                        // Drop what the answer covered: the gap's item, then queued items, up
+                        // to the first that follows the new id of its channel.
+                        let mut filter = ids.after_recovery();
+                        let keep = gap_item
+                            .as_ref()
+                            .is_some_and(|(_, it)| filter.keep(&it.channel, it.prev_id.as_deref()));
+                        let dropped = ctx.holds.borrow_mut().retain_stream(key, |it| {
+                            filter.keep(&it.channel, it.prev_id.as_deref())
+                        });
+                        if dropped > 0 {
+                            tracing::debug!(shard = %ctx.id, dropped, "reliable stream: queued items covered by the recovery answer dropped");
+                        }
+                        if let (true, Some((data, it))) = (keep, gap_item.take()) {
+                            let v = ids.check(&it.channel, Some(&it.id), it.prev_id.as_deref());
+                            debug_assert_eq!(v, Verdict::Deliver);
+                            if !write_bytes(wr, data).await {
+                                return (status, After::Close);
+                            }
+                        }
+                    }
+                    // A gap the answer did not resolve: that item is not delivered (the
+                    // next one that does not follow asks again).
+                    gap_item = None;
                 }
-                last_write = ctx.clock_ms();
+                Link::Failed if reliable => {
+                    return end_with_error(ctx, plan, wr, status, "Failed to retrieve next link.")
+                        .await;
+                }
+                Link::Failed => gap_item = None,
+                Link::Error(msg) => {
+                    ctx.counters().inc(Counter::GripInvalid);
+                    return end_with_error(ctx, plan, wr, status, &msg).await;
+                }
             }
             last_activity = ctx.clock_ms();
             link_due = link_every(plan).map(|every| last_activity + every);
@@ -762,27 +841,136 @@ where
     }
 }
 
-/// Fetch the stream's next link; its own `Grip-Link: rel=next` (if any) replaces the link.
-/// Returns the body to append.
-async fn follow_link(ctx: &Rc<ShardCtx>, plan: &mut HoldPlan) -> Option<Vec<u8>> {
-    let link = plan.instruction.next.clone()?;
-    let original = plan.request.clone()?;
-    let req = fetch::link_request(&original, fetch::resolve_link(&original.path, &link.uri));
-    let f = fetch_for(ctx, plan, &req).await?;
-    if !(200..300).contains(&f.head.status) {
-        tracing::warn!(route = %plan.route_id, status = f.head.status, "next link answered non-2xx");
-        return None;
-    }
-    if let Ok(links) = grip::parse_links(
-        f.head
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("grip-link"))
-            .map(|h| h.value.as_slice()),
-    ) {
-        if let Some(next) = links.next {
-            plan.instruction.next = Some(next);
+/// Write one stream payload, and the backlog of stream data without ids queued behind it, in
+/// one writev of the shared payloads.
+async fn write_backlog(
+    ctx: &ShardCtx,
+    key: HolderKey,
+    wr: &mut OwnedWriteHalf<TcpStream>,
+    http11: bool,
+    first: Bytes,
+) -> bool {
+    let next = ctx.holds.borrow_mut().pop_stream(key);
+    match next {
+        None => write_bytes(wr, first).await,
+        Some((c, r)) => {
+            let mut v = ByteVecs::default();
+            v.push(first);
+            v.push(if http11 { c } else { r });
+            while v.len() < IOV_BATCH_MAX {
+                let Some((c, r)) = ctx.holds.borrow_mut().pop_stream(key) else {
+                    break;
+                };
+                v.push(if http11 { c } else { r });
+            }
+            writev_all(wr, v).await.is_ok()
         }
     }
-    Some(f.body)
+}
+
+/// End a stream after an error, as Pushpin: the stream is ended normally (last chunk), and
+/// on a route with `debug` the message is appended first.
+async fn end_with_error(
+    ctx: &ShardCtx,
+    plan: &HoldPlan,
+    wr: &mut OwnedWriteHalf<TcpStream>,
+    status: u16,
+    msg: &str,
+) -> (u16, After) {
+    tracing::warn!(shard = %ctx.id, route = %plan.route_id, "stream ended: {msg}");
+    let http11 = plan.version == Version::Http11;
+    let routes = ctx.config.routes.clone();
+    let debug = plan
+        .request
+        .as_ref()
+        .and_then(|r| fetch::route_of(&routes, r))
+        .is_some_and(|r| r.debug);
+    if debug && !write_bytes(wr, frame(http11, format!("\n\n{msg}\n").as_bytes())).await {
+        return (status, After::Close);
+    }
+    if !http11 {
+        return (status, After::Close);
+    }
+    let ok = write_bytes(wr, Bytes::from_static(http1::LAST_CHUNK)).await;
+    let after = if ok && plan.keep_alive {
+        After::KeepAlive
+    } else {
+        After::Close
+    };
+    (status, after)
+}
+
+/// What a next-link fetch gave.
+enum Link {
+    /// The body to append, and whether the answer moved a tracked channel's id.
+    Body(Vec<u8>, bool),
+    /// No answer (network error, no route, non-2xx).
+    Failed,
+    /// An answer that ends the stream (bad instructions), with Pushpin's message.
+    Error(String),
+}
+
+/// Fetch the stream's next link, with `Grip-Last` for its tracked channels (shared with
+/// identical fetches of other holds on this shard). A GRIP answer's instructions update the
+/// stream: its `Grip-Link: rel=next` replaces the link (a stream hold without one ends the
+/// link), and its channels' `prev-id`s become the connection's ids.
+async fn follow_link(ctx: &Rc<ShardCtx>, plan: &mut HoldPlan, ids: &mut LastIds) -> Link {
+    let (Some(link), Some(original)) = (plan.instruction.next.as_ref(), plan.request.as_ref())
+    else {
+        return Link::Failed;
+    };
+    let req = fetch::link_request(original, fetch::resolve_link(&original.path, &link.uri));
+    let routes = ctx.config.routes.clone();
+    let Some(route) = fetch::route_of(&routes, &req) else {
+        return Link::Failed;
+    };
+    let f = match share::fetch_shared(ctx, route, &req, plan.peer_ip, &ids.grip_last()).await {
+        Ok(f) => f,
+        Err(e) => {
+            ctx.counters().inc(Counter::BackendError);
+            tracing::warn!(shard = %ctx.id, route = %plan.route_id, error = ?e, "next link failed");
+            return Link::Failed;
+        }
+    };
+    if !(200..300).contains(&f.head.status) {
+        tracing::warn!(route = %plan.route_id, status = f.head.status, "next link answered non-2xx");
+        return Link::Failed;
+    }
+    if !is_grip_head(&f.head) {
+        return Link::Body(f.body.clone(), false);
+    }
+    let per_conn = ctx.config.handler.connection_subscription_max;
+    let parsed = grip::parse_instruction(
+        f.head.status,
+        &f.head.reason,
+        &f.head.headers,
+        &f.body,
+        route.prefix.as_deref(),
+        per_conn,
+    );
+    let i = match parsed {
+        Ok(i) => i,
+        Err(e) => return Link::Error(e.0),
+    };
+    if i.hold == Some(grip::HoldMode::Response) {
+        return Link::Error("Next link returned non-stream hold.".to_string());
+    }
+    let stream = i.hold == Some(grip::HoldMode::Stream);
+    let mut moved = false;
+    for c in &i.channels {
+        if c.prev_id.is_some() || stream {
+            moved |= ids.update(&c.name, c.prev_id.as_deref()) && c.prev_id.is_some();
+        }
+    }
+    if i.next.is_some() || stream {
+        plan.instruction.next = i.next;
+    }
+    if plan.instruction.next.is_none() {
+        if let Some((ch, _)) = ids.tracked().next() {
+            return Link::Error(format!(
+                "channel '{ch}' specifies prev-id, but no next link found"
+            ));
+        }
+    }
+    Link::Body(i.response.body, moved)
 }

@@ -20,6 +20,7 @@ pub mod fetch;
 pub mod held;
 pub mod io;
 pub mod iovec;
+pub mod share;
 pub mod websocket;
 
 use std::net::SocketAddr;

@@ -11,6 +11,8 @@
 //! `register` (free → live, generation bumped) → events pushed / polled → `release` (live → free;
 //! its subscriptions and timers dropped; later events aimed at the old generation are ignored).
 
+pub mod lastids;
+
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 
@@ -297,6 +299,25 @@ impl HoldRegistry {
             },
             _ => None,
         }
+    }
+
+    /// Keep only the queued stream items with ids for which `keep` says so (in queue order);
+    /// every other event stays. Returns how many were dropped (reliable streams drop what a
+    /// recovery fetch made stale).
+    pub fn retain_stream(
+        &mut self,
+        key: HolderKey,
+        mut keep: impl FnMut(&ItemIds) -> bool,
+    ) -> usize {
+        let Some(s) = self.slot_mut(key) else {
+            return 0;
+        };
+        let before = s.queue.len();
+        s.queue.retain(|ev| match ev {
+            HoldEvent::Stream { ids: Some(ids), .. } => keep(ids),
+            _ => true,
+        });
+        before - s.queue.len()
     }
 
     /// Whether the hold was cut off for slowness.

@@ -8,6 +8,7 @@
 //!   id, an item without `prev-id`, and `no-seq` items are not held.
 //! - At most [`PENDING_PER_CHANNEL_MAX`] items wait per channel, and a second item waiting on
 //!   the same `prev-id` is dropped (both as Pushpin); every drop is reported to the caller.
+//! - An item without an `id` makes the channel's last id unknown again (Pushpin forgets it).
 //!
 //! ## Where it runs
 //! Every shard receives every publish batch (in publish order for a publisher that waits for
@@ -208,16 +209,17 @@ impl<T> Sequencer<T> {
         item: T,
         out: &mut Vec<T>,
     ) {
-        if let Some(id) = id {
-            st.last_id = Some(id.to_string());
-            st.seen.push_back((id.to_string(), now_ms));
-            while st.seen.len() > ids_max {
-                st.seen.pop_front();
+        match id {
+            Some(id) => {
+                st.last_id = Some(id.to_string());
+                st.seen.push_back((id.to_string(), now_ms));
+                while st.seen.len() > ids_max {
+                    st.seen.pop_front();
+                }
             }
-        } else {
-            // An item without an id ends the chain: the channel's last id is unknown again
-            // (Pushpin forgets it too), so the next item is not held for a prev-id.
-            st.last_id = None;
+            // An item without an id breaks the chain: the channel's last id is forgotten (as
+            // Pushpin's last-id table does), so the next item is not held for a prev-id.
+            None => st.last_id = None,
         }
         out.push(item);
     }
@@ -424,18 +426,16 @@ mod tests {
 
     #[test]
     fn an_item_without_id_forgets_the_last_id() {
-        let mut q: Sequencer<u32> = Sequencer::new(60_000, 5_000, 16, 16);
+        let mut s = seq();
+        offer(&mut s, "1", None, 0);
         let mut out = Vec::new();
-        q.offer(key("c", Some("1"), None, false), 0, 1, &mut out)
-            .unwrap();
-        assert_eq!(q.last_id("c"), Some("1"));
-        q.offer(key("c", None, None, false), 1, 2, &mut out)
-            .unwrap();
-        assert_eq!(q.last_id("c"), None);
-        // Not held: the last id is unknown, so any prev-id goes through at once.
-        q.offer(key("c", Some("9"), Some("8"), false), 2, 9, &mut out)
-            .unwrap();
-        assert_eq!(out, vec![1, 2, 9]);
+        s.offer(key("ch", None, None, false), 1, "plain", &mut out)
+            .expect("pass");
+        assert_eq!(out, vec!["plain"]);
+        assert_eq!(s.last_id("ch"), None);
+        // With no known last id, the next item is not held for its prev-id.
+        assert_eq!(offer(&mut s, "5", Some("4"), 2), (vec!["5"], None));
+        assert_eq!(s.last_id("ch"), Some("5"));
     }
 
     #[test]

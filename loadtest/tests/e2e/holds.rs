@@ -317,11 +317,12 @@ fn a_reliable_long_poll_behind_the_channel_is_retried_with_grip_last() {
             assert!(Instant::now() < end, "{driver}: items not sequenced");
             std::thread::sleep(Duration::from_millis(5));
         }
-        // The client is at 1, the channel at 2: tack asks the backend again at once.
+        // The client is at 1, the channel at 2: tack asks the backend again at once, telling it
+        // where the client is (Pushpin's Grip-Last: the client's prev-id).
         let mut c = RawClient::connect(tack.addr);
         c.send(b"GET /lp HTTP/1.1\r\nHost: a\r\n\r\n");
         let r = c.read_response(T).expect("answer");
-        assert_eq!(r.body, b"caught up from r; last-id=2\n", "{driver}");
+        assert_eq!(r.body, b"caught up from r; last-id=1\n", "{driver}");
         assert_eq!(origin.requests_seen(), 2, "{driver}: one retry");
     }
 }

@@ -9,6 +9,7 @@ mod errors;
 mod grip;
 mod holds;
 mod proxy;
+mod reliable;
 mod reliable_ws;
 mod routes;
 mod shutdown;
