@@ -79,6 +79,15 @@ counters! {
     RingOccupancy => "tack_ring_occupancy", gauge, "Messages waiting in this shard's outbound rings at its last publish.";
     PipelineWaits => "tack_publish_waits", counter, "Publishes that had to wait for room in a ring or the delivery pipeline.";
     TimerRefused => "tack_timer_refused", counter, "Hold timers not armed because the timer wheel was full.";
+    ConnControlRequests => "tack_connection_control_requests", counter, "Accepted single-connection control requests (/connections/publish, /connections/close, /conncheck, /refresh), counted on the shard that took them.";
+    ConnPublished => "tack_connection_published", counter, "Items queued to a connection addressed by its id.";
+    ConnPublishMissed => "tack_connection_publish_missed", counter, "Items addressed to a connection id that no shard held (or whose queue was full), counted on the shard that took the request.";
+    ConnClosed => "tack_connection_closed", counter, "Held connections ended by /connections/close.";
+    ConnRefreshed => "tack_connection_refreshed", counter, "WebSocket sessions asked to refresh by /refresh.";
+    ConnControlBusy => "tack_connection_control_busy", counter, "Single-connection control requests refused with 503: rings full or too many pending on the shard.";
+    ConnControlTimeout => "tack_connection_control_timeout", counter, "Single-connection control requests answered 503 because a shard did not reply within publish_wait.";
+    ConnReplyLate => "tack_connection_reply_late", counter, "Shard replies to a control request that was already answered (ignored).";
+    ConnReplyDropped => "tack_connection_reply_dropped", counter, "Shard replies to a control request dropped because the ring back stayed full for publish_wait.";
 }
 
 /// One shard's counters. Written by that shard only.
