@@ -5,7 +5,7 @@
 //! so the shard that takes one **broadcasts** it: it waits (up to `publish_wait`) until every
 //! ring to the other shards has room, pushes one `ShardMsg::ConnRequest` to each (all or
 //! nothing, as a publish), acts on its own connections, and waits for every other shard's
-//! `ShardMsg::ConnReply` in its bounded [`GatherTable`], until the same `publish_wait`
+//! `ShardMsg::ConnReply` in its bounded [`crate::gather::GatherTable`], until the same `publish_wait`
 //! deadline. Each shard acts in its ring drain, synchronously (registry operations only, no
 //! I/O), and replies over its ring back; a full ring back makes it retry from a small task,
 //! never block. Nothing is shared between shards but these messages.

@@ -450,6 +450,46 @@ mod tests {
     }
 
     #[test]
+    fn control_routes_the_endpoints() {
+        use crate::publish::control::{handle_control, ControlLimits, ControlRequest};
+        let req = |method: &'static str, path: &'static str, body: &'static [u8]| ControlRequest {
+            method,
+            path,
+            accept: None,
+            content_length: Some(body.len() as u64),
+            chunked: false,
+            body,
+            head_bytes: 64,
+        };
+        let lim = ControlLimits::default();
+        let r = handle_control(&req("POST", "/conncheck/?x=1", br#"{"ids":[]}"#), &lim);
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.outcome,
+            ControlOutcome::Connections(ConnRequest {
+                op: ConnOp::Check { ids: vec![] },
+                format: ResponseFormat::Text
+            })
+        );
+        let r = handle_control(&req("GET", "/connections/close", b""), &lim);
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (405, "Method not allowed: GET.\n")
+        );
+        let r = handle_control(&req("POST", "/connections/open", b"{}"), &lim);
+        assert_eq!(r.status, 404);
+        let r = handle_control(&req("POST", "/refresh", b"{}"), &lim);
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (
+                400,
+                "Invalid format: object must contain exactly one of 'cid' and 'channel'\n"
+            )
+        );
+        assert_eq!(r.outcome, ControlOutcome::None);
+    }
+
+    #[test]
     fn answers_list_found_ids_in_request_order() {
         let op = ConnOp::Publish {
             ids: vec![id(B), id(A), id(B)],
