@@ -1,7 +1,8 @@
 //! The publish control API (`push_in_http_addr:push_in_http_port`, default 127.0.0.1:5561),
 //! served by every shard on its own SO_REUSEPORT listener. The request logic is pure
 //! ([`crate::publish::handle_control`]); this module only reads requests, hands accepted
-//! batches to [`crate::fanout::publish`], and writes answers. Unlike Pushpin, connections are
+//! batches to [`crate::fanout::publish`] (single-connection requests to
+//! [`crate::conncontrol::run`]), and writes answers. Unlike Pushpin, connections are
 //! kept alive when the client asks (Pushpin closes after every request, which caps publish
 //! throughput).
 
@@ -125,6 +126,17 @@ async fn serve(ctx: Rc<ShardCtx>, mut peer: Peer, addr: SocketAddr) {
                 if crate::fanout::recover(&ctx).await.is_err() {
                     resp = busy();
                 }
+            }
+            ControlOutcome::Connections(req) => {
+                resp = match crate::conncontrol::run(&ctx, req.op.clone()).await {
+                    Ok(result) => publish::connections::answer(&req, &result),
+                    Err(crate::conncontrol::ConnRefused::Busy) => busy(),
+                    Err(crate::conncontrol::ConnRefused::Timeout) => {
+                        let mut r = simple(503, "A shard did not answer in time, retry later.");
+                        r.headers.push(("Retry-After", "1".to_string()));
+                        r
+                    }
+                };
             }
             ControlOutcome::None => {}
         }

@@ -140,19 +140,29 @@ pub async fn recover(ctx: &Rc<ShardCtx>) -> Result<(), PublishRefused> {
 }
 
 /// Move every batch waiting in the inbound rings into the delivery pipeline, in sequence order.
-pub fn drain_rings(ctx: &ShardCtx) -> usize {
+/// Single-connection control requests and replies are handled here too (registry operations
+/// only; see `crate::conncontrol`).
+pub fn drain_rings(ctx: &Rc<ShardCtx>) -> usize {
     let mut staged = ctx.staging.borrow_mut();
     staged.clear();
     let mut recover = false;
+    let mut control = Vec::new();
     loop {
-        let n = ctx.shard.drain_inbox(1024, |_from, msg| match msg {
+        let n = ctx.shard.drain_inbox(1024, |from, msg| match msg {
             ShardMsg::Publish(b) => staged.push(b),
             ShardMsg::Recover => recover = true,
+            ShardMsg::ConnRequest { ticket, op } => control.push((from, ticket, op)),
+            ShardMsg::ConnReply { ticket, answer } => {
+                crate::conncontrol::on_reply(ctx, ticket, &answer)
+            }
             ShardMsg::Ping => {}
         });
         if n == 0 {
             break;
         }
+    }
+    for (from, ticket, op) in control {
+        crate::conncontrol::on_request(ctx, from, ticket, &op);
     }
     if recover {
         let n = ctx.holds.borrow_mut().hint_all();
@@ -255,13 +265,14 @@ fn sequence(ctx: &ShardCtx, batch: &Arc<PublishBatch>, ready: &mut Vec<ItemRef>)
 }
 
 /// Per-shard rendering of one item: built once, shared by every local subscriber.
-struct Rendered {
-    stream: Option<HoldEvent>,
-    response: Option<HoldEvent>,
-    ws: Option<HoldEvent>,
+pub(crate) struct Rendered {
+    pub(crate) stream: Option<HoldEvent>,
+    pub(crate) response: Option<HoldEvent>,
+    pub(crate) ws: Option<HoldEvent>,
 }
 
-fn render(item: &PublishItem) -> Rendered {
+/// The event each kind of hold gets for `item` (`None`: that kind ignores it).
+pub(crate) fn render(item: &PublishItem) -> Rendered {
     let ids = item.id.as_ref().map(|id| {
         Rc::new(ItemIds {
             channel: item.channel.clone(),
@@ -314,7 +325,9 @@ fn render(item: &PublishItem) -> Rendered {
             code: f.close_code.unwrap_or(1000),
             reason: f.close_reason.clone().unwrap_or_default(),
         }),
-        Action::Hint | Action::Refresh => None,
+        // Refresh (Pushpin 1.38): a WebSocket-over-HTTP session asks its backend with no events.
+        Action::Refresh => Some(HoldEvent::Hint),
+        Action::Hint => None,
     });
     Rendered {
         stream,

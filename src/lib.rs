@@ -35,9 +35,9 @@
 //! queues) ─▶ `conn::held` tasks write the shared bytes.
 //!
 //! Pure modules (no I/O, no clock reads): `http1`, `route`, `config`, `sig`, `grip`, `publish`,
-//! `subs`, `timer`, `hold`, `ws`, `wsevents`.
+//! `subs`, `timer`, `hold`, `ws`, `wsevents`, `gather`.
 //! I/O modules (monoio): `shard`, `accept`, `conn`, `backend`, `testbackend`, `control`,
-//! `fanout`, `metrics_http`.
+//! `conncontrol`, `fanout`, `metrics_http`.
 
 pub mod cli;
 pub mod config;
@@ -49,6 +49,7 @@ pub mod http1;
 pub mod route;
 pub mod sig;
 
+pub mod gather;
 pub mod grip;
 pub mod hold;
 pub mod publish;
@@ -60,6 +61,7 @@ pub mod wsevents;
 pub mod accept;
 pub mod backend;
 pub mod conn;
+pub mod conncontrol;
 pub mod control;
 pub mod fanout;
 pub mod metrics_http;

@@ -88,6 +88,15 @@ counters! {
     RecoveryShared => "tack_recovery_shared", counter, "Recovery fetches (long-poll retries, next links) answered by an identical request already in flight on the shard.";
     RecoveryUnsharedFull => "tack_recovery_unshared_full", counter, "Shareable recovery fetches sent unshared because the shard's share table was full.";
     StreamRecoveries => "tack_stream_recoveries", counter, "Reliable streams that fetched their next link because of a gap, a mismatched prev-id or a stale prev-id at hold start.";
+    ConnControlRequests => "tack_connection_control_requests", counter, "Accepted single-connection control requests (/connections/publish, /connections/close, /conncheck, /refresh), counted on the shard that took them.";
+    ConnPublished => "tack_connection_published", counter, "Items queued to a connection addressed by its id.";
+    ConnPublishMissed => "tack_connection_publish_missed", counter, "Items addressed to a connection id that no shard held (or whose queue was full), counted on the shard that took the request.";
+    ConnClosed => "tack_connection_closed", counter, "Held connections ended by /connections/close.";
+    ConnRefreshed => "tack_connection_refreshed", counter, "WebSocket sessions asked to refresh by /refresh.";
+    ConnControlBusy => "tack_connection_control_busy", counter, "Single-connection control requests refused with 503: rings full or too many pending on the shard.";
+    ConnControlTimeout => "tack_connection_control_timeout", counter, "Single-connection control requests answered 503 because a shard did not reply within publish_wait.";
+    ConnReplyLate => "tack_connection_reply_late", counter, "Shard replies to a control request that was already answered (ignored).";
+    ConnReplyDropped => "tack_connection_reply_dropped", counter, "Shard replies to a control request dropped because the ring back stayed full for publish_wait.";
 }
 
 /// One shard's counters. Written by that shard only.

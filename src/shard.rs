@@ -14,9 +14,11 @@ use monoio::net::{ListenerOpts, TcpListener};
 use crate::backend::BackendPool;
 use crate::config::{Config, ShardConfig};
 use crate::fanout::PublishBatch;
-use crate::hold::{HoldLimits, HoldRegistry, TimerKind};
+use crate::gather::{GatherTable, ShardAnswer, Ticket, GATHER_MAX};
+use crate::hold::{ConnectionId, HoldLimits, HoldRegistry, TimerKind};
 use crate::ids::ShardId;
 use crate::metrics::{AllCounters, ShardCounters};
+use crate::publish::connections::ConnOp;
 use crate::publish::sequencer::Sequencer;
 use crate::subs::HolderKey;
 use crate::util::LocalNotify;
@@ -33,6 +35,11 @@ pub enum ShardMsg {
     Publish(Arc<PublishBatch>),
     /// `POST /recover` accepted on another shard: hint every hold here.
     Recover,
+    /// A single-connection control request taken on another shard: act on the connections
+    /// named that live here, and reply with a `ConnReply` carrying the same ticket.
+    ConnRequest { ticket: Ticket, op: Arc<ConnOp> },
+    /// This shard's answer to a `ConnRequest` (travels back to the asking shard).
+    ConnReply { ticket: Ticket, answer: ShardAnswer },
     /// Liveness probe (used by tests of the mesh wiring).
     Ping,
 }
@@ -67,6 +74,10 @@ pub struct ShardCtx {
     pub sequencer: RefCell<Sequencer<crate::fanout::ItemRef>>,
     /// Identical recovery fetches in flight, shared (see `conn::share`).
     pub shares: RefCell<crate::conn::share::ShareTable<crate::conn::share::SharedFetch>>,
+    /// Single-connection control requests taken here, waiting for the shards' answers.
+    pub gather: RefCell<GatherTable>,
+    /// Connection ids minted so far on this shard.
+    conn_seq: Cell<u64>,
     pipeline_notify: LocalNotify,
     timer_notify: LocalNotify,
     started: Instant,
@@ -82,6 +93,13 @@ impl ShardCtx {
     /// Milliseconds since the shard started (the clock of the hold timers).
     pub fn clock_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// A fresh connection id (unique in the process; see [`ConnectionId::mint`]).
+    pub fn mint_connection_id(&self) -> ConnectionId {
+        let seq = self.conn_seq.get();
+        self.conn_seq.set(seq + 1);
+        ConnectionId::mint(boot_prefix(), self.id.0, seq)
     }
 
     /// Wake the delivery task.
@@ -102,6 +120,25 @@ impl ShardCtx {
         }
         self.timer_notify.notify();
     }
+}
+
+/// The process's random connection-id prefix, drawn once (getrandom; the start time if that
+/// fails, which still differs between runs).
+fn boot_prefix() -> u64 {
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PREFIX.get_or_init(|| {
+        let mut b = [0u8; 8];
+        // SAFETY: `b` is a valid writable buffer of 8 bytes for the duration of the call.
+        let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+        if n == 8 {
+            u64::from_le_bytes(b)
+        } else {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        }
+    })
 }
 
 /// Bind one listening socket with SO_REUSEPORT so that every shard gets its own queue.
@@ -179,6 +216,8 @@ pub async fn run(shard: Shard, shared: Arc<Shared>, ready: Sender<Result<(), Str
         shares: RefCell::new(crate::conn::share::ShareTable::new(
             crate::conn::share::SHARES_MAX,
         )),
+        gather: RefCell::new(GatherTable::new(GATHER_MAX)),
+        conn_seq: Cell::new(0),
         pipeline_notify: LocalNotify::default(),
         timer_notify: LocalNotify::default(),
         started: Instant::now(),

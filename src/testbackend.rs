@@ -87,6 +87,7 @@ pub async fn handle(
             head_sent: false,
             last_ids: Vec::new(),
             client_gone: false,
+            connection_id: None,
         }));
     }
     let (status, body) = match path {

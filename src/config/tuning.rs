@@ -31,6 +31,9 @@
 //! drain_timeout_ms = 5000             # on SIGTERM, time in-flight requests get to finish;
 //!                                     # 0..=3600000
 //! access_log = false                  # one log line per request
+//! http_connection_id = true           # send `Connection-Id` on proxied HTTP requests (the id
+//!                                     # a hold goes by on the control API); WebSockets always
+//!                                     # get one
 //! hold_queue_max = 1024               # published items queued per held connection, 1..=65536;
 //!                                     # a subscriber whose queue overflows is closed (counted)
 //! pipeline_max = 4096                 # publish batches waiting for delivery per shard, 1..=1048576
@@ -111,6 +114,7 @@ pub struct TackSection {
     pub backend_pool_idle_timeout_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
     pub access_log: Option<bool>,
+    pub http_connection_id: Option<bool>,
     pub hold_queue_max: Option<usize>,
     pub pipeline_max: Option<usize>,
     pub publish_wait_ms: Option<u64>,
@@ -175,6 +179,8 @@ pub struct Tuning {
     pub drain_timeout: Duration,
     /// Log one line per request.
     pub access_log: bool,
+    /// Send `Connection-Id` on proxied HTTP requests.
+    pub http_connection_id: bool,
     /// Published items queued per held connection.
     pub hold_queue_max: usize,
     /// Publish batches waiting for delivery per shard.
@@ -392,6 +398,7 @@ impl Tuning {
                 0,
             )?,
             access_log: t.access_log.unwrap_or(false),
+            http_connection_id: t.http_connection_id.unwrap_or(true),
             hold_queue_max,
             pipeline_max,
             ws_message_bytes_max,
@@ -454,6 +461,7 @@ mod tests {
                 backend_pool_idle_timeout: Duration::from_millis(30_000),
                 drain_timeout: Duration::from_millis(5000),
                 access_log: false,
+                http_connection_id: true,
                 hold_queue_max: 1024,
                 pipeline_max: 4096,
                 publish_wait: Duration::from_millis(5000),
@@ -485,6 +493,7 @@ backend_pool_idle_max = 0
 backend_pool_idle_timeout_ms = 6
 drain_timeout_ms = 0
 access_log = true
+http_connection_id = false
 [shard.1]
 connections_max = 5000
 [shard.7]
@@ -494,7 +503,7 @@ connections_max = 1
         )
         .unwrap();
         assert_eq!(t.shards, 3);
-        assert!(!t.pin_cores && t.access_log);
+        assert!(!t.pin_cores && t.access_log && !t.http_connection_id);
         assert_eq!(t.driver, Driver::IoUring);
         assert_eq!(t.uring_entries, 1024);
         assert_eq!(t.sqpoll_idle, Some(Duration::from_millis(20)));

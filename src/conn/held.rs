@@ -55,6 +55,9 @@ pub struct HoldPlan {
     pub last_ids: Vec<(String, String)>,
     /// The client went away while held (for `Grip-Link: <…>; rel=gone`).
     pub client_gone: bool,
+    /// The id the control API knows this connection by (sent to the backend as
+    /// `Connection-Id`); `None` when the request got none.
+    pub connection_id: Option<crate::hold::ConnectionId>,
 }
 
 /// Longest chain of `rel=next` links followed for one response (a loop guard).
@@ -192,6 +195,11 @@ pub async fn run(
             status: 503,
         };
     };
+    if let Some(cid) = plan.connection_id {
+        if !ctx.holds.borrow_mut().set_connection_id(key, cid) {
+            tracing::warn!(shard = %ctx.id, %cid, "connection id already in use: hold not addressable");
+        }
+    }
     ctx.counters().inc(Counter::HoldsActive);
     let kind_gauge = match kind {
         HoldKind::Response => Counter::HoldsResponse,

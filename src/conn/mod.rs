@@ -30,6 +30,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use monoio::net::TcpStream;
 
 use crate::backend::{self, Connected};
+use crate::hold::ConnectionId;
 use crate::http1::{
     self, parse_request_head, parse_response_head, write_client_response_head, write_forward_head,
     write_simple_response, BodyFraming, ForwardOptions, HeadError, RequestHead, ResponseHead,
@@ -413,7 +414,10 @@ async fn websocket_upgrade(
         Some(Target::Http(t)) if t.over_http => websocket::WsMode::OverHttp,
         _ => websocket::WsMode::Proxy,
     };
+    let mut head = head;
+    strip_connection_id(&mut head);
     Reply::WebSocket(Box::new(websocket::WsPlan {
+        conn_id: ctx.mint_connection_id(),
         head,
         handshake,
         mode,
@@ -430,7 +434,7 @@ pub(crate) fn forward_head_upgrade(
     route: &Route,
     target: &HttpTarget,
 ) -> Vec<u8> {
-    forward_head_with(ctx, peer_ip, head, route, target, false, true)
+    forward_head_with(ctx, peer_ip, head, route, target, false, true, None)
 }
 
 /// Connect to the route's targets in failover order.
@@ -470,6 +474,13 @@ pub(crate) fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Remove client-supplied `Connection-Id` headers: the backend must be able to trust the one
+/// tack sends (and none on requests tack gives no id).
+fn strip_connection_id(head: &mut RequestHead) {
+    head.headers
+        .retain(|h| !h.name.eq_ignore_ascii_case("connection-id"));
+}
+
 /// Whether the client proved it is a trusted upstream GRIP proxy (`upstream_key`): then its
 /// `Grip-*` headers are kept, nothing is signed again, and GRIP answers pass back to it.
 fn is_trusted_upstream(ctx: &ShardCtx, head: &RequestHead) -> bool {
@@ -493,9 +504,10 @@ pub(crate) fn forward_head(
     target: &HttpTarget,
     trusted: bool,
 ) -> Vec<u8> {
-    forward_head_with(ctx, peer_ip, head, route, target, trusted, false)
+    forward_head_with(ctx, peer_ip, head, route, target, trusted, false, None)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn forward_head_with(
     ctx: &ShardCtx,
     peer_ip: std::net::IpAddr,
@@ -504,6 +516,7 @@ fn forward_head_with(
     target: &HttpTarget,
     trusted: bool,
     upgrade: bool,
+    connection_id: Option<&str>,
 ) -> Vec<u8> {
     let proxy = &ctx.config.proxy;
     let now = unix_now();
@@ -547,6 +560,7 @@ fn forward_head_with(
         grip_feature: (!route.no_grip).then_some(crate::grip::GRIP_FEATURES),
         body_framing: head.framing,
         upgrade,
+        connection_id,
     };
     let mut out = Vec::with_capacity(512);
     write_forward_head(&mut out, head, &opts);
@@ -564,6 +578,15 @@ async fn proxy(
     let cfg = &ctx.cfg;
     let has_body = head.framing != BodyFraming::None;
     let trusted = is_trusted_upstream(ctx, &head);
+    // The connection id a hold of this request will go by (sent as `Connection-Id`). A
+    // trusted upstream holds its clients itself: its own `Connection-Id` passes unchanged.
+    let mut head = head;
+    let connection_id = if trusted {
+        None
+    } else {
+        strip_connection_id(&mut head);
+        (!route.no_grip && ctx.config.tuning.http_connection_id).then(|| ctx.mint_connection_id())
+    };
     // A request without a body can be re-sent on a fresh connection if a pooled one turns out
     // dead before any response byte arrived.
     let mut attempts_left = if has_body { 1 } else { 2 };
@@ -579,7 +602,16 @@ async fn proxy(
             }
         };
         conn.set_state(ConnState::AwaitBackend);
-        let mut out = forward_head(ctx, conn.peer_addr.ip(), &head, route, target, trusted);
+        let mut out = forward_head_with(
+            ctx,
+            conn.peer_addr.ip(),
+            &head,
+            route,
+            target,
+            trusted,
+            false,
+            connection_id.as_ref().map(|c| c.as_str()),
+        );
         // Small Content-Length bodies already received go out with the head in one write.
         let mut body_sent = !has_body;
         if let BodyFraming::Length(n) = head.framing {
@@ -678,7 +710,7 @@ async fn proxy(
         .any(|h| h.name.len() >= 5 && h.name[..5].eq_ignore_ascii_case("grip-"));
     let is_grip = grip_headers || crate::grip::is_grip(&resp.headers);
     if is_grip && !route.no_grip && !trusted {
-        return grip_answer(ctx, conn, &head, route, backend, resp).await;
+        return grip_answer(ctx, conn, &head, route, backend, resp, connection_id).await;
     }
     respond(ctx, conn, &head, backend, &resp).await.into()
 }
@@ -700,6 +732,7 @@ async fn grip_answer(
     route: &Route,
     mut be: Connected,
     resp: ResponseHead,
+    connection_id: Option<ConnectionId>,
 ) -> Reply {
     let mut body = Vec::new();
     let framing = if head.method.eq_ignore_ascii_case("HEAD") {
@@ -766,7 +799,7 @@ async fn grip_answer(
         }
     };
     if instruction.hold.is_none() && instruction.next.is_some() {
-        return next_chain(ctx, conn, head, route, instruction).await;
+        return next_chain(ctx, conn, head, route, instruction, connection_id).await;
     }
     if instruction.hold.is_none() {
         // No hold: the instruction's response is the answer.
@@ -796,6 +829,7 @@ async fn grip_answer(
         head_sent: false,
         last_ids: Vec::new(),
         client_gone: false,
+        connection_id,
     }))
 }
 /// A GRIP answer without a hold but with `Grip-Link: <…>; rel=next`: the client gets one
@@ -808,6 +842,7 @@ async fn next_chain(
     head: &RequestHead,
     route: &Route,
     instruction: crate::grip::Instruction,
+    connection_id: Option<ConnectionId>,
 ) -> Reply {
     let http11 = head.version == Version::Http11;
     let status = instruction.response.code;
@@ -873,6 +908,7 @@ async fn next_chain(
                             head_sent: true,
                             last_ids: Vec::new(),
                             client_gone: false,
+                            connection_id,
                         }));
                     }
                     link = i.next.take();

@@ -73,6 +73,9 @@ pub struct WsPlan {
     pub mode: WsMode,
     pub routes: Arc<RouteTable>,
     pub peer_ip: IpAddr,
+    /// The id the control API knows the session by; sent to the backend as `Connection-Id`
+    /// (in the handshake, or on every WebSocket-over-HTTP request).
+    pub conn_id: crate::hold::ConnectionId,
 }
 
 /// Which backend the session talks to.
@@ -160,6 +163,8 @@ struct OverHttp {
     closing: bool,
     /// The client vanished: DISCONNECT was (or will be) sent, then the session ends.
     disconnected: bool,
+    /// A refresh was asked for: the next request goes out even with no events.
+    refresh: bool,
 }
 
 /// Everything the session loop owns.
@@ -292,6 +297,9 @@ pub async fn run(ctx: &Rc<ShardCtx>, mut stream: TcpStream, pending: Vec<u8>, pl
         refuse(&mut stream, 503, "Too many held connections.\n").await;
         return;
     };
+    if !ctx.holds.borrow_mut().set_connection_id(key, plan.conn_id) {
+        tracing::warn!(shard = %ctx.id, cid = %plan.conn_id, "connection id already in use: session not addressable");
+    }
     ctx.counters().inc(Counter::HoldsActive);
     ctx.counters().inc(Counter::HoldsWs);
     // The test target's subscriptions exist before the client sees its 101.
@@ -375,6 +383,10 @@ async fn open_ws_backend(
     head.headers.push(Header {
         name: "Sec-WebSocket-Extensions".into(),
         value: b"grip".to_vec(),
+    });
+    head.headers.push(Header {
+        name: "Connection-Id".into(),
+        value: plan.conn_id.as_str().as_bytes().to_vec(),
     });
     let mut out = super::forward_head_upgrade(ctx, plan.peer_ip, &head, route, target);
     out.truncate(out.len());
@@ -474,7 +486,7 @@ async fn open_over_http(
     route: &Route,
     plan: &WsPlan,
 ) -> Result<(Backend, Option<String>, Vec<(String, Vec<u8>)>, Vec<Event>), Vec<u8>> {
-    let conn_id = wsevents::connection_id(random16());
+    let conn_id = plan.conn_id.as_str().to_owned();
     let mut meta: Vec<(String, String)> = Vec::new();
     let mut phase = SessionPhase::Opening;
     let mut err = Vec::new();
@@ -546,6 +558,7 @@ async fn open_over_http(
                         close_queued: false,
                         closing: false,
                         disconnected: false,
+                        refresh: false,
                     };
                     return Ok((
                         Backend::OverHttp(Box::new(oh)),
@@ -919,9 +932,10 @@ impl Session {
             .keep_alive_ms
             .is_some_and(|ms| now >= oh.last_request_ms + ms);
         let recover = self.reliable.wants_request();
-        if oh.queue.is_empty() && !ka_due && !recover {
+        if oh.queue.is_empty() && !ka_due && !recover && !oh.refresh {
             return;
         }
+        oh.refresh = false;
         // Reliable WebSockets: tell the backend where the client is on each channel with a
         // gap; the reply to this request ends those recoveries.
         let last_ids = if recover {
@@ -1408,6 +1422,14 @@ impl Session {
                 Wake::Client(rd, buf, res) => self.on_client_bytes(backend, rd, buf, res).await,
                 Wake::BackendWs(rd, buf, res) => self.on_backend_bytes(backend, rd, buf, res).await,
                 Wake::BackendHttp(r) => self.on_http_reply(backend, r).await,
+                // A refresh (control API or a published `refresh`): a WebSocket-over-HTTP
+                // session sends a request with no events as soon as none is in flight.
+                Wake::Hold(Some(HoldEvent::Hint)) => {
+                    if let Backend::OverHttp(oh) = backend {
+                        oh.refresh = true;
+                    }
+                    true
+                }
                 Wake::Hold(ev) => self.on_hold_event(backend, ev).await,
             };
             if !go_on {

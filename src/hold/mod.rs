@@ -10,10 +10,19 @@
 //! ## Lifecycle of a slot
 //! `register` (free → live, generation bumped) → events pushed / polled → `release` (live → free;
 //! its subscriptions and timers dropped; later events aimed at the old generation are ignored).
+//!
+//! ## Connection ids
+//! A hold may carry a [`ConnectionId`] (set once, right after `register`): the registry maps
+//! id → [`HolderKey`] for the control API's single-connection operations (publish to one
+//! connection, close one, check which are alive, refresh). The map has one entry per live hold
+//! at most, so it is bounded by `holds_max`; `release` removes the entry.
 
+pub mod connid;
 pub mod lastids;
 
-use std::collections::VecDeque;
+pub use connid::ConnectionId;
+
+use std::collections::{HashMap, VecDeque};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -95,6 +104,10 @@ struct Slot {
     waker: Option<Waker>,
     overflowed: bool,
     timer: Option<TimerId>,
+    /// The hold's connection id, if it has one (a key of `HoldRegistry::ids`).
+    cid: Option<ConnectionId>,
+    /// A close was queued by [`HoldRegistry::close`] (queued once).
+    closing: bool,
 }
 
 /// Capacities of a shard's hold registry.
@@ -130,6 +143,8 @@ pub struct HoldRegistry {
     free: Vec<u32>,
     live: usize,
     limits: HoldLimits,
+    /// Connection id → live hold (at most one entry per live slot).
+    ids: HashMap<ConnectionId, HolderKey>,
     pub subs: SubTable,
     pub timers: TimerWheel<TimerEntry>,
 }
@@ -143,6 +158,7 @@ impl HoldRegistry {
             free: Vec::new(),
             live: 0,
             limits,
+            ids: HashMap::new(),
             subs: SubTable::new(
                 limits.channels_max,
                 limits.subscriptions_max,
@@ -178,6 +194,8 @@ impl HoldRegistry {
                     waker: None,
                     overflowed: false,
                     timer: None,
+                    cid: None,
+                    closing: false,
                 });
                 (self.slots.len() - 1) as u32
             }
@@ -189,6 +207,8 @@ impl HoldRegistry {
         s.kind = kind;
         s.overflowed = false;
         s.timer = None;
+        s.cid = None;
+        s.closing = false;
         self.live += 1;
         Some(HolderKey { slot, gen: s.gen })
     }
@@ -328,21 +348,106 @@ impl HoldRegistry {
     /// Free a hold: its subscriptions, timer and queue go; later events for it are ignored.
     /// Returns the number of subscriptions removed.
     pub fn release(&mut self, key: HolderKey) -> usize {
-        let timer = match self.slot_mut(key) {
+        let (timer, cid) = match self.slot_mut(key) {
             Some(s) => {
                 s.live = false;
                 s.queue.clear();
                 s.waker = None;
-                s.timer.take()
+                (s.timer.take(), s.cid.take())
             }
             None => return 0,
         };
         if let Some(id) = timer {
             self.timers.cancel(id);
         }
+        if let Some(cid) = cid {
+            let removed = self.ids.remove(&cid);
+            debug_assert_eq!(removed, Some(key), "connection id mapped to another hold");
+        }
         self.free.push(key.slot);
         self.live -= 1;
+        debug_assert!(self.ids.len() <= self.live);
         self.subs.unsubscribe_all(key)
+    }
+
+    /// Give a live hold its connection id (once). False when the key is stale, the hold has an
+    /// id already, or another live hold has this id (which minting never produces).
+    pub fn set_connection_id(&mut self, key: HolderKey, cid: ConnectionId) -> bool {
+        if self.ids.contains_key(&cid) {
+            return false;
+        }
+        let Some(s) = self.slot_mut(key) else {
+            return false;
+        };
+        if s.cid.is_some() {
+            return false;
+        }
+        s.cid = Some(cid);
+        self.ids.insert(cid, key);
+        debug_assert!(self.ids.len() <= self.live);
+        true
+    }
+
+    /// The live hold with this connection id.
+    pub fn by_connection(&self, cid: &ConnectionId) -> Option<HolderKey> {
+        let key = self.ids.get(cid).copied();
+        debug_assert!(key.is_none_or(|k| self
+            .slots
+            .get(k.slot as usize)
+            .is_some_and(|s| s.live && s.gen == k.gen && s.cid == Some(*cid))));
+        key
+    }
+
+    /// Connection ids mapped now (at most the number of live holds).
+    pub fn connection_ids_len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// End one hold on request of the control API, the way each kind ends cleanly: a stream
+    /// gets its last chunk (`StreamClose`), a WebSocket a close frame (`code`, `reason`), a
+    /// long-poll its timeout response now (a `Timeout` timer event). The event bypasses the
+    /// queue bound like a timer; a second close of the same hold is not queued again.
+    /// False when the key is stale.
+    pub fn close(&mut self, key: HolderKey, code: u16, reason: &str) -> bool {
+        let Some(s) = self.slot_mut(key) else {
+            return false;
+        };
+        if s.closing {
+            return true;
+        }
+        s.closing = true;
+        let ev = match s.kind {
+            HoldKind::Stream => HoldEvent::StreamClose,
+            HoldKind::Ws => HoldEvent::WsClose {
+                code,
+                reason: reason.to_string(),
+            },
+            HoldKind::Response => HoldEvent::Timer(TimerKind::Timeout),
+        };
+        s.queue.push_back(ev);
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+        true
+    }
+
+    /// Ask a WebSocket session for a refresh (a `Hint` event; a WebSocket-over-HTTP session
+    /// then sends a request with no events to its backend). Bounded like any delivery. False
+    /// when the key is stale, the hold is not a WebSocket, or its queue is full (a refresh
+    /// does not count as a delivery: it never marks the hold overflowed).
+    pub fn refresh(&mut self, key: HolderKey) -> bool {
+        let queue_max = self.limits.queue_max;
+        let Some(s) = self.slot_mut(key) else {
+            return false;
+        };
+        if s.kind != HoldKind::Ws || s.overflowed || s.queue.len() >= queue_max {
+            return false;
+        }
+        s.queue.push_back(HoldEvent::Hint);
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+        true
     }
 
     /// `POST /recover`: every long-poll re-asks its backend and every stream with a next link
@@ -376,5 +481,110 @@ impl HoldRegistry {
     /// The kind of a live hold.
     pub fn kind(&mut self, key: HolderKey) -> Option<HoldKind> {
         self.slot_mut(key).map(|s| s.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(holds_max: usize, queue_max: usize) -> HoldRegistry {
+        HoldRegistry::new(
+            HoldLimits {
+                holds_max,
+                queue_max,
+                channels_max: 16,
+                subscriptions_max: 16,
+                per_conn_max: 4,
+                timers_max: holds_max,
+            },
+            0,
+        )
+    }
+
+    fn next(r: &mut HoldRegistry, key: HolderKey) -> Poll<Option<HoldEvent>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        r.poll_event(key, &mut cx)
+    }
+
+    #[test]
+    fn connection_ids_map_live_holds_only() {
+        let mut r = registry(2, 4);
+        let a = r.register(HoldKind::Stream).unwrap();
+        let b = r.register(HoldKind::Ws).unwrap();
+        let ia = ConnectionId::mint(1, 0, 1);
+        let ib = ConnectionId::mint(1, 0, 2);
+        assert!(r.set_connection_id(a, ia));
+        assert!(!r.set_connection_id(a, ib), "an id is set once");
+        assert!(!r.set_connection_id(b, ia), "an id names one hold");
+        assert!(r.set_connection_id(b, ib));
+        assert_eq!(r.by_connection(&ia), Some(a));
+        assert_eq!(r.by_connection(&ib), Some(b));
+        assert_eq!(r.connection_ids_len(), 2);
+        r.release(a);
+        assert_eq!(r.by_connection(&ia), None);
+        assert_eq!(r.connection_ids_len(), 1);
+        assert!(!r.set_connection_id(a, ia), "stale key");
+        // The slot is reused with a new generation and no id.
+        let c = r.register(HoldKind::Response).unwrap();
+        assert_eq!(c.slot, a.slot);
+        assert_eq!(r.by_connection(&ia), None);
+        assert!(r.set_connection_id(c, ia));
+        assert_eq!(r.by_connection(&ia), Some(c));
+        r.release(b);
+        r.release(c);
+        assert_eq!(r.connection_ids_len(), 0);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn close_ends_each_kind_its_own_way_once() {
+        let mut r = registry(3, 1);
+        let s = r.register(HoldKind::Stream).unwrap();
+        let w = r.register(HoldKind::Ws).unwrap();
+        let p = r.register(HoldKind::Response).unwrap();
+        // A full queue does not stop a close (it bypasses the bound).
+        assert_eq!(r.push(s, HoldEvent::Hint), Pushed::Queued);
+        assert!(r.close(s, 1000, ""));
+        assert!(r.close(s, 1000, ""), "second close is accepted");
+        assert!(matches!(
+            next(&mut r, s),
+            Poll::Ready(Some(HoldEvent::Hint))
+        ));
+        assert!(matches!(
+            next(&mut r, s),
+            Poll::Ready(Some(HoldEvent::StreamClose))
+        ));
+        assert!(next(&mut r, s).is_pending(), "queued once");
+        assert!(r.close(w, 4001, "bye"));
+        match next(&mut r, w) {
+            Poll::Ready(Some(HoldEvent::WsClose { code, reason })) => {
+                assert_eq!((code, reason.as_str()), (4001, "bye"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(r.close(p, 1000, ""));
+        assert!(matches!(
+            next(&mut r, p),
+            Poll::Ready(Some(HoldEvent::Timer(TimerKind::Timeout)))
+        ));
+        r.release(p);
+        assert!(!r.close(p, 1000, ""), "stale key");
+    }
+
+    #[test]
+    fn refresh_reaches_websockets_only_within_the_queue_bound() {
+        let mut r = registry(2, 1);
+        let w = r.register(HoldKind::Ws).unwrap();
+        let s = r.register(HoldKind::Stream).unwrap();
+        assert!(!r.refresh(s));
+        assert!(next(&mut r, s).is_pending());
+        assert!(r.refresh(w));
+        assert!(!r.refresh(w), "queue full");
+        assert!(!r.overflowed(w), "a refresh never cuts a session off");
+        assert!(matches!(
+            next(&mut r, w),
+            Poll::Ready(Some(HoldEvent::Hint))
+        ));
     }
 }

@@ -67,6 +67,9 @@ pub struct ForwardOptions<'a> {
     pub body_framing: BodyFraming,
     /// Keep `Upgrade` and send `Connection: Upgrade` (WebSocket).
     pub upgrade: bool,
+    /// `Connection-Id` to send (the id the control API knows the client connection by);
+    /// replaces any copy in the head. The caller strips client-supplied copies at entry.
+    pub connection_id: Option<&'a str>,
 }
 
 /// Serialize `METHOD path HTTP/1.1` + headers for the backend: drop hop-by-hop headers
@@ -76,8 +79,8 @@ pub struct ForwardOptions<'a> {
 /// apply XFF/XFP per options; add Grip-Sig. Always HTTP/1.1 to the backend, keep-alive.
 ///
 /// Order: request line, `Host`, the client's remaining headers in their order, then
-/// `X-Forwarded-For`, `X-Forwarded-Proto(col)`, `Grip-Sig`, route headers, framing, and
-/// `Connection: Upgrade` when upgrading.
+/// `X-Forwarded-For`, `X-Forwarded-Proto(col)`, `Grip-Sig`, `Grip-Feature`, `Connection-Id`,
+/// route headers, framing, and `Connection: Upgrade` when upgrading.
 pub fn write_forward_head(out: &mut Vec<u8>, req: &RequestHead, opts: &ForwardOptions) {
     debug_assert!(opts.body_framing != BodyFraming::CloseDelimited);
     debug_assert!(
@@ -111,6 +114,7 @@ pub fn write_forward_head(out: &mut Vec<u8>, req: &RequestHead, opts: &ForwardOp
             || (is_grip(name) && !opts.trusted_upstream)
             || (h.is("grip-sig") && opts.grip_sig.is_some())
             || (h.is("grip-feature") && opts.grip_feature.is_some())
+            || (h.is("connection-id") && opts.connection_id.is_some())
             || (manage_xff && h.is("x-forwarded-for"))
             || (manage_xfp && (h.is("x-forwarded-proto") || h.is("x-forwarded-protocol")))
             || overridden(name);
@@ -148,6 +152,11 @@ pub fn write_forward_head(out: &mut Vec<u8>, req: &RequestHead, opts: &ForwardOp
     if let Some(features) = opts.grip_feature {
         if !overridden("grip-feature") {
             push_header(out, "Grip-Feature", features.as_bytes());
+        }
+    }
+    if let Some(cid) = opts.connection_id {
+        if !overridden("connection-id") {
+            push_header(out, "Connection-Id", cid.as_bytes());
         }
     }
     for (name, value) in opts.extra_headers {
@@ -248,6 +257,7 @@ mod tests {
             grip_feature: None,
             body_framing: BodyFraming::None,
             upgrade: false,
+            connection_id: None,
         }
     }
 
@@ -311,6 +321,25 @@ X-Replace: new\r\n\
 X-Added: yes\r\n\
 Content-Length: 11\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn connection_id_replaces_any_copy_in_the_head() {
+        let r = req(b"GET / HTTP/1.1\r\nHost: a\r\nconnection-id: forged\r\nX-A: 1\r\n\r\n");
+        let mut o = opts();
+        o.grip_feature = Some("status");
+        o.connection_id = Some("00000000-0000-4000-8000-000000000001");
+        assert_eq!(
+            forward(&r, &o),
+            "GET / HTTP/1.1\r\n\
+Host: backend.local\r\n\
+X-A: 1\r\n\
+Grip-Feature: status\r\n\
+Connection-Id: 00000000-0000-4000-8000-000000000001\r\n\r\n"
+        );
+        // Without an id of tack's, the head's copy passes (the caller strips client copies).
+        o.connection_id = None;
+        assert!(forward(&r, &o).contains("connection-id: forged\r\n"));
     }
 
     #[test]

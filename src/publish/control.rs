@@ -11,7 +11,8 @@
 //! | any method on `/` | `200` `Pushpin API` |
 //! | `POST /publish` | `200` `Published`, or `{"message":"Published"}`; `400` with the parse error |
 //! | `POST /recover` | `200` `Updated`, or `{"message":"Updated"}` |
-//! | other method on `/publish`, `/recover` | `405`, `Allow: POST`, `Method not allowed: GET.` |
+//! | `POST /connections/publish`, `/connections/close`, `/conncheck`, `/refresh` | see [`super::connections`]; `400` with the reason |
+//! | other method on any of these paths | `405`, `Allow: POST`, `Method not allowed: GET.` |
 //! | anything else | `404` `Not Found` |
 //!
 //! Every body is the text above plus `"\n"` (Pushpin's convention, JSON bodies included).
@@ -32,6 +33,7 @@
 //!
 //! The root text stays `Pushpin API` so that health checks written for Pushpin keep passing.
 
+use super::connections::{self, ConnRequest};
 use super::item::PublishItem;
 use super::parse::parse_publish;
 
@@ -106,6 +108,9 @@ pub enum ControlOutcome {
     Publish(Vec<PublishItem>),
     /// Run recovery (grip-spec §6.4).
     Recover,
+    /// Run a single-connection operation on every shard, then answer with
+    /// [`connections::answer`] (the response carried with this outcome is a placeholder).
+    Connections(ConnRequest),
     None,
 }
 
@@ -159,7 +164,12 @@ impl ControlResponse {
         Self::text(413, "Payload Too Large", TEXT_BODY_TOO_LARGE.to_string())
     }
 
-    fn success(format: ResponseFormat, text: &str, json: &str, outcome: ControlOutcome) -> Self {
+    pub(super) fn success(
+        format: ResponseFormat,
+        text: &str,
+        json: &str,
+        outcome: ControlOutcome,
+    ) -> Self {
         let (content_type, body) = match format {
             ResponseFormat::Text => (CONTENT_TYPE_TEXT, text),
             ResponseFormat::Json => (CONTENT_TYPE_JSON, json),
@@ -333,9 +343,23 @@ pub fn handle_control(req: &ControlRequest, limits: &ControlLimits) -> ControlRe
         "/recover" => {
             ControlResponse::success(format, TEXT_UPDATED, JSON_UPDATED, ControlOutcome::Recover)
         }
-        _ => ControlResponse::text(404, "Not Found", TEXT_NOT_FOUND.to_string()),
+        p => match connections::endpoint(p) {
+            Some(_) if req.method != "POST" => method_not_allowed(req.method),
+            Some(ep) => match connections::parse(ep, req.body) {
+                Ok(op) => ControlResponse::success(
+                    format,
+                    "",
+                    "",
+                    ControlOutcome::Connections(ConnRequest { op, format }),
+                ),
+                Err(reason) => ControlResponse::bad_request(format!("{reason}\n")),
+            },
+            None => ControlResponse::text(404, "Not Found", TEXT_NOT_FOUND.to_string()),
+        },
     };
-    debug_assert!(response.body.ends_with('\n'));
+    debug_assert!(
+        response.body.ends_with('\n') || matches!(response.outcome, ControlOutcome::Connections(_))
+    );
     debug_assert!(
         response.status == 200 || matches!(response.outcome, ControlOutcome::None),
         "only a 200 carries work"

@@ -15,7 +15,9 @@
 //! | [`item`] | `PublishItem` and its three formats |
 //! | [`parse`] | `parse_publish` and the error texts |
 //! | [`control`] | `precheck`, `handle_control`, Accept negotiation |
+//! | [`connections`] | single-connection control: `/connections/*`, `/conncheck`, `/refresh` |
 
+pub mod connections;
 pub mod control;
 pub mod item;
 pub mod parse;

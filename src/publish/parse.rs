@@ -97,6 +97,12 @@ pub fn parse_publish(body: &[u8]) -> Result<Vec<PublishItem>, PublishError> {
     Ok(out)
 }
 
+/// Parse and validate one item (the value at `items[index]`) with the errors of
+/// [`parse_publish`]; for request bodies that carry items in another envelope.
+pub(crate) fn parse_one_item(index: usize, value: Value) -> Result<PublishItem, PublishError> {
+    parse_item(value).map_err(|fail| item_error(index, fail))
+}
+
 fn item_error(index: usize, fail: Fail) -> PublishError {
     let message = match &fail.field {
         Some(field) => format!(

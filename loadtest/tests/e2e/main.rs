@@ -5,6 +5,7 @@
 mod support;
 
 mod config_files;
+mod connections;
 mod errors;
 mod grip;
 mod holds;
