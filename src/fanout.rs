@@ -293,7 +293,10 @@ pub(crate) fn render(item: &PublishItem) -> Rendered {
         Action::Refresh => None,
     });
     let response = item.http_response.as_ref().and_then(|f| match f.action {
-        Action::Send => Some(HoldEvent::Response(Rc::new(f.clone()))),
+        Action::Send => Some(HoldEvent::Response {
+            resp: Rc::new(f.clone()),
+            ids: ids.clone(),
+        }),
         Action::Hint => Some(HoldEvent::Hint),
         // Close is ignored for response holds, as Pushpin: a real response is better.
         Action::Close | Action::Refresh => None,

@@ -82,7 +82,8 @@ pub async fn fetch(
 }
 
 /// [`fetch`] with one `Grip-Last: <channel>; last-id=<id>` header per entry of `last_ids`
-/// (reliable long-polls and next links tell the backend where the client is).
+/// (reliable long-polls and next links tell the backend where the client is). Channels are
+/// named as the backend named them: the route's `prefix` is removed, as Pushpin does.
 pub async fn fetch_with_grip_last(
     ctx: &Rc<ShardCtx>,
     route: &Route,
@@ -90,7 +91,16 @@ pub async fn fetch_with_grip_last(
     peer_ip: IpAddr,
     last_ids: &[(String, String)],
 ) -> Result<Fetched, FetchError> {
-    let extra = grip_last_lines(last_ids);
+    let extra = match route.prefix.as_deref() {
+        Some(p) if !p.is_empty() => {
+            let unprefixed: Vec<(String, String)> = last_ids
+                .iter()
+                .map(|(ch, id)| (ch.strip_prefix(p).unwrap_or(ch).to_string(), id.clone()))
+                .collect();
+            grip_last_lines(&unprefixed)
+        }
+        _ => grip_last_lines(last_ids),
+    };
     fetch_inner(ctx, route, head, &[], peer_ip, GRIP_BODY_MAX, &extra).await
 }
 

@@ -418,7 +418,24 @@ where
     let (resp, close) = loop {
         let ev = next_event(ctx, key, watcher, reader, pending, &mut plan.client_gone).await;
         match ev {
-            Some(HoldEvent::Response(published)) => {
+            Some(HoldEvent::Response {
+                resp: published,
+                ids,
+            }) => {
+                // Reliable long-poll: an item that does not follow the client's id on its
+                // channel means the client missed something: ask the backend instead.
+                let gap = ids.as_ref().is_some_and(|ids| {
+                    let cur = plan.last_ids.iter().find(|(ch, _)| *ch == ids.channel);
+                    matches!((cur, &ids.prev_id), (Some((_, cur)), Some(prev)) if cur != prev)
+                });
+                if gap {
+                    ctx.counters().inc(Counter::LongPollRecoveries);
+                    let last = current_last_ids(plan);
+                    if let Some(resp) = Box::pin(retry(ctx, key, plan, &last)).await {
+                        break (Some(resp), false);
+                    }
+                    continue;
+                }
                 let p = grip::PublishedResponse {
                     code: published.code,
                     reason: published.reason.clone(),
@@ -772,7 +789,7 @@ where
                         }
                     }
                 }
-                Some(HoldEvent::Response(_))
+                Some(HoldEvent::Response { .. })
                 | Some(HoldEvent::Ws { .. })
                 | Some(HoldEvent::WsClose { .. }) => continue,
                 Some(HoldEvent::Shutdown) => {

@@ -63,7 +63,10 @@ pub enum HoldEvent {
     /// Stream close (`action: close`).
     StreamClose,
     /// A published `http-response` for a long-poll (the item, shared).
-    Response(std::rc::Rc<crate::publish::HttpResponseFormat>),
+    Response {
+        resp: std::rc::Rc<crate::publish::HttpResponseFormat>,
+        ids: Option<std::rc::Rc<ItemIds>>,
+    },
     /// A published `ws-message`: `frame` is the pre-encoded server frame (shared by every
     /// subscriber without compression), `payload` the message for per-connection compression.
     Ws {

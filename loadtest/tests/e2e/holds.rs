@@ -9,7 +9,7 @@ use loadtest::client::RawClient;
 use loadtest::origin::{Origin, OriginResponse};
 
 use crate::grip::{publish, read_stream_until};
-use crate::support::{metric, start_routed, temp_file, DRIVERS};
+use crate::support::{metric, start, start_routed, temp_file, DRIVERS};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -324,6 +324,59 @@ fn a_reliable_long_poll_behind_the_channel_is_retried_with_grip_last() {
         let r = c.read_response(T).expect("answer");
         assert_eq!(r.body, b"caught up from r; last-id=1\n", "{driver}");
         assert_eq!(origin.requests_seen(), 2, "{driver}: one retry");
+    }
+}
+
+#[test]
+fn a_published_item_that_skips_the_client_s_id_makes_a_long_poll_ask_again() {
+    for (driver, _) in DRIVERS {
+        // The client is at the id in its query. The backend names the channel "r"; the route
+        // prefixes it ("p_r" inside tack), and Grip-Last names it as the backend did.
+        let origin = Origin::start_with(|req| match req.header("grip-last") {
+            Some(last) => OriginResponse::text(200, &format!("three four from {last}\n")),
+            None => {
+                let at = req.path.rsplit('=').next().unwrap_or("0").to_string();
+                OriginResponse::text(200, "nothing yet")
+                    .with_header("Grip-Hold", "response")
+                    .with_header("Grip-Channel", &format!("r; prev-id={at}"))
+            }
+        });
+        let metrics = loadtest::ports::free_addr();
+        let tack = start(
+            driver,
+            &[
+                "--route".into(),
+                format!("*,prefix=p_ {}", origin.addr()),
+                "--metrics-port".into(),
+                metrics.to_string(),
+            ],
+        );
+        // An item that follows the client's id is delivered as published.
+        let mut c = RawClient::connect(tack.addr);
+        c.send(b"GET /lp?at=1 HTTP/1.1\r\nHost: a\r\n\r\n");
+        crate::grip::wait_holds(metrics, 1);
+        let item = r#"{"items":[{"channel":"p_r","id":"2","prev-id":"1","formats":{"http-response":{"body":"two"}}}]}"#;
+        assert_eq!(publish(tack.publish, item).0, 200, "{driver}");
+        let r = c.read_response(T).expect("answer");
+        assert_eq!(r.body, b"two", "{driver}");
+        assert_eq!(origin.requests_seen(), 1, "{driver}: no retry");
+        // Item 4 follows 3, which the client (at 2) never got: not delivered, the backend is
+        // asked again from 2. (`no-seq`: the sequencer does not wait for 3.)
+        let mut c = RawClient::connect(tack.addr);
+        c.send(b"GET /lp?at=2 HTTP/1.1\r\nHost: a\r\n\r\n");
+        // Readiness: the second hold's subscription is made (the first hold may still be
+        // counted active while it ends).
+        let end = Instant::now() + T;
+        while metric(metrics, "tack_subscriptions_started") < 2 {
+            assert!(Instant::now() < end, "{driver}: second hold not subscribed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let item = r#"{"items":[{"channel":"p_r","id":"4","prev-id":"3","no-seq":true,"formats":{"http-response":{"body":"four"}}}]}"#;
+        assert_eq!(publish(tack.publish, item).0, 200, "{driver}");
+        let r = c.read_response(T).expect("answer");
+        assert_eq!(r.body, b"three four from r; last-id=2\n", "{driver}");
+        assert_eq!(origin.requests_seen(), 3, "{driver}: one retry");
+        assert_eq!(metric(metrics, "tack_longpoll_recoveries"), 1, "{driver}");
     }
 }
 
