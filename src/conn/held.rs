@@ -488,12 +488,19 @@ fn notify_gone(ctx: &Rc<ShardCtx>, plan: &HoldPlan) {
     let ctx2 = ctx.clone();
     let peer = plan.peer_ip;
     let route_id = plan.route_id.clone();
+    let cid = plan.connection_id;
     monoio::spawn(async move {
         let routes = ctx2.config.routes.clone();
         let Some(route) = fetch::route_of(&routes, &req) else {
             return;
         };
-        if let Err(e) = fetch::fetch_with_body(&ctx2, route, &req, &[], peer, 4096).await {
+        // Which connection left: the id the backend saw on the held request.
+        let extra: Vec<String> = cid
+            .iter()
+            .map(|c| format!("Connection-Id: {}\r\n", c.as_str()))
+            .collect();
+        let r = fetch::fetch_with_body_lines(&ctx2, route, &req, &[], peer, 4096, &extra).await;
+        if let Err(e) = r {
             tracing::debug!(route = %route_id, error = ?e, "gone link failed");
         }
     });

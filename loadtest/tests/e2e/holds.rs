@@ -413,6 +413,13 @@ fn a_client_that_goes_away_triggers_the_gone_link() {
             "{driver}"
         );
         assert_eq!(gone.body_len, 0);
+        // The notice names the connection: the id the backend saw on the held request.
+        let held = &last[last.len() - 2];
+        let cid = held
+            .header("connection-id")
+            .expect("held request Connection-Id");
+        assert_eq!(cid.len(), 36, "{driver}: {cid}");
+        assert_eq!(gone.header("connection-id"), Some(cid), "{driver}");
     }
 }
 
