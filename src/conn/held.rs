@@ -465,7 +465,8 @@ where
             Some(HoldEvent::Stream { .. })
             | Some(HoldEvent::StreamClose)
             | Some(HoldEvent::Ws { .. })
-            | Some(HoldEvent::WsClose { .. }) => {}
+            | Some(HoldEvent::WsClose { .. })
+            | Some(HoldEvent::Recover) => {}
             None => break (None, true),
         }
     };
@@ -798,7 +799,8 @@ where
                 }
                 Some(HoldEvent::Response { .. })
                 | Some(HoldEvent::Ws { .. })
-                | Some(HoldEvent::WsClose { .. }) => continue,
+                | Some(HoldEvent::WsClose { .. })
+                | Some(HoldEvent::Recover) => continue,
                 Some(HoldEvent::Shutdown) => {
                     if http11 {
                         let _ = write_bytes(wr, Bytes::from_static(http1::LAST_CHUNK)).await;

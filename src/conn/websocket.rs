@@ -1430,6 +1430,19 @@ impl Session {
                     }
                     true
                 }
+                // `POST /recover`: reliable channels ask the backend from the client's last id.
+                Wake::Hold(Some(HoldEvent::Recover)) => {
+                    let n = self.reliable.recover_all();
+                    if n > 0 {
+                        tracing::debug!(
+                            channels = n,
+                            "recover: reliable WebSocket channels ask their backend"
+                        );
+                        self.request_recovery(backend).await
+                    } else {
+                        true
+                    }
+                }
                 Wake::Hold(ev) => self.on_hold_event(backend, ev).await,
             };
             if !go_on {

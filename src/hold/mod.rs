@@ -79,6 +79,9 @@ pub enum HoldEvent {
     WsClose { code: u16, reason: String },
     /// `action: hint`: a long-poll re-asks the backend; a stream fetches its next link.
     Hint,
+    /// `POST /recover` for a WebSocket: each of its reliable channels asks the backend for what
+    /// came after the client's last id (a session that tracks nothing ignores it).
+    Recover,
     /// The hold's timer fired (response timeout, or keep-alive for streams).
     Timer(TimerKind),
     /// The shard is shutting down.
@@ -453,16 +456,16 @@ impl HoldRegistry {
         true
     }
 
-    /// `POST /recover`: every long-poll re-asks its backend and every stream with a next link
-    /// fetches it (a `hint` to each). Returns how many holds were hinted.
+    /// `POST /recover`: every long-poll re-asks its backend, every stream with a next link
+    /// fetches it (a `hint` to each), and every WebSocket recovers its reliable channels.
+    /// Returns how many holds were told.
     pub fn hint_all(&mut self) -> usize {
         let mut n = 0;
-        for s in self
-            .slots
-            .iter_mut()
-            .filter(|s| s.live && s.kind != HoldKind::Ws)
-        {
-            s.queue.push_back(HoldEvent::Hint);
+        for s in self.slots.iter_mut().filter(|s| s.live) {
+            s.queue.push_back(match s.kind {
+                HoldKind::Ws => HoldEvent::Recover,
+                HoldKind::Response | HoldKind::Stream => HoldEvent::Hint,
+            });
             if let Some(w) = s.waker.take() {
                 w.wake();
             }

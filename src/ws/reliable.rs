@@ -144,6 +144,22 @@ impl<T> Tracker<T> {
         self.find(channel).map(|t| t.last.as_str())
     }
 
+    /// `POST /recover` (after a publisher outage): every tracked channel that is not already
+    /// recovering starts a recovery from the client's last id (its request still to send).
+    /// Returns how many.
+    pub fn recover_all(&mut self) -> usize {
+        let mut n = 0;
+        for t in self.channels.iter_mut().filter(|t| t.recovery.is_none()) {
+            t.recovery = Some(Recovery {
+                sent_ms: None,
+                held: VecDeque::new(),
+                retried: false,
+            });
+            n += 1;
+        }
+        n
+    }
+
     /// `channel` is tracked and waiting for a recovery answer.
     pub fn is_recovering(&self, channel: &str) -> bool {
         self.find(channel).is_some_and(|t| t.recovery.is_some())
@@ -760,5 +776,27 @@ mod tests {
             Step::Deliver("8")
         );
         assert!(!t.wants_request());
+    }
+
+    #[test]
+    fn recover_all_starts_a_recovery_on_every_tracked_channel_not_recovering() {
+        let mut t: Tracker<u32> = Tracker::new(4, 4);
+        let mut out = Vec::new();
+        t.subscribe("a", "a", Some("1"), None, &mut out);
+        t.subscribe("b", "b", Some("7"), None, &mut out);
+        t.subscribe("c", "c", None, None, &mut out);
+        assert!(!t.wants_request());
+        assert_eq!(t.recover_all(), 2);
+        assert!(t.is_recovering("a") && t.is_recovering("b"));
+        assert_eq!(t.recover_all(), 0, "already recovering");
+        let mut reqs = t.take_requests(10);
+        reqs.sort();
+        assert_eq!(
+            reqs,
+            vec![
+                ("a".to_string(), "1".to_string()),
+                ("b".to_string(), "7".to_string())
+            ]
+        );
     }
 }

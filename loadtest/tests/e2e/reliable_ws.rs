@@ -358,3 +358,67 @@ fn reliable_websocket_subscribed_behind_the_shard_recovers_at_once() {
         );
     }
 }
+
+/// Gets 2 (prev 1), then asks for `POST /recover` and reads what the backend sends back.
+const RECOVER_CLIENT: &str = r#"
+import asyncio, sys, json, urllib.request
+import websockets
+
+async def main(url, pub):
+    async with websockets.connect(url, ping_interval=None) as ws:
+        print("recv", await ws.recv())
+        item = {"channel": "ch", "id": "2", "prev-id": "1", "formats": {"ws-message": {"content": "2"}}}
+        body = json.dumps({"items": [item]}).encode()
+        assert urllib.request.urlopen(urllib.request.Request(pub + "/publish/", data=body)).status == 200
+        print("recv", await ws.recv())
+        req = urllib.request.Request(pub + "/recover/", data=b"", method="POST")
+        assert urllib.request.urlopen(req).status == 200
+        print("recv", await ws.recv())
+        await ws.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"#;
+
+#[test]
+fn recover_makes_a_reliable_websocket_ask_its_backend_from_the_client_s_last_id() {
+    for (driver, _) in DRIVERS {
+        let grip_last = Arc::new(Mutex::new(Vec::new()));
+        let origin = over_http_backend_answering(
+            true,
+            grip_last.clone(),
+            &[
+                "m:3 (missed during an outage)",
+                r#"c:{"type":"subscribe","channel":"ch","prev-id":"3"}"#,
+            ],
+        );
+        let metrics = loadtest::ports::free_addr();
+        let tack = start(
+            driver,
+            &[
+                "--route".into(),
+                format!("* {},over_http", origin.addr()),
+                "--metrics-port".into(),
+                metrics.to_string(),
+            ],
+        );
+        let lines = python_client(
+            RECOVER_CLIENT,
+            &[
+                format!("ws://{}/r", tack.addr),
+                format!("http://{}", tack.publish),
+            ],
+        );
+        assert_eq!(
+            lines,
+            vec!["recv welcome", "recv 2", "recv 3 (missed during an outage)"],
+            "{driver}"
+        );
+        assert_eq!(
+            grip_last.lock().expect("lock").clone(),
+            vec!["ch; last-id=2"],
+            "{driver}"
+        );
+        assert_eq!(metric(metrics, "tack_ws_recoveries_sent"), 1, "{driver}");
+        assert_eq!(metric(metrics, "tack_ws_recovered"), 1, "{driver}");
+    }
+}
