@@ -60,6 +60,9 @@ pub struct HoldPlan {
     pub connection_id: Option<crate::hold::ConnectionId>,
 }
 
+/// Retries of a failed next-link fetch (Pushpin's count), 1–2 s apart.
+const LINK_RETRIES: u32 = 5;
+
 /// Longest chain of `rel=next` links followed for one response (a loop guard).
 pub const NEXT_CHAIN_MAX: usize = 100;
 
@@ -958,7 +961,29 @@ async fn follow_link(ctx: &Rc<ShardCtx>, plan: &mut HoldPlan, ids: &mut LastIds)
     let Some(route) = fetch::route_of(&routes, &req) else {
         return Link::Failed;
     };
-    let f = match share::fetch_shared(ctx, route, &req, plan.peer_ip, &ids.grip_last()).await {
+    // A backend hiccup does not end the stream: like Pushpin, retry a failed fetch (network
+    // error or 502/503/504) up to LINK_RETRIES times, 1–2 s apart.
+    let last = ids.grip_last();
+    let mut attempt = 0;
+    let f = loop {
+        let r = share::fetch_shared(ctx, route, &req, plan.peer_ip, &last).await;
+        let retryable = match &r {
+            Err(
+                fetch::FetchError::Connect | fetch::FetchError::Io | fetch::FetchError::Timeout,
+            ) => true,
+            Ok(f) => matches!(f.head.status, 502..=504),
+            Err(fetch::FetchError::NoRoute | fetch::FetchError::TooLarge) => false,
+        };
+        if !retryable || attempt >= LINK_RETRIES || ctx.shard.shutdown_requested() {
+            break r;
+        }
+        attempt += 1;
+        ctx.counters().inc(Counter::NextLinkRetries);
+        let wait_ms = 1000 + ctx.clock_ms().wrapping_mul(7919) % 1000;
+        tracing::debug!(shard = %ctx.id, route = %plan.route_id, attempt, wait_ms, "next link failed: retrying");
+        monoio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+    };
+    let f = match f {
         Ok(f) => f,
         Err(e) => {
             ctx.counters().inc(Counter::BackendError);

@@ -210,3 +210,43 @@ fn identical_long_poll_retries_after_a_hint_share_one_backend_request() {
         );
     }
 }
+
+#[test]
+fn a_next_link_that_fails_once_is_retried_and_the_stream_goes_on() {
+    for (driver, _) in DRIVERS {
+        // The first next-link request gets a 503 (a backend hiccup); the retry gets item 2.
+        let link_calls = Arc::new(AtomicUsize::new(0));
+        let calls = link_calls.clone();
+        let origin = Origin::start_with(move |req| match req.path.as_str() {
+            "/rr" => reliable_stream("open\n", "rr", "0"),
+            "/rr/next" => match calls.fetch_add(1, Ordering::SeqCst) {
+                0 => OriginResponse::text(503, "busy"),
+                _ => reliable_stream("two\n", "rr", "2"),
+            },
+            _ => OriginResponse::text(404, "unexpected"),
+        });
+        let metrics = loadtest::ports::free_addr();
+        let tack = start_routed(
+            driver,
+            origin.addr(),
+            &["--metrics-port", &metrics.to_string()],
+        );
+        let mut c = RawClient::connect(tack.addr);
+        c.send(b"GET /rr HTTP/1.1\r\nHost: a\r\n\r\n");
+        let mut all = read_stream_until(&mut c, b"open\n\r\n", T);
+        // 3 comes without 2 (no-seq): a gap, so the next link is fetched.
+        assert_eq!(
+            publish(tack.publish, &item("rr", "1", "0", "one", false)).0,
+            200
+        );
+        assert_eq!(
+            publish(tack.publish, &item("rr", "3", "2", "three", true)).0,
+            200
+        );
+        all.extend(read_stream_until(&mut c, b"three\n\r\n", T));
+        let p = positions(&all, &["open", "one", "two", "three"]);
+        assert_increasing(&p, driver);
+        assert_eq!(link_calls.load(Ordering::SeqCst), 2, "{driver}");
+        assert_eq!(metric(metrics, "tack_next_link_retries"), 1, "{driver}");
+    }
+}
