@@ -302,6 +302,23 @@ pub async fn run(
     }
 }
 
+/// Replace a hold's subscriptions with `channels` (a next link's answer named its own).
+fn resubscribe(ctx: &ShardCtx, key: HolderKey, plan: &HoldPlan, channels: &[grip::ChannelSub]) {
+    let removed = ctx.holds.borrow_mut().subs.unsubscribe_all(key);
+    ctx.counters()
+        .add(Counter::SubscriptionsEnded, removed as u64);
+    let mut holds = ctx.holds.borrow_mut();
+    for ch in channels {
+        match holds.subscribe(key, &ch.name) {
+            Ok(_) => ctx.counters().inc(Counter::SubscriptionsStarted),
+            Err(e) => {
+                ctx.counters().inc(Counter::SubscriptionRefused);
+                tracing::warn!(shard = %ctx.id, route = %plan.route_id, channel = %ch.name, error = ?e, "subscription refused (next link)");
+            }
+        }
+    }
+}
+
 fn subscribe_all(ctx: &ShardCtx, key: HolderKey, plan: &HoldPlan) {
     let mut holds = ctx.holds.borrow_mut();
     for ch in &plan.instruction.channels {
@@ -830,7 +847,7 @@ where
             if why == LinkWhy::Recover {
                 ctx.counters().inc(Counter::StreamRecoveries);
             }
-            match Box::pin(follow_link(ctx, plan, &mut ids)).await {
+            match Box::pin(follow_link(ctx, key, plan, &mut ids)).await {
                 Link::Body(body, moved) => {
                     if !body.is_empty() && !write_bytes(wr, frame(http11, &body)).await {
                         return (status, After::Close);
@@ -951,7 +968,12 @@ enum Link {
 /// identical fetches of other holds on this shard). A GRIP answer's instructions update the
 /// stream: its `Grip-Link: rel=next` replaces the link (a stream hold without one ends the
 /// link), and its channels' `prev-id`s become the connection's ids.
-async fn follow_link(ctx: &Rc<ShardCtx>, plan: &mut HoldPlan, ids: &mut LastIds) -> Link {
+async fn follow_link(
+    ctx: &Rc<ShardCtx>,
+    key: HolderKey,
+    plan: &mut HoldPlan,
+    ids: &mut LastIds,
+) -> Link {
     let (Some(link), Some(original)) = (plan.instruction.next.as_ref(), plan.request.as_ref())
     else {
         return Link::Failed;
@@ -1020,6 +1042,16 @@ async fn follow_link(ctx: &Rc<ShardCtx>, plan: &mut HoldPlan, ids: &mut LastIds)
         if c.prev_id.is_some() || stream {
             moved |= ids.update(&c.name, c.prev_id.as_deref()) && c.prev_id.is_some();
         }
+    }
+    if stream && !i.channels.is_empty() {
+        // The answer's channels replace the stream's subscriptions (as in Pushpin); new
+        // channels with a prev-id are tracked from it.
+        for c in &i.channels {
+            if let Some(p) = c.prev_id.as_deref() {
+                ids.add(&c.name, Some(p));
+            }
+        }
+        resubscribe(ctx, key, plan, &i.channels);
     }
     if i.next.is_some() || stream {
         plan.instruction.next = i.next;

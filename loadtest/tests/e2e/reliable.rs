@@ -250,3 +250,39 @@ fn a_next_link_that_fails_once_is_retried_and_the_stream_goes_on() {
         assert_eq!(metric(metrics, "tack_next_link_retries"), 1, "{driver}");
     }
 }
+
+#[test]
+fn a_next_link_answer_s_channels_replace_the_stream_s_subscriptions() {
+    for (driver, _) in DRIVERS {
+        let origin = Origin::start_with(|req| match req.path.as_str() {
+            "/mv" => OriginResponse::text(200, "open\n")
+                .with_header("Grip-Hold", "stream")
+                .with_header("Grip-Channel", "mv-a")
+                .with_header("Grip-Link", "</mv/next>; rel=next"),
+            "/mv/next" => OriginResponse::text(200, "moved\n")
+                .with_header("Grip-Hold", "stream")
+                .with_header("Grip-Channel", "mv-b")
+                .with_header("Grip-Link", "</mv/next>; rel=next"),
+            _ => OriginResponse::text(404, "unexpected"),
+        });
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let mut c = RawClient::connect(tack.addr);
+        c.send(b"GET /mv HTTP/1.1\r\nHost: a\r\n\r\n");
+        let mut all = read_stream_until(&mut c, b"open\n\r\n", T);
+        let hint = r#"{"items":[{"channel":"mv-a","formats":{"http-stream":{"action":"hint"}}}]}"#;
+        assert_eq!(publish(tack.publish, hint).0, 200, "{driver}");
+        all.extend(read_stream_until(&mut c, b"moved\n\r\n", T));
+        // Now on mv-b only: a publish to mv-a does not arrive, the one to mv-b after it does.
+        let on = |ch: &str, w: &str| {
+            format!(
+                r#"{{"items":[{{"channel":"{ch}","formats":{{"http-stream":{{"content":"{w}\n"}}}}}}]}}"#
+            )
+        };
+        assert_eq!(publish(tack.publish, &on("mv-a", "old")).0, 200);
+        assert_eq!(publish(tack.publish, &on("mv-b", "new")).0, 200);
+        all.extend(read_stream_until(&mut c, b"new\n\r\n", T));
+        let text = String::from_utf8_lossy(&all);
+        assert!(!text.contains("old\n"), "{driver}: {text:?}");
+        assert_increasing(&positions(&all, &["open", "moved", "new"]), driver);
+    }
+}
