@@ -63,6 +63,7 @@ fn fan_out(reg: &mut HoldRegistry, content: &Bytes, scratch: &mut Vec<HolderKey>
     let ev = HoldEvent::Stream {
         chunk,
         raw: content.clone(),
+        ids: None,
     };
     let mut queued = 0;
     for &k in scratch.iter() {
@@ -105,6 +106,7 @@ fn deliver(c: &mut Criterion) {
         let ev = HoldEvent::Stream {
             chunk: prerender_chunk(&content).unwrap_or_default(),
             raw: content.clone(),
+            ids: None,
         };
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
