@@ -168,7 +168,7 @@ pub async fn run(
     ctx: &Rc<ShardCtx>,
     stream: TcpStream,
     mut pending: Vec<u8>,
-    mut plan: HoldPlan,
+    mut plan: Box<HoldPlan>,
 ) -> HoldEnd {
     let kind = match plan.instruction.hold {
         Some(grip::HoldMode::Stream) => HoldKind::Stream,
@@ -187,7 +187,7 @@ pub async fn run(
             "Too many held connections.\n",
             true,
         );
-        let _ = s.write_all(out).await;
+        let _ = Box::pin(s.write_all(out)).await;
         return HoldEnd {
             stream: None,
             pending,
@@ -382,7 +382,9 @@ async fn write_bytes(wr: &mut OwnedWriteHalf<TcpStream>, b: Bytes) -> bool {
     if b.is_empty() {
         return true;
     }
-    wr.write_all(b).await.0.is_ok()
+    // Boxed, like every write of a hold: the write state exists only while a write is in
+    // flight, so a parked hold does not carry it.
+    Box::pin(wr.write_all(b)).await.0.is_ok()
 }
 
 /// A long-poll: answered once, by a published `http-response`, a `hint` retry whose answer is
@@ -492,7 +494,7 @@ async fn answer(
     let keep = plan.keep_alive && !close;
     let mut out = Vec::with_capacity(256 + resp.body.len());
     write_full_response(&mut out, &resp, plan.version, keep);
-    let ok = wr.write_all(out).await.0.is_ok();
+    let ok = Box::pin(wr.write_all(out)).await.0.is_ok();
     (
         resp.code,
         if ok && keep {
@@ -635,7 +637,7 @@ where
         let resp = &plan.instruction.response;
         let mut out = Vec::with_capacity(256 + resp.body.len());
         write_stream_start(&mut out, resp, plan.version);
-        if wr.write_all(out).await.0.is_err() {
+        if Box::pin(wr.write_all(out)).await.0.is_err() {
             return (status, After::Close);
         }
         plan.head_sent = true;
@@ -871,7 +873,7 @@ async fn write_backlog(
                 };
                 v.push(if http11 { c } else { r });
             }
-            writev_all(wr, v).await.is_ok()
+            Box::pin(writev_all(wr, v)).await.is_ok()
         }
     }
 }

@@ -212,7 +212,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer_addr: SocketAddr) 
                 drop(buf);
                 // Boxed where it is made: a held connection pays for the hold's state only
                 // while it is held, and the connection future stays small.
-                let hold = Box::pin(held::run(&ctx, stream, pending, *plan));
+                let hold = Box::pin(held::run(&ctx, stream, pending, plan));
                 if ctx.counters().get(Counter::HoldsActive) <= 1 {
                     tracing::trace!(bytes = std::mem::size_of_val(&*hold), "hold future size");
                 }
