@@ -164,49 +164,139 @@ enum ClientSide {
 
 /// Run a hold to its end. The caller has already sent nothing; this writes every byte the client
 /// gets for this request.
-pub async fn run(
-    ctx: &Rc<ShardCtx>,
+///
+/// The hold is registered, subscribed and the socket split when this is called; the future
+/// returned captures only what the hold keeps (an `async fn` would keep its arguments and their
+/// moved copies side by side), so a parked hold is small.
+pub fn run<'a>(
+    ctx: &'a Rc<ShardCtx>,
     stream: TcpStream,
     mut pending: Vec<u8>,
     mut plan: Box<HoldPlan>,
-) -> HoldEnd {
+) -> impl std::future::Future<Output = HoldEnd> + 'a {
     let kind = match plan.instruction.hold {
         Some(grip::HoldMode::Stream) => HoldKind::Stream,
         _ => HoldKind::Response,
     };
     let registered = ctx.holds.borrow_mut().register(kind);
-    let Some(key) = registered else {
-        ctx.counters().inc(Counter::HoldRefused);
-        tracing::warn!(shard = %ctx.id, "hold refused: holds_max reached (503)");
-        let mut s = stream;
-        let mut out = Vec::new();
-        http1::write_simple_response(
-            &mut out,
-            plan.version,
-            503,
-            "Too many held connections.\n",
-            true,
-        );
-        let _ = Box::pin(s.write_all(out)).await;
-        return HoldEnd {
-            stream: None,
-            pending,
-            after: After::Close,
-            status: 503,
+    let started = registered.map(|key| start(ctx, key, kind, &mut plan));
+    let (rd, mut wr) = stream.into_split();
+    async move {
+        let Some((key, ids)) = started else {
+            ctx.counters().inc(Counter::HoldRefused);
+            tracing::warn!(shard = %ctx.id, "hold refused: holds_max reached (503)");
+            let mut out = Vec::new();
+            http1::write_simple_response(
+                &mut out,
+                plan.version,
+                503,
+                "Too many held connections.\n",
+                true,
+            );
+            let _ = Box::pin(wr.write_all(out)).await;
+            drop(rd);
+            return HoldEnd {
+                stream: None,
+                pending,
+                after: After::Close,
+                status: 503,
+            };
         };
-    };
+        let canceller = Canceller::new();
+        let mut watcher = pin!(watch_client(rd, canceller.handle()));
+        let mut reader: Option<OwnedReadHalf<TcpStream>> = None;
+        let (status, after) = match kind {
+            HoldKind::Response => {
+                response_hold(
+                    ctx,
+                    key,
+                    &mut plan,
+                    &mut wr,
+                    &mut watcher,
+                    &mut reader,
+                    &mut pending,
+                )
+                .await
+            }
+            HoldKind::Stream | HoldKind::Ws => {
+                stream_hold(
+                    ctx,
+                    key,
+                    &mut plan,
+                    &mut wr,
+                    &mut watcher,
+                    &mut reader,
+                    &mut pending,
+                    ids,
+                )
+                .await
+            }
+        };
+        if plan.client_gone {
+            notify_gone(ctx, &plan);
+        }
+        let removed = ctx.holds.borrow_mut().release(key);
+        ctx.counters().dec(Counter::HoldsActive);
+        ctx.counters().dec(kind_gauge(kind));
+        ctx.counters()
+            .add(Counter::SubscriptionsEnded, removed as u64);
+        // Reunite the socket when the connection goes on: cancel the watcher's read and wait
+        // for it, so that bytes it raced to receive are kept, not lost.
+        let stream = if after == After::KeepAlive {
+            if reader.is_none() {
+                let _ = canceller.cancel();
+                let (rd, side) = watcher.as_mut().await;
+                reader = Some(rd);
+                match side {
+                    ClientSide::Gone => reader = None,
+                    ClientSide::Data(d) => pending.extend_from_slice(&d),
+                    ClientSide::Cancelled => {}
+                }
+            }
+            match reader {
+                Some(rd) => rd.reunite(wr).ok(),
+                None => None,
+            }
+        } else {
+            None
+        };
+        let after = if stream.is_some() {
+            after
+        } else {
+            After::Close
+        };
+        HoldEnd {
+            stream,
+            pending,
+            after,
+            status,
+        }
+    }
+}
+
+fn kind_gauge(kind: HoldKind) -> Counter {
+    match kind {
+        HoldKind::Response => Counter::HoldsResponse,
+        _ => Counter::HoldsStream,
+    }
+}
+
+/// A registered hold starts: connection id, gauges, subscriptions; the plan keeps only the
+/// reliable channels' ids. Returns the key and, for a reliable stream, its tracked ids.
+fn start(
+    ctx: &ShardCtx,
+    key: HolderKey,
+    kind: HoldKind,
+    plan: &mut HoldPlan,
+) -> (HolderKey, LastIds) {
     if let Some(cid) = plan.connection_id {
         if !ctx.holds.borrow_mut().set_connection_id(key, cid) {
             tracing::warn!(shard = %ctx.id, %cid, "connection id already in use: hold not addressable");
         }
     }
     ctx.counters().inc(Counter::HoldsActive);
-    let kind_gauge = match kind {
-        HoldKind::Response => Counter::HoldsResponse,
-        _ => Counter::HoldsStream,
-    };
-    ctx.counters().inc(kind_gauge);
-    subscribe_all(ctx, key, &plan);
+    ctx.counters().inc(kind_gauge(kind));
+    subscribe_all(ctx, key, plan);
     // A reliable stream tracks its channels' ids (every channel is known, so that a recovery
     // answer may start tracking one); a long-poll keeps the prev-ids the backend gave.
     let mut ids = LastIds::new(ctx.config.handler.connection_subscription_max.max(1));
@@ -226,77 +316,7 @@ pub async fn run(
         .filter_map(|c| c.prev_id.as_ref().map(|p| (c.name.clone(), p.clone())))
         .collect();
     plan.instruction.channels = Vec::new();
-    let (rd, mut wr) = stream.into_split();
-    let canceller = Canceller::new();
-    let watcher = watch_client(rd, canceller.handle());
-    let mut watcher = pin!(watcher);
-    let mut reader: Option<OwnedReadHalf<TcpStream>> = None;
-    let (status, after) = match kind {
-        HoldKind::Response => {
-            response_hold(
-                ctx,
-                key,
-                &mut plan,
-                &mut wr,
-                &mut watcher,
-                &mut reader,
-                &mut pending,
-            )
-            .await
-        }
-        HoldKind::Stream | HoldKind::Ws => {
-            stream_hold(
-                ctx,
-                key,
-                &mut plan,
-                &mut wr,
-                &mut watcher,
-                &mut reader,
-                &mut pending,
-                ids,
-            )
-            .await
-        }
-    };
-    if plan.client_gone {
-        notify_gone(ctx, &plan);
-    }
-    let removed = ctx.holds.borrow_mut().release(key);
-    ctx.counters().dec(Counter::HoldsActive);
-    ctx.counters().dec(kind_gauge);
-    ctx.counters()
-        .add(Counter::SubscriptionsEnded, removed as u64);
-    // Reunite the socket when the connection goes on: cancel the watcher's read and wait for
-    // it, so that bytes it raced to receive are kept, not lost.
-    let stream = if after == After::KeepAlive {
-        if reader.is_none() {
-            let _ = canceller.cancel();
-            let (rd, side) = watcher.as_mut().await;
-            reader = Some(rd);
-            match side {
-                ClientSide::Gone => reader = None,
-                ClientSide::Data(d) => pending.extend_from_slice(&d),
-                ClientSide::Cancelled => {}
-            }
-        }
-        match reader {
-            Some(rd) => rd.reunite(wr).ok(),
-            None => None,
-        }
-    } else {
-        None
-    };
-    let after = if stream.is_some() {
-        after
-    } else {
-        After::Close
-    };
-    HoldEnd {
-        stream,
-        pending,
-        after,
-        status,
-    }
+    (key, ids)
 }
 
 fn subscribe_all(ctx: &ShardCtx, key: HolderKey, plan: &HoldPlan) {
@@ -647,7 +667,7 @@ where
         if let Some((ch, _)) = ids.tracked().next() {
             let msg = format!("channel '{ch}' specifies prev-id, but no next link found");
             ctx.counters().inc(Counter::GripInvalid);
-            return end_with_error(ctx, plan, wr, status, &msg).await;
+            return Box::pin(end_with_error(ctx, plan, wr, status, &msg)).await;
         }
     }
     // What a stream keeps while it waits: nothing of the first response, and the request only
@@ -720,7 +740,7 @@ where
                             why = LinkWhy::Recover;
                         }
                         _ => {
-                            if !write_backlog(ctx, key, wr, http11, first).await {
+                            if !Box::pin(write_backlog(ctx, key, wr, http11, first)).await {
                                 return (status, After::Close);
                             }
                             last_write = ctx.clock_ms();
@@ -835,13 +855,19 @@ where
                     gap_item = None;
                 }
                 Link::Failed if reliable => {
-                    return end_with_error(ctx, plan, wr, status, "Failed to retrieve next link.")
-                        .await;
+                    return Box::pin(end_with_error(
+                        ctx,
+                        plan,
+                        wr,
+                        status,
+                        "Failed to retrieve next link.",
+                    ))
+                    .await;
                 }
                 Link::Failed => gap_item = None,
                 Link::Error(msg) => {
                     ctx.counters().inc(Counter::GripInvalid);
-                    return end_with_error(ctx, plan, wr, status, &msg).await;
+                    return Box::pin(end_with_error(ctx, plan, wr, status, &msg)).await;
                 }
             }
             last_activity = ctx.clock_ms();
