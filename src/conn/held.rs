@@ -45,8 +45,9 @@ pub struct HoldPlan {
     pub keep_alive: bool,
     pub route_id: String,
     /// The client's request, for hint retries and next-link fetches (`None`: the built-in test
-    /// handler, which has no backend to ask).
-    pub request: Option<RequestHead>,
+    /// handler, which has no backend to ask). Boxed: a stream without links drops it, and the
+    /// plan is kept for the whole hold.
+    pub request: Option<Box<RequestHead>>,
     pub peer_ip: IpAddr,
     /// A stream's response head (and first body) already went out (a next-link chain that
     /// turned into a stream hold).

@@ -169,7 +169,9 @@ pub fn serve(
                     let Peer { stream, buf, pos } = conn.client;
                     let pending = buf.get(pos..).map(<[u8]>::to_vec).unwrap_or_default();
                     drop(buf);
-                    Box::pin(websocket::run(&ctx, stream, pending, *plan)).await;
+                    // Inline like a hold: an open WebSocket is this one allocation too.
+                    let mut session = std::pin::pin!(websocket::run(&ctx, stream, pending, plan));
+                    session.as_mut().await;
                     break;
                 }
                 Reply::Hold(plan) => {
@@ -861,7 +863,7 @@ async fn grip_answer(
         version: head.version,
         keep_alive: head.keep_alive,
         route_id: route.id.clone(),
-        request: Some(head.clone()),
+        request: Some(Box::new(head.clone())),
         peer_ip: conn.peer_addr.ip(),
         head_sent: false,
         last_ids: Vec::new(),
@@ -940,7 +942,7 @@ async fn next_chain(
                             version: head.version,
                             keep_alive: head.keep_alive,
                             route_id: route.id.clone(),
-                            request: Some(head.clone()),
+                            request: Some(Box::new(head.clone())),
                             peer_ip: conn.peer_addr.ip(),
                             head_sent: true,
                             last_ids: Vec::new(),

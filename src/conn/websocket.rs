@@ -240,11 +240,47 @@ fn bad_gateway() -> Vec<u8> {
 async fn refuse(stream: &mut TcpStream, status: u16, body: &str) {
     let mut out = Vec::new();
     http1::write_simple_response(&mut out, http1::Version::Http11, status, body, true);
-    let _ = stream.write_all(out).await;
+    let _ = Box::pin(stream.write_all(out)).await;
 }
 
 /// Run a WebSocket session to its end; the connection closes afterwards.
-pub async fn run(ctx: &Rc<ShardCtx>, mut stream: TcpStream, pending: Vec<u8>, plan: WsPlan) {
+///
+/// Memory: the handshake runs boxed ([`open`]) and the future returned keeps only what the
+/// open session needs, so a parked WebSocket is small (it is parked inside the connection
+/// task, see [`super::serve`]).
+pub fn run<'a>(
+    ctx: &'a Rc<ShardCtx>,
+    stream: TcpStream,
+    pending: Vec<u8>,
+    plan: Box<WsPlan>,
+) -> impl Future<Output = ()> + 'a {
+    let opening = Box::pin(open(ctx, stream, pending, plan));
+    async move {
+        let Some((mut s, mut backend, plan, ok)) = opening.await else {
+            return;
+        };
+        if ok {
+            let route = route_of(&plan.routes, &plan.head);
+            s.run(&mut backend, &plan, route).await;
+        }
+        let removed = ctx.holds.borrow_mut().release(s.key);
+        ctx.counters().dec(Counter::HoldsActive);
+        ctx.counters().dec(Counter::HoldsWs);
+        ctx.counters()
+            .add(Counter::SubscriptionsEnded, removed as u64);
+    }
+}
+
+/// Open the session: the backend side first, then register the hold, subscribe (test
+/// target), answer the client's handshake and apply the backend's first events. `None`: the
+/// session did not open (the client got its answer, nothing is registered); otherwise the
+/// hold is registered and `false` means the session ends at once.
+async fn open(
+    ctx: &Rc<ShardCtx>,
+    mut stream: TcpStream,
+    pending: Vec<u8>,
+    plan: Box<WsPlan>,
+) -> Option<(Session, Backend, Box<WsPlan>, bool)> {
     let route = route_of(&plan.routes, &plan.head);
     let channel_prefix = route.and_then(|r| r.prefix.clone()).unwrap_or_default();
     // Deflate with the client when it offers and `allow_compression` allows (Pushpin's key).
@@ -265,27 +301,27 @@ pub async fn run(ctx: &Rc<ShardCtx>, mut stream: TcpStream, pending: Vec<u8>, pl
         WsMode::Test(_) => (Backend::None, None, Vec::new(), Vec::new()),
         WsMode::Proxy => {
             let Some(route) = route else {
-                refuse(&mut stream, 502, "Route not found.\n").await;
-                return;
+                Box::pin(refuse(&mut stream, 502, "Route not found.\n")).await;
+                return None;
             };
-            match open_ws_backend(ctx, route, &plan).await {
+            match Box::pin(open_ws_backend(ctx, route, &plan)).await {
                 Ok(x) => x,
                 Err(resp) => {
-                    let _ = stream.write_all(resp).await;
-                    return;
+                    let _ = Box::pin(stream.write_all(resp)).await;
+                    return None;
                 }
             }
         }
         WsMode::OverHttp => {
             let Some(route) = route else {
-                refuse(&mut stream, 502, "Route not found.\n").await;
-                return;
+                Box::pin(refuse(&mut stream, 502, "Route not found.\n")).await;
+                return None;
             };
-            match open_over_http(ctx, route, &plan).await {
+            match Box::pin(open_over_http(ctx, route, &plan)).await {
                 Ok(x) => x,
                 Err(resp) => {
-                    let _ = stream.write_all(resp).await;
-                    return;
+                    let _ = Box::pin(stream.write_all(resp)).await;
+                    return None;
                 }
             }
         }
@@ -294,8 +330,8 @@ pub async fn run(ctx: &Rc<ShardCtx>, mut stream: TcpStream, pending: Vec<u8>, pl
     let registered = ctx.holds.borrow_mut().register(HoldKind::Ws);
     let Some(key) = registered else {
         ctx.counters().inc(Counter::HoldRefused);
-        refuse(&mut stream, 503, "Too many held connections.\n").await;
-        return;
+        Box::pin(refuse(&mut stream, 503, "Too many held connections.\n")).await;
+        return None;
     };
     if !ctx.holds.borrow_mut().set_connection_id(key, plan.conn_id) {
         tracing::warn!(shard = %ctx.id, cid = %plan.conn_id, "connection id already in use: session not addressable");
@@ -314,11 +350,11 @@ pub async fn run(ctx: &Rc<ShardCtx>, mut stream: TcpStream, pending: Vec<u8>, pl
     }
     let mut out = Vec::with_capacity(256);
     ws::write_101(&mut out, &accept, &extra_headers, ext_line.as_deref());
-    if stream.write_all(out).await.0.is_err() {
+    if Box::pin(stream.write_all(out)).await.0.is_err() {
         ctx.holds.borrow_mut().release(key);
         ctx.counters().dec(Counter::HoldsActive);
         ctx.counters().dec(Counter::HoldsWs);
-        return;
+        return None;
     }
     ctx.counters().inc(Counter::HoldsStarted);
     let (rd, wr) = stream.into_split();
@@ -343,18 +379,13 @@ pub async fn run(ctx: &Rc<ShardCtx>, mut stream: TcpStream, pending: Vec<u8>, pl
     let mut backend = backend;
     let mut ok = true;
     for ev in first_events {
-        ok &= s.backend_event(&mut backend, ev).await;
+        ok &= Box::pin(s.backend_event(&mut backend, ev)).await;
     }
     if ok {
         // Bytes the client sent right after its handshake are the start of its first frame.
         s.read = Some(read_pending_first(rd, std::mem::take(&mut s.cbuf)));
-        s.run(&mut backend, &plan, route).await;
     }
-    let removed = ctx.holds.borrow_mut().release(key);
-    ctx.counters().dec(Counter::HoldsActive);
-    ctx.counters().dec(Counter::HoldsWs);
-    ctx.counters()
-        .add(Counter::SubscriptionsEnded, removed as u64);
+    Some((s, backend, plan, ok))
 }
 
 /// Handshake with a WebSocket backend: forward the upgrade (signed, offering `grip`), expect
@@ -1418,10 +1449,16 @@ impl Session {
                 })
                 .await
             };
+            // Each handler runs boxed: a session parked in the poll above carries none of their
+            // state.
             let go_on = match wake {
-                Wake::Client(rd, buf, res) => self.on_client_bytes(backend, rd, buf, res).await,
-                Wake::BackendWs(rd, buf, res) => self.on_backend_bytes(backend, rd, buf, res).await,
-                Wake::BackendHttp(r) => self.on_http_reply(backend, r).await,
+                Wake::Client(rd, buf, res) => {
+                    Box::pin(self.on_client_bytes(backend, rd, buf, res)).await
+                }
+                Wake::BackendWs(rd, buf, res) => {
+                    Box::pin(self.on_backend_bytes(backend, rd, buf, res)).await
+                }
+                Wake::BackendHttp(r) => Box::pin(self.on_http_reply(backend, r)).await,
                 // A refresh (control API or a published `refresh`): a WebSocket-over-HTTP
                 // session sends a request with no events as soon as none is in flight.
                 Wake::Hold(Some(HoldEvent::Hint)) => {
@@ -1430,7 +1467,7 @@ impl Session {
                     }
                     true
                 }
-                Wake::Hold(ev) => self.on_hold_event(backend, ev).await,
+                Wake::Hold(ev) => Box::pin(self.on_hold_event(backend, ev)).await,
             };
             if !go_on {
                 break;
@@ -1446,14 +1483,14 @@ impl Session {
                     let mut body = Vec::new();
                     wsevents::encode_events(&mut body, &[Event::Disconnect]);
                     let head = over_http_head(plan, &oh.conn_id, &oh.meta, body.len());
-                    let _ = fetch::fetch_with_body(
+                    let _ = Box::pin(fetch::fetch_with_body(
                         &self.ctx,
                         route,
                         &head,
                         &body,
                         plan.peer_ip,
                         wsevents::RESPONSE_BODY_MAX,
-                    )
+                    ))
                     .await;
                 }
             }
