@@ -88,6 +88,31 @@ pub enum WsMode {
     OverHttp,
 }
 
+impl WsPlan {
+    /// Once the session is open, drop what it no longer reads: the handshake, the test
+    /// target's channel list, and, unless it is WebSocket-over-HTTP (whose every request
+    /// carries the head again), all of the request head but the host and path the route
+    /// lookup uses.
+    fn keep_for_session(&mut self) {
+        self.handshake = ClientHandshake {
+            key: String::new(),
+            protocols: Vec::new(),
+            extensions: Vec::new(),
+            deflate_offer: None,
+        };
+        match &mut self.mode {
+            WsMode::Test(channels) => *channels = Vec::new(),
+            WsMode::Proxy => {}
+            WsMode::OverHttp => return,
+        }
+        let head = &mut self.head;
+        head.method = String::new();
+        head.target = String::new();
+        head.headers = Vec::new();
+        head.upgrade = None;
+    }
+}
+
 fn route_of<'r>(routes: &'r RouteTable, head: &RequestHead) -> Option<&'r Route> {
     routes.lookup(head.host.as_deref(), &head.path, Proto::Ws, false)
 }
@@ -279,7 +304,7 @@ async fn open(
     ctx: &Rc<ShardCtx>,
     mut stream: TcpStream,
     pending: Vec<u8>,
-    plan: Box<WsPlan>,
+    mut plan: Box<WsPlan>,
 ) -> Option<(Session, Backend, Box<WsPlan>, bool)> {
     let route = route_of(&plan.routes, &plan.head);
     let channel_prefix = route.and_then(|r| r.prefix.clone()).unwrap_or_default();
@@ -385,6 +410,7 @@ async fn open(
         // Bytes the client sent right after its handshake are the start of its first frame.
         s.read = Some(read_pending_first(rd, std::mem::take(&mut s.cbuf)));
     }
+    plan.keep_for_session();
     Some((s, backend, plan, ok))
 }
 
@@ -1495,5 +1521,52 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hold::ConnectionId;
+
+    fn plan(mode: WsMode) -> WsPlan {
+        let raw = b"GET /ws?channel=a HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let (head, _) = http1::parse_request_head(raw, 8192, 64).unwrap().unwrap();
+        WsPlan {
+            head,
+            handshake: ClientHandshake {
+                key: "dGhlIHNhbXBsZSBub25jZQ==".into(),
+                protocols: vec!["chat".into()],
+                extensions: vec!["permessage-deflate".into()],
+                deflate_offer: None,
+            },
+            mode,
+            routes: Arc::new(RouteTable::default()),
+            peer_ip: IpAddr::from([127, 0, 0, 1]),
+            conn_id: ConnectionId::mint(7, 0, 1),
+        }
+    }
+
+    #[test]
+    fn an_open_session_keeps_host_and_path_only() {
+        let mut p = plan(WsMode::Test(vec!["a".into()]));
+        p.keep_for_session();
+        assert_eq!(p.head.path, "/ws?channel=a");
+        assert_eq!(p.head.host.as_deref(), Some("example.com"));
+        assert!(p.head.headers.is_empty() && p.head.method.is_empty());
+        assert!(p.head.target.is_empty() && p.head.upgrade.is_none());
+        assert!(p.handshake.key.is_empty() && p.handshake.protocols.is_empty());
+        assert!(matches!(&p.mode, WsMode::Test(c) if c.is_empty()));
+        assert_eq!(p.conn_id, ConnectionId::mint(7, 0, 1));
+    }
+
+    #[test]
+    fn an_over_http_session_keeps_its_request_head() {
+        let mut p = plan(WsMode::OverHttp);
+        let head = p.head.clone();
+        p.keep_for_session();
+        assert_eq!(p.head, head);
+        assert_eq!(p.head.headers.len(), 5);
+        assert!(p.handshake.key.is_empty());
     }
 }
