@@ -180,10 +180,11 @@ pub fn run<'a>(
         _ => HoldKind::Response,
     };
     let registered = ctx.holds.borrow_mut().register(kind);
-    let started = registered.map(|key| start(ctx, key, kind, &mut plan));
+    let mut started = registered.map(|key| start(ctx, key, kind, &mut plan));
     let (rd, mut wr) = stream.into_split();
     async move {
-        let Some((key, ids)) = started else {
+        // By reference: the ids stay where `start` put them (no second copy in this future).
+        let Some((key, ids)) = started.as_mut().map(|(k, ids)| (*k, ids)) else {
             ctx.counters().inc(Counter::HoldRefused);
             tracing::warn!(shard = %ctx.id, "hold refused: holds_max reached (503)");
             let mut out = Vec::new();
@@ -399,13 +400,20 @@ where
     .await
 }
 
-async fn write_bytes(wr: &mut OwnedWriteHalf<TcpStream>, b: Bytes) -> bool {
-    if b.is_empty() {
-        return true;
+/// Write `b` whole. The write itself is boxed, like every write of a hold: its state exists
+/// only while it is in flight, so a parked hold does not carry it (and a plain function, not an
+/// `async fn`, so that the awaiting future holds one write, not the arguments twice).
+fn write_bytes(
+    wr: &mut OwnedWriteHalf<TcpStream>,
+    b: Bytes,
+) -> impl std::future::Future<Output = bool> + '_ {
+    let write = (!b.is_empty()).then(|| Box::pin(wr.write_all(b)));
+    async move {
+        match write {
+            Some(w) => w.await.0.is_ok(),
+            None => true,
+        }
     }
-    // Boxed, like every write of a hold: the write state exists only while a write is in
-    // flight, so a parked hold does not carry it.
-    Box::pin(wr.write_all(b)).await.0.is_ok()
 }
 
 /// A long-poll: answered once, by a published `http-response`, a `hint` retry whose answer is
@@ -505,25 +513,29 @@ fn notify_gone(ctx: &Rc<ShardCtx>, plan: &HoldPlan) {
     });
 }
 
-/// Write a long-poll's answer.
-async fn answer(
+/// Write a long-poll's answer (serialized here; the future returned holds only the write).
+fn answer<'a>(
     plan: &HoldPlan,
-    wr: &mut OwnedWriteHalf<TcpStream>,
+    wr: &'a mut OwnedWriteHalf<TcpStream>,
     resp: HeldResponse,
     close: bool,
-) -> (u16, After) {
+) -> impl std::future::Future<Output = (u16, After)> + 'a {
     let keep = plan.keep_alive && !close;
     let mut out = Vec::with_capacity(256 + resp.body.len());
     write_full_response(&mut out, &resp, plan.version, keep);
-    let ok = Box::pin(wr.write_all(out)).await.0.is_ok();
-    (
-        resp.code,
-        if ok && keep {
-            After::KeepAlive
-        } else {
-            After::Close
-        },
-    )
+    let code = resp.code;
+    let write = Box::pin(wr.write_all(out));
+    async move {
+        let ok = write.await.0.is_ok();
+        (
+            code,
+            if ok && keep {
+                After::KeepAlive
+            } else {
+                After::Close
+            },
+        )
+    }
 }
 
 /// Where a long-poll's client is on each reliable channel: the `prev-id` it was held with, or
@@ -647,7 +659,7 @@ async fn stream_hold<F>(
     watcher: &mut std::pin::Pin<&mut F>,
     reader: &mut Option<OwnedReadHalf<TcpStream>>,
     pending: &mut Vec<u8>,
-    mut ids: LastIds,
+    ids: &mut LastIds,
 ) -> (u16, After)
 where
     F: std::future::Future<Output = (OwnedReadHalf<TcpStream>, ClientSide)>,
@@ -824,7 +836,7 @@ where
             if why == LinkWhy::Recover {
                 ctx.counters().inc(Counter::StreamRecoveries);
             }
-            match Box::pin(follow_link(ctx, plan, &mut ids)).await {
+            match Box::pin(follow_link(ctx, plan, ids)).await {
                 Link::Body(body, moved) => {
                     if !body.is_empty() && !write_bytes(wr, frame(http11, &body)).await {
                         return (status, After::Close);

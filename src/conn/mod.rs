@@ -166,19 +166,15 @@ pub fn serve(
             let (after, status) = match reply {
                 Reply::Done(after, status) => (after, status),
                 Reply::WebSocket(plan) => {
-                    let Peer { stream, buf, pos } = conn.client;
-                    let pending = buf.get(pos..).map(<[u8]>::to_vec).unwrap_or_default();
-                    drop(buf);
+                    let (stream, pending) = conn.client.into_parts();
                     // Inline like a hold: an open WebSocket is this one allocation too.
                     let mut session = std::pin::pin!(websocket::run(&ctx, stream, pending, plan));
                     session.as_mut().await;
                     break;
                 }
                 Reply::Hold(plan) => {
-                    let Peer { stream, buf, pos } = conn.client;
-                    let pending = buf.get(pos..).map(<[u8]>::to_vec).unwrap_or_default();
                     // The request's read buffer is not kept while the client is held.
-                    drop(buf);
+                    let (stream, pending) = conn.client.into_parts();
                     // Pinned in place and awaited by reference: `hold.await` by value would
                     // lay the future out twice.
                     let mut hold = std::pin::pin!(held::run(&ctx, stream, pending, plan));

@@ -1499,28 +1499,40 @@ impl Session {
                 break;
             }
         }
-        // The client vanished while over HTTP: tell the backend (best effort).
+        // The client vanished while over HTTP: tell the backend (best effort; boxed, as the
+        // parked session need not carry a request head).
         if let Backend::OverHttp(oh) = backend {
             if oh.disconnected {
-                if let Some(f) = oh.in_flight.take() {
-                    let _ = f.await;
-                }
-                if let Some(route) = route {
-                    let mut body = Vec::new();
-                    wsevents::encode_events(&mut body, &[Event::Disconnect]);
-                    let head = over_http_head(plan, &oh.conn_id, &oh.meta, body.len());
-                    let _ = Box::pin(fetch::fetch_with_body(
-                        &self.ctx,
-                        route,
-                        &head,
-                        &body,
-                        plan.peer_ip,
-                        wsevents::RESPONSE_BODY_MAX,
-                    ))
-                    .await;
-                }
+                Box::pin(tell_disconnect(&self.ctx, oh, plan, route)).await;
             }
         }
+    }
+}
+
+/// Send a WebSocket-over-HTTP backend the DISCONNECT event of a client that vanished, after
+/// the request in flight (if any) is answered.
+async fn tell_disconnect(
+    ctx: &Rc<ShardCtx>,
+    oh: &mut OverHttp,
+    plan: &WsPlan,
+    route: Option<&Route>,
+) {
+    if let Some(f) = oh.in_flight.take() {
+        let _ = f.await;
+    }
+    if let Some(route) = route {
+        let mut body = Vec::new();
+        wsevents::encode_events(&mut body, &[Event::Disconnect]);
+        let head = over_http_head(plan, &oh.conn_id, &oh.meta, body.len());
+        let _ = fetch::fetch_with_body(
+            ctx,
+            route,
+            &head,
+            &body,
+            plan.peer_ip,
+            wsevents::RESPONSE_BODY_MAX,
+        )
+        .await;
     }
 }
 
