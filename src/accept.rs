@@ -41,13 +41,9 @@ pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
                 ctx.conns_open.set(ctx.conns_open.get() + 1);
                 ctx.counters().inc(Counter::ConnectionAccepted);
                 ctx.counters().inc(Counter::ConnectionConnected);
-                let c = ctx.clone();
-                let task = async move {
-                    conn::serve(c.clone(), stream, addr).await;
-                    debug_assert!(c.conns_open.get() > 0);
-                    c.conns_open.set(c.conns_open.get() - 1);
-                    c.counters().dec(Counter::ConnectionConnected);
-                };
+                // The connection future is the task itself (no wrapping block that would
+                // carry it a second time); it counts the connection closed when it ends.
+                let task = conn::serve(ctx.clone(), stream, addr);
                 if ctx.counters().get(Counter::ConnectionAccepted) == 1 {
                     tracing::trace!(bytes = std::mem::size_of_val(&task), "connection task size");
                 }

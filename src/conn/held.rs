@@ -35,8 +35,9 @@ use super::After;
 
 /// Bytes read per wake-up while a connection is held: the read only watches for the client
 /// going away (it is not expected to send), so the buffer parked on every held connection is
-/// kept tiny.
-const HELD_READ_BYTES: usize = 32;
+/// kept tiny (the allocator's smallest size class). Bytes a client pipelines beyond it stay in
+/// the socket for the next request's head read.
+const HELD_READ_BYTES: usize = 8;
 
 /// What the hold needs to know about the request it answers.
 pub struct HoldPlan {
@@ -45,8 +46,9 @@ pub struct HoldPlan {
     pub keep_alive: bool,
     pub route_id: String,
     /// The client's request, for hint retries and next-link fetches (`None`: the built-in test
-    /// handler, which has no backend to ask).
-    pub request: Option<RequestHead>,
+    /// handler, which has no backend to ask). Boxed: a stream without links drops it, and the
+    /// plan is kept for the whole hold.
+    pub request: Option<Box<RequestHead>>,
     pub peer_ip: IpAddr,
     /// A stream's response head (and first body) already went out (a next-link chain that
     /// turned into a stream hold).
@@ -167,49 +169,140 @@ enum ClientSide {
 
 /// Run a hold to its end. The caller has already sent nothing; this writes every byte the client
 /// gets for this request.
-pub async fn run(
-    ctx: &Rc<ShardCtx>,
+///
+/// The hold is registered, subscribed and the socket split when this is called; the future
+/// returned captures only what the hold keeps (an `async fn` would keep its arguments and their
+/// moved copies side by side), so a parked hold is small.
+pub fn run<'a>(
+    ctx: &'a Rc<ShardCtx>,
     stream: TcpStream,
     mut pending: Vec<u8>,
-    mut plan: HoldPlan,
-) -> HoldEnd {
+    mut plan: Box<HoldPlan>,
+) -> impl std::future::Future<Output = HoldEnd> + 'a {
     let kind = match plan.instruction.hold {
         Some(grip::HoldMode::Stream) => HoldKind::Stream,
         _ => HoldKind::Response,
     };
     let registered = ctx.holds.borrow_mut().register(kind);
-    let Some(key) = registered else {
-        ctx.counters().inc(Counter::HoldRefused);
-        tracing::warn!(shard = %ctx.id, "hold refused: holds_max reached (503)");
-        let mut s = stream;
-        let mut out = Vec::new();
-        http1::write_simple_response(
-            &mut out,
-            plan.version,
-            503,
-            "Too many held connections.\n",
-            true,
-        );
-        let _ = s.write_all(out).await;
-        return HoldEnd {
-            stream: None,
-            pending,
-            after: After::Close,
-            status: 503,
+    let mut started = registered.map(|key| start(ctx, key, kind, &mut plan));
+    let (rd, mut wr) = stream.into_split();
+    async move {
+        // By reference: the ids stay where `start` put them (no second copy in this future).
+        let Some((key, ids)) = started.as_mut().map(|(k, ids)| (*k, ids)) else {
+            ctx.counters().inc(Counter::HoldRefused);
+            tracing::warn!(shard = %ctx.id, "hold refused: holds_max reached (503)");
+            let mut out = Vec::new();
+            http1::write_simple_response(
+                &mut out,
+                plan.version,
+                503,
+                "Too many held connections.\n",
+                true,
+            );
+            let _ = Box::pin(wr.write_all(out)).await;
+            drop(rd);
+            return HoldEnd {
+                stream: None,
+                pending,
+                after: After::Close,
+                status: 503,
+            };
         };
-    };
+        let canceller = Canceller::new();
+        let mut watcher = pin!(watch_client(rd, canceller.handle()));
+        let mut reader: Option<OwnedReadHalf<TcpStream>> = None;
+        let (status, after) = match kind {
+            HoldKind::Response => {
+                response_hold(
+                    ctx,
+                    key,
+                    &mut plan,
+                    &mut wr,
+                    &mut watcher,
+                    &mut reader,
+                    &mut pending,
+                )
+                .await
+            }
+            HoldKind::Stream | HoldKind::Ws => {
+                stream_hold(
+                    ctx,
+                    key,
+                    &mut plan,
+                    &mut wr,
+                    &mut watcher,
+                    &mut reader,
+                    &mut pending,
+                    ids,
+                )
+                .await
+            }
+        };
+        if plan.client_gone {
+            notify_gone(ctx, &plan);
+        }
+        let removed = ctx.holds.borrow_mut().release(key);
+        ctx.counters().dec(Counter::HoldsActive);
+        ctx.counters().dec(kind_gauge(kind));
+        ctx.counters()
+            .add(Counter::SubscriptionsEnded, removed as u64);
+        // Reunite the socket when the connection goes on: cancel the watcher's read and wait
+        // for it, so that bytes it raced to receive are kept, not lost.
+        let stream = if after == After::KeepAlive {
+            if reader.is_none() {
+                let _ = canceller.cancel();
+                let (rd, side) = watcher.as_mut().await;
+                reader = Some(rd);
+                match side {
+                    ClientSide::Gone => reader = None,
+                    ClientSide::Data(d) => pending.extend_from_slice(&d),
+                    ClientSide::Cancelled => {}
+                }
+            }
+            match reader {
+                Some(rd) => rd.reunite(wr).ok(),
+                None => None,
+            }
+        } else {
+            None
+        };
+        let after = if stream.is_some() {
+            after
+        } else {
+            After::Close
+        };
+        HoldEnd {
+            stream,
+            pending,
+            after,
+            status,
+        }
+    }
+}
+
+fn kind_gauge(kind: HoldKind) -> Counter {
+    match kind {
+        HoldKind::Response => Counter::HoldsResponse,
+        _ => Counter::HoldsStream,
+    }
+}
+
+/// A registered hold starts: connection id, gauges, subscriptions; the plan keeps only the
+/// reliable channels' ids. Returns the key and, for a reliable stream, its tracked ids.
+fn start(
+    ctx: &ShardCtx,
+    key: HolderKey,
+    kind: HoldKind,
+    plan: &mut HoldPlan,
+) -> (HolderKey, LastIds) {
     if let Some(cid) = plan.connection_id {
         if !ctx.holds.borrow_mut().set_connection_id(key, cid) {
             tracing::warn!(shard = %ctx.id, %cid, "connection id already in use: hold not addressable");
         }
     }
     ctx.counters().inc(Counter::HoldsActive);
-    let kind_gauge = match kind {
-        HoldKind::Response => Counter::HoldsResponse,
-        _ => Counter::HoldsStream,
-    };
-    ctx.counters().inc(kind_gauge);
-    subscribe_all(ctx, key, &plan);
+    ctx.counters().inc(kind_gauge(kind));
+    subscribe_all(ctx, key, plan);
     // A reliable stream tracks its channels' ids (every channel is known, so that a recovery
     // answer may start tracking one); a long-poll keeps the prev-ids the backend gave.
     let mut ids = LastIds::new(ctx.config.handler.connection_subscription_max.max(1));
@@ -229,77 +322,7 @@ pub async fn run(
         .filter_map(|c| c.prev_id.as_ref().map(|p| (c.name.clone(), p.clone())))
         .collect();
     plan.instruction.channels = Vec::new();
-    let (rd, mut wr) = stream.into_split();
-    let canceller = Canceller::new();
-    let watcher = watch_client(rd, canceller.handle());
-    let mut watcher = pin!(watcher);
-    let mut reader: Option<OwnedReadHalf<TcpStream>> = None;
-    let (status, after) = match kind {
-        HoldKind::Response => {
-            response_hold(
-                ctx,
-                key,
-                &mut plan,
-                &mut wr,
-                &mut watcher,
-                &mut reader,
-                &mut pending,
-            )
-            .await
-        }
-        HoldKind::Stream | HoldKind::Ws => {
-            stream_hold(
-                ctx,
-                key,
-                &mut plan,
-                &mut wr,
-                &mut watcher,
-                &mut reader,
-                &mut pending,
-                ids,
-            )
-            .await
-        }
-    };
-    if plan.client_gone {
-        notify_gone(ctx, &plan);
-    }
-    let removed = ctx.holds.borrow_mut().release(key);
-    ctx.counters().dec(Counter::HoldsActive);
-    ctx.counters().dec(kind_gauge);
-    ctx.counters()
-        .add(Counter::SubscriptionsEnded, removed as u64);
-    // Reunite the socket when the connection goes on: cancel the watcher's read and wait for
-    // it, so that bytes it raced to receive are kept, not lost.
-    let stream = if after == After::KeepAlive {
-        if reader.is_none() {
-            let _ = canceller.cancel();
-            let (rd, side) = watcher.as_mut().await;
-            reader = Some(rd);
-            match side {
-                ClientSide::Gone => reader = None,
-                ClientSide::Data(d) => pending.extend_from_slice(&d),
-                ClientSide::Cancelled => {}
-            }
-        }
-        match reader {
-            Some(rd) => rd.reunite(wr).ok(),
-            None => None,
-        }
-    } else {
-        None
-    };
-    let after = if stream.is_some() {
-        after
-    } else {
-        After::Close
-    };
-    HoldEnd {
-        stream,
-        pending,
-        after,
-        status,
-    }
+    (key, ids)
 }
 
 /// Replace a hold's subscriptions with `channels` (a next link's answer named its own).
@@ -398,11 +421,20 @@ where
     .await
 }
 
-async fn write_bytes(wr: &mut OwnedWriteHalf<TcpStream>, b: Bytes) -> bool {
-    if b.is_empty() {
-        return true;
+/// Write `b` whole. The write itself is boxed, like every write of a hold: its state exists
+/// only while it is in flight, so a parked hold does not carry it (and a plain function, not an
+/// `async fn`, so that the awaiting future holds one write, not the arguments twice).
+fn write_bytes(
+    wr: &mut OwnedWriteHalf<TcpStream>,
+    b: Bytes,
+) -> impl std::future::Future<Output = bool> + '_ {
+    let write = (!b.is_empty()).then(|| Box::pin(wr.write_all(b)));
+    async move {
+        match write {
+            Some(w) => w.await.0.is_ok(),
+            None => true,
+        }
     }
-    wr.write_all(b).await.0.is_ok()
 }
 
 /// A long-poll: answered once, by a published `http-response`, a `hint` retry whose answer is
@@ -527,25 +559,29 @@ fn notify_gone(ctx: &Rc<ShardCtx>, plan: &HoldPlan) {
     });
 }
 
-/// Write a long-poll's answer.
-async fn answer(
+/// Write a long-poll's answer (serialized here; the future returned holds only the write).
+fn answer<'a>(
     plan: &HoldPlan,
-    wr: &mut OwnedWriteHalf<TcpStream>,
+    wr: &'a mut OwnedWriteHalf<TcpStream>,
     resp: HeldResponse,
     close: bool,
-) -> (u16, After) {
+) -> impl std::future::Future<Output = (u16, After)> + 'a {
     let keep = plan.keep_alive && !close;
     let mut out = Vec::with_capacity(256 + resp.body.len());
     write_full_response(&mut out, &resp, plan.version, keep);
-    let ok = wr.write_all(out).await.0.is_ok();
-    (
-        resp.code,
-        if ok && keep {
-            After::KeepAlive
-        } else {
-            After::Close
-        },
-    )
+    let code = resp.code;
+    let write = Box::pin(wr.write_all(out));
+    async move {
+        let ok = write.await.0.is_ok();
+        (
+            code,
+            if ok && keep {
+                After::KeepAlive
+            } else {
+                After::Close
+            },
+        )
+    }
 }
 
 /// Where a long-poll's client is on each reliable channel: the `prev-id` it was held with, or
@@ -669,7 +705,7 @@ async fn stream_hold<F>(
     watcher: &mut std::pin::Pin<&mut F>,
     reader: &mut Option<OwnedReadHalf<TcpStream>>,
     pending: &mut Vec<u8>,
-    mut ids: LastIds,
+    ids: &mut LastIds,
 ) -> (u16, After)
 where
     F: std::future::Future<Output = (OwnedReadHalf<TcpStream>, ClientSide)>,
@@ -680,7 +716,7 @@ where
         let resp = &plan.instruction.response;
         let mut out = Vec::with_capacity(256 + resp.body.len());
         write_stream_start(&mut out, resp, plan.version);
-        if wr.write_all(out).await.0.is_err() {
+        if Box::pin(wr.write_all(out)).await.0.is_err() {
             return (status, After::Close);
         }
         plan.head_sent = true;
@@ -690,7 +726,7 @@ where
         if let Some((ch, _)) = ids.tracked().next() {
             let msg = format!("channel '{ch}' specifies prev-id, but no next link found");
             ctx.counters().inc(Counter::GripInvalid);
-            return end_with_error(ctx, plan, wr, status, &msg).await;
+            return Box::pin(end_with_error(ctx, plan, wr, status, &msg)).await;
         }
     }
     // What a stream keeps while it waits: nothing of the first response, and the request only
@@ -763,7 +799,7 @@ where
                             why = LinkWhy::Recover;
                         }
                         _ => {
-                            if !write_backlog(ctx, key, wr, http11, first).await {
+                            if !Box::pin(write_backlog(ctx, key, wr, http11, first)).await {
                                 return (status, After::Close);
                             }
                             last_write = ctx.clock_ms();
@@ -847,7 +883,7 @@ where
             if why == LinkWhy::Recover {
                 ctx.counters().inc(Counter::StreamRecoveries);
             }
-            match Box::pin(follow_link(ctx, key, plan, &mut ids)).await {
+            match Box::pin(follow_link(ctx, key, plan, ids)).await {
                 Link::Body(body, moved) => {
                     if !body.is_empty() && !write_bytes(wr, frame(http11, &body)).await {
                         return (status, After::Close);
@@ -879,13 +915,19 @@ where
                     gap_item = None;
                 }
                 Link::Failed if reliable => {
-                    return end_with_error(ctx, plan, wr, status, "Failed to retrieve next link.")
-                        .await;
+                    return Box::pin(end_with_error(
+                        ctx,
+                        plan,
+                        wr,
+                        status,
+                        "Failed to retrieve next link.",
+                    ))
+                    .await;
                 }
                 Link::Failed => gap_item = None,
                 Link::Error(msg) => {
                     ctx.counters().inc(Counter::GripInvalid);
-                    return end_with_error(ctx, plan, wr, status, &msg).await;
+                    return Box::pin(end_with_error(ctx, plan, wr, status, &msg)).await;
                 }
             }
             last_activity = ctx.clock_ms();
@@ -917,7 +959,7 @@ async fn write_backlog(
                 };
                 v.push(if http11 { c } else { r });
             }
-            writev_all(wr, v).await.is_ok()
+            Box::pin(writev_all(wr, v)).await.is_ok()
         }
     }
 }

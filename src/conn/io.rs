@@ -62,6 +62,17 @@ impl Peer {
         }
     }
 
+    /// The socket and a copy of the bytes still pending (the input buffer itself is dropped),
+    /// for a hold or a WebSocket that takes the connection over.
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        let pending = self
+            .buf
+            .get(self.pos..)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        (self.stream, pending)
+    }
+
     /// Drop the input buffer if it holds nothing pending, so an idle connection keeps no memory.
     pub fn release_if_empty(&mut self) {
         if self.pos == self.buf.len() {

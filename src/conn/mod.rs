@@ -138,118 +138,153 @@ impl From<(After, u16)> for Reply {
     }
 }
 
-/// Serve one client connection until it closes, errs, idles out, or the shard shuts down.
-pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, peer_addr: SocketAddr) {
+/// Serve one client connection until it closes, errs, idles out, or the shard shuts down;
+/// then count it closed (the caller counted it open).
+///
+/// Memory: this future is the connection task, and a held connection is parked inside it, so
+/// its layout matters. It is built by a plain function so that the connection state is
+/// captured once (an `async fn` keeps its arguments and their moved copies side by side);
+/// everything a request needs while it is read and answered runs boxed ([`next_request`]),
+/// and a hold runs inline: a held connection is one allocation, not two.
+pub fn serve(
+    ctx: Rc<ShardCtx>,
+    stream: TcpStream,
+    peer_addr: SocketAddr,
+) -> impl std::future::Future<Output = ()> {
     let _ = stream.set_nodelay(true);
     let mut conn = Conn {
         client: Peer::new(stream),
         peer_addr,
         state: ConnState::Idle,
     };
-    loop {
-        debug_assert_eq!(conn.state, ConnState::Idle);
-        if conn.client.pending().is_empty() {
-            conn.client.release_if_empty();
-            // Boxed, like every large sub-future here: monoio's `Sleep` alone is 640 bytes, and
-            // a held connection, parked further down, must not carry it.
-            if !Box::pin(wait_readable(&ctx, &conn.client)).await {
+    async move {
+        loop {
+            debug_assert_eq!(conn.state, ConnState::Idle);
+            let Some((reply, log)) = Box::pin(next_request(&ctx, &mut conn)).await else {
                 break;
-            }
-        }
-        conn.set_state(ConnState::ReadHead);
-        let head = match Box::pin(read_head(&ctx, &mut conn.client)).await {
-            Ok(Some(head)) => head,
-            Ok(None) => break,
-            Err(HeadFailure::Timeout) => {
-                ctx.counters().inc(Counter::ClientHeadTimeout);
-                let reply = send_simple(
-                    &mut conn.client,
-                    Version::Http11,
-                    408,
-                    BODY_HEAD_TIMEOUT,
-                    true,
-                );
-                let _ = Box::pin(reply).await;
-                break;
-            }
-            Err(HeadFailure::Bad(e)) => {
-                ctx.counters().inc(Counter::ClientBadRequest);
-                tracing::debug!(peer = %conn.peer_addr, error = ?e, "bad request head");
-                let reply = send_simple(
-                    &mut conn.client,
-                    Version::Http11,
-                    e.status(),
-                    e.reason(),
-                    true,
-                );
-                let _ = Box::pin(reply).await;
-                break;
-            }
-        };
-        ctx.counters().inc(Counter::RequestReceived);
-        conn.set_state(ConnState::Routed);
-        let started = Instant::now();
-        let method = head.method.clone();
-        let path = head.path.clone();
-        let peer_addr = conn.peer_addr;
-        // The request path's future is boxed so that this connection future stays small: an
-        // idle or held connection does not carry the proxy path's state.
-        let (after, status) = match Box::pin(handle_request(&ctx, &mut conn, head)).await {
-            Reply::Done(after, status) => (after, status),
-            Reply::WebSocket(plan) => {
-                let Conn { client, .. } = conn;
-                let Peer { stream, buf, pos } = client;
-                let pending = buf.get(pos..).map(<[u8]>::to_vec).unwrap_or_default();
-                drop(buf);
-                Box::pin(websocket::run(&ctx, stream, pending, *plan)).await;
-                break;
-            }
-            Reply::Hold(plan) => {
-                let Conn { client, .. } = conn;
-                let Peer { stream, buf, pos } = client;
-                let pending = buf.get(pos..).map(<[u8]>::to_vec).unwrap_or_default();
-                // The request's read buffer is not kept while the client is held.
-                drop(buf);
-                // Boxed where it is made: a held connection pays for the hold's state only
-                // while it is held, and the connection future stays small.
-                let hold = Box::pin(held::run(&ctx, stream, pending, *plan));
-                if ctx.counters().get(Counter::HoldsActive) <= 1 {
-                    tracing::trace!(bytes = std::mem::size_of_val(&*hold), "hold future size");
+            };
+            let (after, status) = match reply {
+                Reply::Done(after, status) => (after, status),
+                Reply::WebSocket(plan) => {
+                    let (stream, pending) = conn.client.into_parts();
+                    // Inline like a hold: an open WebSocket is this one allocation too.
+                    let mut session = std::pin::pin!(websocket::run(&ctx, stream, pending, plan));
+                    session.as_mut().await;
+                    break;
                 }
-                let end = hold.await;
-                match end.stream {
-                    Some(stream) => {
-                        conn = Conn {
-                            client: Peer {
-                                stream,
-                                buf: end.pending,
-                                pos: 0,
-                            },
-                            peer_addr,
-                            state: ConnState::Responding,
-                        };
-                        (end.after, end.status)
+                Reply::Hold(plan) => {
+                    // The request's read buffer is not kept while the client is held.
+                    let (stream, pending) = conn.client.into_parts();
+                    // Pinned in place and awaited by reference: `hold.await` by value would
+                    // lay the future out twice.
+                    let mut hold = std::pin::pin!(held::run(&ctx, stream, pending, plan));
+                    if ctx.counters().get(Counter::HoldsActive) <= 1 {
+                        tracing::trace!(bytes = std::mem::size_of_val(&*hold), "hold future size");
                     }
-                    None => break,
+                    let end = hold.as_mut().await;
+                    let Some(stream) = end.stream else { break };
+                    conn.client = Peer {
+                        stream,
+                        buf: end.pending,
+                        pos: 0,
+                    };
+                    conn.state = ConnState::Responding;
+                    (end.after, end.status)
                 }
+            };
+            if let Some(log) = log {
+                log.write(conn.peer_addr, status);
             }
-        };
-        if ctx.cfg.access_log {
-            tracing::info!(
-                target: "access",
-                peer = %peer_addr,
-                %method,
-                %path,
-                status,
-                ms = started.elapsed().as_millis() as u64,
-            );
+            if after == After::Close || ctx.shard.shutdown_requested() {
+                conn.set_state(ConnState::Closed);
+                break;
+            }
+            conn.set_state(ConnState::Idle);
         }
-        if after == After::Close || ctx.shard.shutdown_requested() {
-            conn.set_state(ConnState::Closed);
-            break;
-        }
-        conn.set_state(ConnState::Idle);
+        debug_assert!(ctx.conns_open.get() > 0);
+        ctx.conns_open.set(ctx.conns_open.get() - 1);
+        ctx.counters().dec(Counter::ConnectionConnected);
     }
+}
+
+/// What the access log needs of a request, kept (boxed, only when the log is on) until it is
+/// answered.
+struct AccessLine {
+    method: String,
+    path: String,
+    started: Instant,
+}
+
+impl AccessLine {
+    fn write(&self, peer: SocketAddr, status: u16) {
+        tracing::info!(
+            target: "access",
+            peer = %peer,
+            method = %self.method,
+            path = %self.path,
+            status,
+            ms = self.started.elapsed().as_millis() as u64,
+        );
+    }
+}
+
+/// Wait for the next request on an idle connection, read its head and answer it (or hand it
+/// to a hold or a WebSocket). `None`: the connection is done (closed, timed out, bad head
+/// answered, shutdown).
+async fn next_request(
+    ctx: &Rc<ShardCtx>,
+    conn: &mut Conn,
+) -> Option<(Reply, Option<Box<AccessLine>>)> {
+    if conn.client.pending().is_empty() {
+        conn.client.release_if_empty();
+        // Boxed: monoio's `Sleep` alone is 640 bytes, and the head read need not carry it.
+        if !Box::pin(wait_readable(ctx, &conn.client)).await {
+            return None;
+        }
+    }
+    conn.set_state(ConnState::ReadHead);
+    let head = match Box::pin(read_head(ctx, &mut conn.client)).await {
+        Ok(Some(head)) => head,
+        Ok(None) => return None,
+        Err(HeadFailure::Timeout) => {
+            ctx.counters().inc(Counter::ClientHeadTimeout);
+            let reply = send_simple(
+                &mut conn.client,
+                Version::Http11,
+                408,
+                BODY_HEAD_TIMEOUT,
+                true,
+            );
+            let _ = Box::pin(reply).await;
+            return None;
+        }
+        Err(HeadFailure::Bad(e)) => {
+            ctx.counters().inc(Counter::ClientBadRequest);
+            tracing::debug!(peer = %conn.peer_addr, error = ?e, "bad request head");
+            let reply = send_simple(
+                &mut conn.client,
+                Version::Http11,
+                e.status(),
+                e.reason(),
+                true,
+            );
+            let _ = Box::pin(reply).await;
+            return None;
+        }
+    };
+    ctx.counters().inc(Counter::RequestReceived);
+    conn.set_state(ConnState::Routed);
+    let log = ctx.cfg.access_log.then(|| {
+        Box::new(AccessLine {
+            method: head.method.clone(),
+            path: head.path.clone(),
+            started: Instant::now(),
+        })
+    });
+    // The request path's future is boxed: the read-head state above need not be carried
+    // while the request is forwarded.
+    let reply = Box::pin(handle_request(ctx, conn, head)).await;
+    Some((reply, log))
 }
 
 /// Wait until the idle client sends something. False: close (timeout, shutdown or error).
@@ -824,7 +859,7 @@ async fn grip_answer(
         version: head.version,
         keep_alive: head.keep_alive,
         route_id: route.id.clone(),
-        request: Some(head.clone()),
+        request: Some(Box::new(head.clone())),
         peer_ip: conn.peer_addr.ip(),
         head_sent: false,
         last_ids: Vec::new(),
@@ -903,7 +938,7 @@ async fn next_chain(
                             version: head.version,
                             keep_alive: head.keep_alive,
                             route_id: route.id.clone(),
-                            request: Some(head.clone()),
+                            request: Some(Box::new(head.clone())),
                             peer_ip: conn.peer_addr.ip(),
                             head_sent: true,
                             last_ids: Vec::new(),

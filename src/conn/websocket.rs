@@ -88,6 +88,31 @@ pub enum WsMode {
     OverHttp,
 }
 
+impl WsPlan {
+    /// Once the session is open, drop what it no longer reads: the handshake, the test
+    /// target's channel list, and, unless it is WebSocket-over-HTTP (whose every request
+    /// carries the head again), all of the request head but the host and path the route
+    /// lookup uses.
+    fn keep_for_session(&mut self) {
+        self.handshake = ClientHandshake {
+            key: String::new(),
+            protocols: Vec::new(),
+            extensions: Vec::new(),
+            deflate_offer: None,
+        };
+        match &mut self.mode {
+            WsMode::Test(channels) => *channels = Vec::new(),
+            WsMode::Proxy => {}
+            WsMode::OverHttp => return,
+        }
+        let head = &mut self.head;
+        head.method = String::new();
+        head.target = String::new();
+        head.headers = Vec::new();
+        head.upgrade = None;
+    }
+}
+
 fn route_of<'r>(routes: &'r RouteTable, head: &RequestHead) -> Option<&'r Route> {
     routes.lookup(head.host.as_deref(), &head.path, Proto::Ws, false)
 }
@@ -240,11 +265,47 @@ fn bad_gateway() -> Vec<u8> {
 async fn refuse(stream: &mut TcpStream, status: u16, body: &str) {
     let mut out = Vec::new();
     http1::write_simple_response(&mut out, http1::Version::Http11, status, body, true);
-    let _ = stream.write_all(out).await;
+    let _ = Box::pin(stream.write_all(out)).await;
 }
 
 /// Run a WebSocket session to its end; the connection closes afterwards.
-pub async fn run(ctx: &Rc<ShardCtx>, mut stream: TcpStream, pending: Vec<u8>, plan: WsPlan) {
+///
+/// Memory: the handshake runs boxed ([`open`]) and the future returned keeps only what the
+/// open session needs, so a parked WebSocket is small (it is parked inside the connection
+/// task, see [`super::serve`]).
+pub fn run<'a>(
+    ctx: &'a Rc<ShardCtx>,
+    stream: TcpStream,
+    pending: Vec<u8>,
+    plan: Box<WsPlan>,
+) -> impl Future<Output = ()> + 'a {
+    let opening = Box::pin(open(ctx, stream, pending, plan));
+    async move {
+        let Some((mut s, mut backend, plan, ok)) = opening.await else {
+            return;
+        };
+        if ok {
+            let route = route_of(&plan.routes, &plan.head);
+            s.run(&mut backend, &plan, route).await;
+        }
+        let removed = ctx.holds.borrow_mut().release(s.key);
+        ctx.counters().dec(Counter::HoldsActive);
+        ctx.counters().dec(Counter::HoldsWs);
+        ctx.counters()
+            .add(Counter::SubscriptionsEnded, removed as u64);
+    }
+}
+
+/// Open the session: the backend side first, then register the hold, subscribe (test
+/// target), answer the client's handshake and apply the backend's first events. `None`: the
+/// session did not open (the client got its answer, nothing is registered); otherwise the
+/// hold is registered and `false` means the session ends at once.
+async fn open(
+    ctx: &Rc<ShardCtx>,
+    mut stream: TcpStream,
+    pending: Vec<u8>,
+    mut plan: Box<WsPlan>,
+) -> Option<(Session, Backend, Box<WsPlan>, bool)> {
     let route = route_of(&plan.routes, &plan.head);
     let channel_prefix = route.and_then(|r| r.prefix.clone()).unwrap_or_default();
     // Deflate with the client when it offers and `allow_compression` allows (Pushpin's key).
@@ -265,27 +326,27 @@ pub async fn run(ctx: &Rc<ShardCtx>, mut stream: TcpStream, pending: Vec<u8>, pl
         WsMode::Test(_) => (Backend::None, None, Vec::new(), Vec::new()),
         WsMode::Proxy => {
             let Some(route) = route else {
-                refuse(&mut stream, 502, "Route not found.\n").await;
-                return;
+                Box::pin(refuse(&mut stream, 502, "Route not found.\n")).await;
+                return None;
             };
-            match open_ws_backend(ctx, route, &plan).await {
+            match Box::pin(open_ws_backend(ctx, route, &plan)).await {
                 Ok(x) => x,
                 Err(resp) => {
-                    let _ = stream.write_all(resp).await;
-                    return;
+                    let _ = Box::pin(stream.write_all(resp)).await;
+                    return None;
                 }
             }
         }
         WsMode::OverHttp => {
             let Some(route) = route else {
-                refuse(&mut stream, 502, "Route not found.\n").await;
-                return;
+                Box::pin(refuse(&mut stream, 502, "Route not found.\n")).await;
+                return None;
             };
-            match open_over_http(ctx, route, &plan).await {
+            match Box::pin(open_over_http(ctx, route, &plan)).await {
                 Ok(x) => x,
                 Err(resp) => {
-                    let _ = stream.write_all(resp).await;
-                    return;
+                    let _ = Box::pin(stream.write_all(resp)).await;
+                    return None;
                 }
             }
         }
@@ -294,8 +355,8 @@ pub async fn run(ctx: &Rc<ShardCtx>, mut stream: TcpStream, pending: Vec<u8>, pl
     let registered = ctx.holds.borrow_mut().register(HoldKind::Ws);
     let Some(key) = registered else {
         ctx.counters().inc(Counter::HoldRefused);
-        refuse(&mut stream, 503, "Too many held connections.\n").await;
-        return;
+        Box::pin(refuse(&mut stream, 503, "Too many held connections.\n")).await;
+        return None;
     };
     if !ctx.holds.borrow_mut().set_connection_id(key, plan.conn_id) {
         tracing::warn!(shard = %ctx.id, cid = %plan.conn_id, "connection id already in use: session not addressable");
@@ -314,11 +375,11 @@ pub async fn run(ctx: &Rc<ShardCtx>, mut stream: TcpStream, pending: Vec<u8>, pl
     }
     let mut out = Vec::with_capacity(256);
     ws::write_101(&mut out, &accept, &extra_headers, ext_line.as_deref());
-    if stream.write_all(out).await.0.is_err() {
+    if Box::pin(stream.write_all(out)).await.0.is_err() {
         ctx.holds.borrow_mut().release(key);
         ctx.counters().dec(Counter::HoldsActive);
         ctx.counters().dec(Counter::HoldsWs);
-        return;
+        return None;
     }
     ctx.counters().inc(Counter::HoldsStarted);
     let (rd, wr) = stream.into_split();
@@ -343,18 +404,14 @@ pub async fn run(ctx: &Rc<ShardCtx>, mut stream: TcpStream, pending: Vec<u8>, pl
     let mut backend = backend;
     let mut ok = true;
     for ev in first_events {
-        ok &= s.backend_event(&mut backend, ev).await;
+        ok &= Box::pin(s.backend_event(&mut backend, ev)).await;
     }
     if ok {
         // Bytes the client sent right after its handshake are the start of its first frame.
         s.read = Some(read_pending_first(rd, std::mem::take(&mut s.cbuf)));
-        s.run(&mut backend, &plan, route).await;
     }
-    let removed = ctx.holds.borrow_mut().release(key);
-    ctx.counters().dec(Counter::HoldsActive);
-    ctx.counters().dec(Counter::HoldsWs);
-    ctx.counters()
-        .add(Counter::SubscriptionsEnded, removed as u64);
+    plan.keep_for_session();
+    Some((s, backend, plan, ok))
 }
 
 /// Handshake with a WebSocket backend: forward the upgrade (signed, offering `grip`), expect
@@ -1418,10 +1475,16 @@ impl Session {
                 })
                 .await
             };
+            // Each handler runs boxed: a session parked in the poll above carries none of their
+            // state.
             let go_on = match wake {
-                Wake::Client(rd, buf, res) => self.on_client_bytes(backend, rd, buf, res).await,
-                Wake::BackendWs(rd, buf, res) => self.on_backend_bytes(backend, rd, buf, res).await,
-                Wake::BackendHttp(r) => self.on_http_reply(backend, r).await,
+                Wake::Client(rd, buf, res) => {
+                    Box::pin(self.on_client_bytes(backend, rd, buf, res)).await
+                }
+                Wake::BackendWs(rd, buf, res) => {
+                    Box::pin(self.on_backend_bytes(backend, rd, buf, res)).await
+                }
+                Wake::BackendHttp(r) => Box::pin(self.on_http_reply(backend, r)).await,
                 // A refresh (control API or a published `refresh`): a WebSocket-over-HTTP
                 // session sends a request with no events as soon as none is in flight.
                 Wake::Hold(Some(HoldEvent::Hint)) => {
@@ -1438,38 +1501,97 @@ impl Session {
                             channels = n,
                             "recover: reliable WebSocket channels ask their backend"
                         );
-                        self.request_recovery(backend).await
+                        Box::pin(self.request_recovery(backend)).await
                     } else {
                         true
                     }
                 }
-                Wake::Hold(ev) => self.on_hold_event(backend, ev).await,
+                Wake::Hold(ev) => Box::pin(self.on_hold_event(backend, ev)).await,
             };
             if !go_on {
                 break;
             }
         }
-        // The client vanished while over HTTP: tell the backend (best effort).
+        // The client vanished while over HTTP: tell the backend (best effort; boxed, as the
+        // parked session need not carry a request head).
         if let Backend::OverHttp(oh) = backend {
             if oh.disconnected {
-                if let Some(f) = oh.in_flight.take() {
-                    let _ = f.await;
-                }
-                if let Some(route) = route {
-                    let mut body = Vec::new();
-                    wsevents::encode_events(&mut body, &[Event::Disconnect]);
-                    let head = over_http_head(plan, &oh.conn_id, &oh.meta, body.len());
-                    let _ = fetch::fetch_with_body(
-                        &self.ctx,
-                        route,
-                        &head,
-                        &body,
-                        plan.peer_ip,
-                        wsevents::RESPONSE_BODY_MAX,
-                    )
-                    .await;
-                }
+                Box::pin(tell_disconnect(&self.ctx, oh, plan, route)).await;
             }
         }
+    }
+}
+
+/// Send a WebSocket-over-HTTP backend the DISCONNECT event of a client that vanished, after
+/// the request in flight (if any) is answered.
+async fn tell_disconnect(
+    ctx: &Rc<ShardCtx>,
+    oh: &mut OverHttp,
+    plan: &WsPlan,
+    route: Option<&Route>,
+) {
+    if let Some(f) = oh.in_flight.take() {
+        let _ = f.await;
+    }
+    if let Some(route) = route {
+        let mut body = Vec::new();
+        wsevents::encode_events(&mut body, &[Event::Disconnect]);
+        let head = over_http_head(plan, &oh.conn_id, &oh.meta, body.len());
+        let _ = fetch::fetch_with_body(
+            ctx,
+            route,
+            &head,
+            &body,
+            plan.peer_ip,
+            wsevents::RESPONSE_BODY_MAX,
+        )
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hold::ConnectionId;
+
+    fn plan(mode: WsMode) -> WsPlan {
+        let raw = b"GET /ws?channel=a HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let (head, _) = http1::parse_request_head(raw, 8192, 64).unwrap().unwrap();
+        WsPlan {
+            head,
+            handshake: ClientHandshake {
+                key: "dGhlIHNhbXBsZSBub25jZQ==".into(),
+                protocols: vec!["chat".into()],
+                extensions: vec!["permessage-deflate".into()],
+                deflate_offer: None,
+            },
+            mode,
+            routes: Arc::new(RouteTable::default()),
+            peer_ip: IpAddr::from([127, 0, 0, 1]),
+            conn_id: ConnectionId::mint(7, 0, 1),
+        }
+    }
+
+    #[test]
+    fn an_open_session_keeps_host_and_path_only() {
+        let mut p = plan(WsMode::Test(vec!["a".into()]));
+        p.keep_for_session();
+        assert_eq!(p.head.path, "/ws?channel=a");
+        assert_eq!(p.head.host.as_deref(), Some("example.com"));
+        assert!(p.head.headers.is_empty() && p.head.method.is_empty());
+        assert!(p.head.target.is_empty() && p.head.upgrade.is_none());
+        assert!(p.handshake.key.is_empty() && p.handshake.protocols.is_empty());
+        assert!(matches!(&p.mode, WsMode::Test(c) if c.is_empty()));
+        assert_eq!(p.conn_id, ConnectionId::mint(7, 0, 1));
+    }
+
+    #[test]
+    fn an_over_http_session_keeps_its_request_head() {
+        let mut p = plan(WsMode::OverHttp);
+        let head = p.head.clone();
+        p.keep_for_session();
+        assert_eq!(p.head, head);
+        assert_eq!(p.head.headers.len(), 5);
+        assert!(p.handshake.key.is_empty());
     }
 }

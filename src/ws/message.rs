@@ -91,7 +91,8 @@ impl Reader {
             inflater,
             frame: None,
             msg: None,
-            control: Vec::with_capacity(CONTROL_MAX),
+            // Allocated by the first control frame: an idle session keeps no buffer.
+            control: Vec::new(),
             scratch: Vec::new(),
             closed: false,
             failed: None,
