@@ -39,6 +39,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf
 use monoio::net::TcpStream;
 
 use crate::conn::fetch::{self, Fetched};
+use crate::conn::iovec::{writev_all, ByteVecs, IOV_BATCH_MAX};
 use crate::hold::{HoldEvent, HoldKind, TimerKind};
 use crate::http1::{self, BodyFraming, Header, RequestHead};
 use crate::metrics::Counter;
@@ -740,6 +741,37 @@ impl Session {
         }
     }
 
+    /// Send `first` and the published frames queued behind it (up to [`IOV_BATCH_MAX`]) in
+    /// one `writev`: in a burst, a session writes its backlog at once, not a frame per call.
+    async fn deliver_backlog(&mut self, first: Bytes) -> bool {
+        let untracked = self.reliable.is_empty();
+        let Some(second) = self
+            .ctx
+            .holds
+            .borrow_mut()
+            .pop_ws_frame(self.key, untracked)
+        else {
+            return self.send_raw_frame(first).await;
+        };
+        let mut v = ByteVecs::default();
+        v.push(first);
+        v.push(second);
+        while v.len() < IOV_BATCH_MAX {
+            let Some(f) = self
+                .ctx
+                .holds
+                .borrow_mut()
+                .pop_ws_frame(self.key, untracked)
+            else {
+                break;
+            };
+            v.push(f);
+        }
+        let ok = writev_all(&mut self.wr, v).await.is_ok();
+        self.last_client_write_ms = self.ctx.clock_ms();
+        ok
+    }
+
     async fn send_raw_frame(&mut self, frame: Bytes) -> bool {
         let ok = self.wr.write_all(frame).await.0.is_ok();
         self.last_client_write_ms = self.ctx.clock_ms();
@@ -1392,6 +1424,7 @@ impl Session {
                         self.on_tracked_item(backend, ids, item).await
                     }
                     // No id, or no channel tracked: Pushpin behaviour.
+                    _ if self.deflater.is_none() => self.deliver_backlog(item.frame).await,
                     _ => self.deliver(item).await,
                 }
             }

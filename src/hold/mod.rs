@@ -346,6 +346,22 @@ impl HoldRegistry {
         before - s.queue.len()
     }
 
+    /// Pop the next event only if it is a published WebSocket message (its pre-encoded frame),
+    /// without ids unless `with_ids` (a session that tracks no channel ignores them): batches a
+    /// backlog into one write without reordering it against other events.
+    pub fn pop_ws_frame(&mut self, key: HolderKey, with_ids: bool) -> Option<Bytes> {
+        let s = self.slot_mut(key)?;
+        match s.queue.front() {
+            Some(HoldEvent::Ws { ids, .. }) if with_ids || ids.is_none() => {
+                match s.queue.pop_front() {
+                    Some(HoldEvent::Ws { frame, .. }) => Some(frame),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the hold was cut off for slowness.
     pub fn overflowed(&mut self, key: HolderKey) -> bool {
         self.slot_mut(key).is_some_and(|s| s.overflowed)
@@ -511,6 +527,46 @@ mod tests {
     fn next(r: &mut HoldRegistry, key: HolderKey) -> Poll<Option<HoldEvent>> {
         let mut cx = Context::from_waker(Waker::noop());
         r.poll_event(key, &mut cx)
+    }
+
+    fn ws(frame: &'static [u8], ids: bool) -> HoldEvent {
+        HoldEvent::Ws {
+            opcode: crate::ws::Opcode::Text,
+            payload: Bytes::from_static(frame),
+            frame: Bytes::from_static(frame),
+            ids: ids.then(|| {
+                std::rc::Rc::new(ItemIds {
+                    channel: "c".into(),
+                    id: "1".into(),
+                    prev_id: None,
+                })
+            }),
+        }
+    }
+
+    #[test]
+    fn pop_ws_frame_takes_published_frames_in_order_and_stops_at_anything_else() {
+        let mut r = registry(1, 8);
+        let k = r.register(HoldKind::Ws).unwrap();
+        for ev in [ws(b"a", false), ws(b"b", true), ws(b"c", false)] {
+            assert_eq!(r.push(k, ev), Pushed::Queued);
+        }
+        r.push(k, HoldEvent::Shutdown);
+        r.push(k, ws(b"d", false));
+        assert_eq!(r.pop_ws_frame(k, false).as_deref(), Some(&b"a"[..]));
+        assert_eq!(
+            r.pop_ws_frame(k, false),
+            None,
+            "an item with ids stops an untracked-only pop"
+        );
+        assert_eq!(r.pop_ws_frame(k, true).as_deref(), Some(&b"b"[..]));
+        assert_eq!(r.pop_ws_frame(k, true).as_deref(), Some(&b"c"[..]));
+        assert_eq!(r.pop_ws_frame(k, true), None, "not past the shutdown");
+        assert!(matches!(
+            next(&mut r, k),
+            Poll::Ready(Some(HoldEvent::Shutdown))
+        ));
+        assert_eq!(r.pop_ws_frame(k, true).as_deref(), Some(&b"d"[..]));
     }
 
     #[test]
