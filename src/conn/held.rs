@@ -799,7 +799,16 @@ where
                             why = LinkWhy::Recover;
                         }
                         _ => {
-                            if !Box::pin(write_backlog(ctx, key, wr, http11, first)).await {
+                            if !Box::pin(write_backlog(
+                                ctx,
+                                key,
+                                wr,
+                                http11,
+                                first,
+                                !ids.is_tracking(),
+                            ))
+                            .await
+                            {
                                 return (status, After::Close);
                             }
                             last_write = ctx.clock_ms();
@@ -937,16 +946,17 @@ where
     }
 }
 
-/// Write one stream payload, and the backlog of stream data without ids queued behind it, in
-/// one writev of the shared payloads.
+/// Write one stream payload, and the backlog of stream data queued behind it (without ids
+/// unless `with_ids`), in one writev of the shared payloads.
 async fn write_backlog(
     ctx: &ShardCtx,
     key: HolderKey,
     wr: &mut OwnedWriteHalf<TcpStream>,
     http11: bool,
     first: Bytes,
+    with_ids: bool,
 ) -> bool {
-    let next = ctx.holds.borrow_mut().pop_stream(key);
+    let next = ctx.holds.borrow_mut().pop_stream(key, with_ids);
     match next {
         None => write_bytes(wr, first).await,
         Some((c, r)) => {
@@ -954,7 +964,7 @@ async fn write_backlog(
             v.push(first);
             v.push(if http11 { c } else { r });
             while v.len() < IOV_BATCH_MAX {
-                let Some((c, r)) = ctx.holds.borrow_mut().pop_stream(key) else {
+                let Some((c, r)) = ctx.holds.borrow_mut().pop_stream(key, with_ids) else {
                     break;
                 };
                 v.push(if http11 { c } else { r });

@@ -313,16 +313,18 @@ impl HoldRegistry {
         Poll::Pending
     }
 
-    /// Pop the next event only if it is stream data without ids (used to batch a backlog into
-    /// one write without reordering it against other events; items with ids are checked one by
-    /// one by reliable streams).
-    pub fn pop_stream(&mut self, key: HolderKey) -> Option<(Bytes, Bytes)> {
+    /// Pop the next event only if it is stream data, without ids unless `with_ids` (a stream
+    /// that tracks no channel ignores them; a reliable one checks items with ids one by one):
+    /// batches a backlog into one write without reordering it against other events.
+    pub fn pop_stream(&mut self, key: HolderKey, with_ids: bool) -> Option<(Bytes, Bytes)> {
         let s = self.slot_mut(key)?;
         match s.queue.front() {
-            Some(HoldEvent::Stream { ids: None, .. }) => match s.queue.pop_front() {
-                Some(HoldEvent::Stream { chunk, raw, .. }) => Some((chunk, raw)),
-                _ => None,
-            },
+            Some(HoldEvent::Stream { ids, .. }) if with_ids || ids.is_none() => {
+                match s.queue.pop_front() {
+                    Some(HoldEvent::Stream { chunk, raw, .. }) => Some((chunk, raw)),
+                    _ => None,
+                }
+            }
             _ => None,
         }
     }
@@ -542,6 +544,32 @@ mod tests {
                 })
             }),
         }
+    }
+
+    #[test]
+    fn pop_stream_takes_stream_data_with_ids_only_when_asked() {
+        let mut r = registry(1, 8);
+        let k = r.register(HoldKind::Stream).unwrap();
+        let ev = |b: &'static [u8], ids: bool| match ws(b, ids) {
+            HoldEvent::Ws { frame, ids, .. } => HoldEvent::Stream {
+                chunk: frame.clone(),
+                raw: frame,
+                ids,
+            },
+            _ => unreachable!(),
+        };
+        r.push(k, ev(b"a", false));
+        r.push(k, ev(b"b", true));
+        r.push(k, HoldEvent::StreamClose);
+        let got = |p: Option<(Bytes, Bytes)>| p.map(|(c, _)| c);
+        assert_eq!(got(r.pop_stream(k, false)).as_deref(), Some(&b"a"[..]));
+        assert_eq!(
+            r.pop_stream(k, false),
+            None,
+            "ids: a reliable stream checks it"
+        );
+        assert_eq!(got(r.pop_stream(k, true)).as_deref(), Some(&b"b"[..]));
+        assert_eq!(r.pop_stream(k, true), None, "not past the close");
     }
 
     #[test]
