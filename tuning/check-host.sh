@@ -162,10 +162,10 @@ if [ "$N" -lt 10000 ]; then netdev_rec=1000
 elif [ "$N" -lt 100000 ]; then netdev_rec=4096
 else netdev_rec=16384
 fi
-# RAM: 7.1 KiB tack + 3.8 KiB kernel per idle held stream (measured), + 8 KiB per connection
+# RAM: 3.9 KiB tack + 3.8 KiB kernel per idle held stream (measured), + 8 KiB per connection
 # of kernel buffers for a burst to slow readers (tcp_mem below), + 512 MiB for the rest.
-ram_idle_kib=$((N * 11))
-ram_need_kib=$((N * 19 + 524288))
+ram_idle_kib=$((N * 8))
+ram_need_kib=$((N * 16 + 524288))
 # tcp_mem (pages): pressure at 1 page per connection, hard limit 2 pages per connection.
 tcp_mem_rec=("$N" $((N * 3 / 2)) $((N * 2)))
 
@@ -369,7 +369,7 @@ else
     row "RAM" "$(human_kib "$mem_total")" ">= $(human_kib "$ram_need_kib")" "CHANGE"
     changes=$((changes + 1))
 fi
-note "idle holds: ~$(human_kib "$ram_idle_kib") (7.1 KiB tack + 3.8 KiB kernel each)," \
+note "idle holds: ~$(human_kib "$ram_idle_kib") (3.9 KiB tack + 3.8 KiB kernel each)," \
     "+ 8 KiB each of kernel buffers during a burst to slow readers"
 
 per_shard=$(( (N + cores - 1) / cores ))
