@@ -53,6 +53,11 @@ impl Drop for Pending<'_> {
 /// Run `op` on every shard and gather the result.
 pub async fn run(ctx: &Rc<ShardCtx>, op: ConnOp) -> Result<ConnResult, ConnRefused> {
     ctx.counters().inc(Counter::ConnControlRequests);
+    if ctx.shard.shutdown_requested() {
+        // This shard no longer reads replies: refuse before anything is sent anywhere.
+        ctx.counters().inc(Counter::ConnControlBusy);
+        return Err(ConnRefused::Busy);
+    }
     let deadline = Instant::now() + ctx.cfg.publish_wait;
     let shards = ctx.shard.count();
     let others = || {
@@ -93,7 +98,9 @@ pub async fn run(ctx: &Rc<ShardCtx>, op: ConnOp) -> Result<ConnResult, ConnRefus
     let local = apply(ctx, &op);
     let added = ctx.gather.borrow_mut().add(ticket, &local);
     debug_assert!(added);
-    let left = deadline.saturating_duration_since(Instant::now());
+    // Every shard has the request now: the replies get a full `publish_wait` of their own (a
+    // long wait for ring room must not turn into a 503 for an operation that was carried out).
+    let left = ctx.cfg.publish_wait;
     let done = std::future::poll_fn(|cx| ctx.gather.borrow_mut().poll_done(ticket, cx));
     // Timed out or not, `close` tells whether every answer came in.
     let _ = monoio::time::timeout(left, done).await;

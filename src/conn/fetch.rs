@@ -104,10 +104,19 @@ pub async fn fetch_with_grip_last(
     fetch_inner(ctx, route, head, &[], peer_ip, GRIP_BODY_MAX, &extra).await
 }
 
-/// One `Grip-Last: <channel>; last-id=<id>` header line (with CRLF) per entry.
+/// One `Grip-Last: <channel>; last-id=<id>` header line (with CRLF) per entry; an entry that
+/// could break the header (a backend's prev-id or channel with a control character, `,` or
+/// `;`; published ids are checked at publish time) is left out and logged.
 pub fn grip_last_lines(last_ids: &[(String, String)]) -> Vec<String> {
     last_ids
         .iter()
+        .filter(|(ch, id)| {
+            let safe = crate::publish::parse::is_id_safe(ch) && crate::publish::parse::is_id_safe(id);
+            if !safe {
+                tracing::warn!(channel = ?ch, last_id = ?id, "Grip-Last entry with unsafe characters left out");
+            }
+            safe
+        })
         .map(|(ch, id)| format!("Grip-Last: {ch}; last-id={id}\r\n"))
         .collect()
 }

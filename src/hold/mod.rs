@@ -480,6 +480,13 @@ impl HoldRegistry {
     pub fn hint_all(&mut self) -> usize {
         let mut n = 0;
         for s in self.slots.iter_mut().filter(|s| s.live) {
+            // One pending hint is enough: repeated recovers do not grow the queue.
+            if s.queue
+                .iter()
+                .any(|e| matches!(e, HoldEvent::Hint | HoldEvent::Recover))
+            {
+                continue;
+            }
             s.queue.push_back(match s.kind {
                 HoldKind::Ws => HoldEvent::Recover,
                 HoldKind::Response | HoldKind::Stream => HoldEvent::Hint,

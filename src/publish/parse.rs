@@ -314,6 +314,12 @@ fn is_line_safe(value: &str) -> bool {
     !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
 }
 
+/// A message id tack can put in a `Grip-Last` header: no control characters, no `,` or `;`.
+pub fn is_id_safe(id: &str) -> bool {
+    !id.bytes()
+        .any(|b| b.is_ascii_control() || b == b',' || b == b';')
+}
+
 fn parse_item(value: Value) -> Result<PublishItem, Fail> {
     let Value::Object(map) = value else {
         return Err(Fail {
@@ -330,6 +336,16 @@ fn parse_item(value: Value) -> Result<PublishItem, Fail> {
     let channel = item.take_required_str("channel")?;
     let id = item.take_str("id")?;
     let prev_id = item.take_str("prev-id")?;
+    // Ids travel in `Grip-Last: <channel>; last-id=<id>` headers: nothing that could break the
+    // line or its syntax.
+    for (key, v) in [("id", &id), ("prev-id", &prev_id)] {
+        if v.as_deref().is_some_and(|v| !is_id_safe(v)) {
+            return Err(item.fail(
+                key,
+                format!("'{key}' contains a control character, ',' or ';'"),
+            ));
+        }
+    }
 
     // Formats: under "formats" if present (then keys on the item are ignored), else on the item.
     let mut formats = match item.take("formats") {

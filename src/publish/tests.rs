@@ -1312,3 +1312,28 @@ fn fuzz_structured_items_never_panic() {
     }
     assert!(ok > 0, "no valid item was generated");
 }
+
+#[test]
+fn ids_that_could_break_a_grip_last_header_are_refused() {
+    for (field, bad) in [
+        ("id", r#""5\r\nX-Evil: 1""#),
+        ("id", r#""a;b""#),
+        ("prev-id", r#""a,b""#),
+        ("prev-id", r#""\u0000""#),
+    ] {
+        let e = one_err(&format!(
+            r#"{{"channel":"c","{field}":{bad},"formats":{{"http-stream":{{"content":"x"}}}}}}"#
+        ));
+        assert_eq!(
+            e.message,
+            format!(
+                "Invalid format: '{field}' contains a control character, ',' or ';' (at items[0].{field})"
+            ),
+            "{bad}"
+        );
+    }
+    let ok = one(
+        r#"{"channel":"c","id":"msg-7 é","prev-id":"msg-6","formats":{"http-stream":{"content":"x"}}}"#,
+    );
+    assert_eq!(ok.id.as_deref(), Some("msg-7 é"));
+}
