@@ -349,8 +349,11 @@ pub(crate) fn render(item: &PublishItem) -> Rendered {
 async fn deliver_items(ctx: &Rc<ShardCtx>, items: &[ItemRef], keys: &mut Vec<HolderKey>) {
     let mut budget = DELIVERY_BUDGET;
     let mut rendered: Vec<Rendered> = Vec::new();
-    // A run never fills more than half a subscriber's queue between two of its turns.
+    // Between two turns of the subscribers' tasks (driver yields), at most half a queue of
+    // items is pushed to any one subscriber: a run is at most `run_max` items, and after
+    // `run_max` items in runs since the last yield, the loop yields before the next run.
     let run_max = (ctx.cfg.hold_queue_max / 2).max(1);
+    let mut since_yield = 0;
     let mut start = 0;
     while start < items.len() {
         let channel = &items[start].0.items[items[start].1].channel;
@@ -362,6 +365,12 @@ async fn deliver_items(ctx: &Rc<ShardCtx>, items: &[ItemRef], keys: &mut Vec<Hol
                 .count();
         let run = &items[start..end];
         start = end;
+        if since_yield + run.len() > run_max {
+            shards::yield_now().await;
+            budget = DELIVERY_BUDGET;
+            since_yield = 0;
+        }
+        since_yield += run.len();
         keys.clear();
         ctx.holds.borrow().subs.holders_into(channel, keys);
         if keys.is_empty() {
@@ -399,6 +408,8 @@ async fn deliver_items(ctx: &Rc<ShardCtx>, items: &[ItemRef], keys: &mut Vec<Hol
             if budget == 0 {
                 shards::yield_now().await;
                 budget = DELIVERY_BUDGET;
+                // Only the remaining subscribers of this run are still to get it.
+                since_yield = run.len();
             }
         }
     }

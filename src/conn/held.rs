@@ -775,6 +775,8 @@ where
     let mut why = LinkWhy::Recover;
     // The item that revealed a gap: checked again once the recovery answer is written.
     let mut gap_item: Option<(Bytes, Rc<ItemIds>)> = None;
+    // A recovery already asked once more after an answer that did not reach the gap's item.
+    let mut refetched = false;
     loop {
         if !fetch_link {
             let ev = next_event(ctx, key, watcher, reader, pending, &mut plan.client_gone).await;
@@ -785,30 +787,29 @@ where
                     ids: item,
                 }) => {
                     let first = if http11 { chunk } else { raw };
-                    match item {
-                        Some(item)
-                            if ids.check(
-                                &item.channel,
-                                Some(&item.id),
-                                item.prev_id.as_deref(),
-                            ) == Verdict::Gap =>
-                        {
+                    let verdict = item
+                        .as_ref()
+                        .map(|it| ids.check(&it.channel, Some(&it.id), it.prev_id.as_deref()));
+                    match (item, verdict) {
+                        // A late duplicate of what the client has (e.g. from a recovery answer).
+                        (_, Some(Verdict::Skip)) => continue,
+                        (Some(item), Some(Verdict::Gap)) => {
                             tracing::debug!(shard = %ctx.id, channel = %item.channel, expected = ?ids.get(&item.channel), prev_id = ?item.prev_id, "reliable stream: gap, fetching the next link");
                             gap_item = Some((first, item));
                             fetch_link = true;
                             why = LinkWhy::Recover;
                         }
                         _ => {
-                            if !Box::pin(write_backlog(
+                            let write = Box::pin(write_backlog(
                                 ctx,
                                 key,
                                 wr,
                                 http11,
                                 first,
                                 !ids.is_tracking(),
-                            ))
-                            .await
-                            {
+                            ));
+                            if !write_unless_overflow(ctx, key, write).await {
+                                log_if_slow(ctx, key, plan);
                                 return (status, After::Close);
                             }
                             last_write = ctx.clock_ms();
@@ -873,15 +874,7 @@ where
                     return (status, After::Close);
                 }
                 None => {
-                    if ctx.holds.borrow_mut().overflowed(key) {
-                        ctx.counters().inc(Counter::SlowSubscriberClosed);
-                        tracing::warn!(
-                            shard = %ctx.id,
-                            route = %plan.route_id,
-                            queue_max = ctx.cfg.hold_queue_max,
-                            "slow subscriber closed: its delivery queue overflowed"
-                        );
-                    }
+                    log_if_slow(ctx, key, plan);
                     return (status, After::Close);
                 }
             }
@@ -911,16 +904,41 @@ where
                         if dropped > 0 {
                             tracing::debug!(shard = %ctx.id, dropped, "reliable stream: queued items covered by the recovery answer dropped");
                         }
-                        if let (true, Some((data, it))) = (keep, gap_item.take()) {
-                            let v = ids.check(&it.channel, Some(&it.id), it.prev_id.as_deref());
-                            debug_assert_eq!(v, Verdict::Deliver);
+                        match (keep, gap_item.take()) {
+                            (true, Some((data, it))) => {
+                                let v = ids.check(&it.channel, Some(&it.id), it.prev_id.as_deref());
+                                debug_assert_eq!(v, Verdict::Deliver);
+                                if !write_bytes(wr, data).await {
+                                    return (status, After::Close);
+                                }
+                                refetched = false;
+                            }
+                            // The answer did not reach the gap's item (a stale answer, e.g. a
+                            // shared one from an earlier id, or a backend store that lags the
+                            // publish): ask once more from the new id. If it is covered after
+                            // all, that answer is empty.
+                            (false, Some((_, it)))
+                                if !refetched && ids.get(&it.channel) != Some(it.id.as_str()) =>
+                            {
+                                refetched = true;
+                                fetch_link = true;
+                                why = LinkWhy::Recover;
+                            }
+                            _ => refetched = false,
+                        }
+                    } else if why == LinkWhy::Recover && reliable {
+                        // A recovery answer that moved no id (not GRIP, or no prev-id): tack
+                        // cannot place what follows, so the stream stops being reliable rather
+                        // than asking again for every item (Pushpin behaviour from here on).
+                        ctx.counters().inc(Counter::StreamRecoveryUnplaced);
+                        tracing::warn!(shard = %ctx.id, route = %plan.route_id, "reliable stream: next-link answer without prev-id; channels no longer tracked");
+                        ids.clear();
+                        if let Some((data, _)) = gap_item.take() {
                             if !write_bytes(wr, data).await {
                                 return (status, After::Close);
                             }
                         }
                     }
-                    // A gap the answer did not resolve: that item is not delivered (the
-                    // next one that does not follow asks again).
                     gap_item = None;
                 }
                 Link::Failed if reliable => {
@@ -943,6 +961,36 @@ where
             link_due = link_every(plan).map(|every| last_activity + every);
         }
         rearm(ka_due, link_due);
+    }
+}
+
+/// Await a write of a held stream, unless the hold overflows meanwhile: a subscriber that
+/// stopped reading would otherwise keep its write (and its connection) pending forever. False
+/// when the write failed or was given up.
+pub(crate) async fn write_unless_overflow(
+    ctx: &ShardCtx,
+    key: HolderKey,
+    write: impl std::future::Future<Output = bool>,
+) -> bool {
+    let mut write = pin!(write);
+    poll_fn(|cx| match write.as_mut().poll(cx) {
+        Poll::Ready(ok) => Poll::Ready(ok),
+        Poll::Pending if ctx.holds.borrow_mut().watch_overflow(key, cx) => Poll::Ready(false),
+        Poll::Pending => Poll::Pending,
+    })
+    .await
+}
+
+/// Count and log a hold that ends because its queue overflowed (the slow-subscriber policy).
+fn log_if_slow(ctx: &ShardCtx, key: HolderKey, plan: &HoldPlan) {
+    if ctx.holds.borrow_mut().overflowed(key) {
+        ctx.counters().inc(Counter::SlowSubscriberClosed);
+        tracing::warn!(
+            shard = %ctx.id,
+            route = %plan.route_id,
+            queue_max = ctx.cfg.hold_queue_max,
+            "slow subscriber closed: its delivery queue overflowed"
+        );
     }
 }
 
@@ -1096,8 +1144,9 @@ async fn follow_link(
         }
     }
     if stream && !i.channels.is_empty() {
-        // The answer's channels replace the stream's subscriptions (as in Pushpin); new
-        // channels with a prev-id are tracked from it.
+        // The answer's channels replace the stream's subscriptions (as in Pushpin), and its
+        // tracked ids: channels it leaves out are forgotten, new ones with a prev-id tracked.
+        ids.retain(|ch| i.channels.iter().any(|c| c.name == ch));
         for c in &i.channels {
             if let Some(p) = c.prev_id.as_deref() {
                 ids.add(&c.name, Some(p));

@@ -33,7 +33,8 @@ pub const SHARES_MAX: usize = 1024;
 /// The outcome every sharer of a fetch gets.
 pub type SharedFetch = Result<Rc<Fetched>, FetchError>;
 
-/// The share key of an internal request, or `None` when it may not be shared (not a `GET`).
+/// The share key of an internal request, or `None` when it may not be shared (not a `GET`, or
+/// no `Grip-Last`: only reliable recoveries are shared).
 /// Every part is length-prefixed, so that no two different requests make the same key.
 pub fn share_key(
     method: &str,
@@ -41,7 +42,9 @@ pub fn share_key(
     path: &str,
     last_ids: &[(String, String)],
 ) -> Option<String> {
-    if !method.eq_ignore_ascii_case("GET") {
+    // Only reliable recoveries are shared: their `Grip-Last` channels tell one client's request
+    // from another's, where a bare path would hand one user's answer to every user of it.
+    if !method.eq_ignore_ascii_case("GET") || last_ids.is_empty() {
         return None;
     }
     let path = path.split('?').next().unwrap_or_default();
@@ -255,14 +258,16 @@ mod tests {
             share_key("GET", "r2", "/s", &pairs(&[("a", "1"), ("b", "2")]))
         );
         assert_ne!(
-            share_key("GET", "r", "/t", &[]),
-            share_key("GET", "r", "/s", &[])
+            share_key("GET", "r", "/t", &pairs(&[("a", "1")])),
+            share_key("GET", "r", "/s", &pairs(&[("a", "1")]))
         );
-        assert_eq!(share_key("POST", "r", "/s", &[]), None);
+        assert_eq!(share_key("POST", "r", "/s", &pairs(&[("a", "1")])), None);
+        // Without Grip-Last (not a reliable recovery) nothing is shared.
+        assert_eq!(share_key("GET", "r", "/s", &[]), None);
         // Length prefixes keep parts apart.
         assert_ne!(
-            share_key("GET", "r", "/a", &pairs(&[("b", "1")])),
-            share_key("GET", "r", "/a1:b", &[])
+            share_key("GET", "r", "/a", &pairs(&[("b", "1"), ("c", "2")])),
+            share_key("GET", "r", "/a1:b", &pairs(&[("c", "2")]))
         );
     }
 

@@ -767,14 +767,33 @@ impl Session {
             };
             v.push(f);
         }
-        let ok = writev_all(&mut self.wr, v).await.is_ok();
+        // A client that stopped reading must not keep the session (and its write) pending
+        // forever: the write is given up when its queue overflows.
+        let write = async { writev_all(&mut self.wr, v).await.is_ok() };
+        let ok = crate::conn::held::write_unless_overflow(&self.ctx, self.key, write).await;
         self.last_client_write_ms = self.ctx.clock_ms();
+        if !ok {
+            self.count_if_slow();
+        }
         ok
     }
 
+    /// Count and log a session given up because its queue overflowed (a client that stopped
+    /// reading while a write was pending).
+    fn count_if_slow(&self) {
+        if self.ctx.holds.borrow_mut().overflowed(self.key) {
+            self.ctx.counters().inc(Counter::SlowSubscriberClosed);
+            tracing::warn!(shard = %self.ctx.id, "slow WebSocket subscriber closed: its delivery queue overflowed");
+        }
+    }
+
     async fn send_raw_frame(&mut self, frame: Bytes) -> bool {
-        let ok = self.wr.write_all(frame).await.0.is_ok();
+        let write = async { self.wr.write_all(frame).await.0.is_ok() };
+        let ok = crate::conn::held::write_unless_overflow(&self.ctx, self.key, write).await;
         self.last_client_write_ms = self.ctx.clock_ms();
+        if !ok {
+            self.count_if_slow();
+        }
         ok
     }
 

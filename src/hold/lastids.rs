@@ -15,6 +15,8 @@
 /// What to do with one published item on a connection that tracks ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// The client has this item already (its id is the connection's id): do not write it.
+    Skip,
     /// Deliver it: the channel is not tracked, the item has no id, or it follows (the
     /// connection's id for the channel advanced to the item's id).
     Deliver,
@@ -78,6 +80,16 @@ impl LastIds {
         }
     }
 
+    /// Stop tracking every channel (the connection is no longer reliable).
+    pub fn clear(&mut self) {
+        self.ids.clear();
+    }
+
+    /// Keep only the channels in `keep` (a next link's answer replaced the subscriptions).
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.ids.retain(|(c, _)| keep(c));
+    }
+
     /// Check one published item (`id`, `prev_id`) on `channel`, advancing the id on delivery.
     pub fn check(&mut self, channel: &str, id: Option<&str>, prev_id: Option<&str>) -> Verdict {
         let Some(id) = id else {
@@ -91,6 +103,9 @@ impl LastIds {
         else {
             return Verdict::Deliver;
         };
+        if id == cur.as_str() {
+            return Verdict::Skip;
+        }
         if prev_id != Some(cur.as_str()) {
             return Verdict::Gap;
         }
@@ -171,6 +186,24 @@ mod tests {
             assert!(t.add(c, Some(id)));
         }
         t
+    }
+
+    #[test]
+    fn an_item_the_client_has_is_skipped_and_channels_can_be_dropped() {
+        let mut t = tracker(&[("a", "4"), ("b", "9")]);
+        assert_eq!(t.check("a", Some("4"), Some("3")), Verdict::Skip);
+        assert_eq!(t.get("a"), Some("4"));
+        t.retain(|c| c == "b");
+        assert_eq!(t.get("a"), None);
+        assert_eq!(
+            t.check("a", Some("7"), Some("6")),
+            Verdict::Deliver,
+            "untracked"
+        );
+        assert_eq!(t.grip_last(), vec![("b".to_string(), "9".to_string())]);
+        t.clear();
+        assert!(!t.is_tracking());
+        assert_eq!(t.check("b", Some("11"), Some("10")), Verdict::Deliver);
     }
 
     #[test]

@@ -364,6 +364,22 @@ impl HoldRegistry {
         }
     }
 
+    /// While the hold's task waits for a write: true when the hold overflowed (or is gone), so
+    /// the write is given up; otherwise the task's waker is registered (the next push wakes it).
+    pub fn watch_overflow(&mut self, key: HolderKey, cx: &mut Context<'_>) -> bool {
+        let Some(s) = self.slot_mut(key) else {
+            return true;
+        };
+        if s.overflowed {
+            return true;
+        }
+        match &s.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => s.waker = Some(cx.waker().clone()),
+        }
+        false
+    }
+
     /// Whether the hold was cut off for slowness.
     pub fn overflowed(&mut self, key: HolderKey) -> bool {
         self.slot_mut(key).is_some_and(|s| s.overflowed)
