@@ -202,7 +202,7 @@ pub async fn delivery_loop(ctx: Rc<ShardCtx>) {
         if took > 0 {
             // Under constant traffic, still release items whose wait for a prev-id is over.
             let now = ctx.clock_ms();
-            let due = ctx.sequencer.borrow().next_deadline_ms();
+            let due = ctx.sequencer.borrow_mut().next_deadline_ms();
             if due.is_some_and(|d| d <= now) {
                 ctx.sequencer.borrow_mut().expire(now, &mut ready);
             }
@@ -210,7 +210,7 @@ pub async fn delivery_loop(ctx: Rc<ShardCtx>) {
             if ctx.shard.shutdown_requested() {
                 return;
             }
-            let deadline = ctx.sequencer.borrow().next_deadline_ms();
+            let deadline = ctx.sequencer.borrow_mut().next_deadline_ms();
             match deadline {
                 None => ctx.pipeline_wait().await,
                 Some(d) => {

@@ -68,6 +68,10 @@ pub struct Sequencer<T> {
     /// Items waiting for their `prev-id`, over all channels (so the common case of nothing
     /// waiting costs no scan of the channel table).
     waiting: usize,
+    /// (arrival time, channel) of every item that started waiting, oldest first: the wait is
+    /// the same for all, so the front is the next deadline. Entries of items released since
+    /// are skipped lazily; cleared whenever nothing waits.
+    deadlines: VecDeque<(u64, String)>,
 }
 
 impl<T> Sequencer<T> {
@@ -88,6 +92,7 @@ impl<T> Sequencer<T> {
             channels_max,
             ids_per_channel_max,
             waiting: 0,
+            deadlines: VecDeque::new(),
         }
     }
 
@@ -188,6 +193,7 @@ impl<T> Sequencer<T> {
                 return Err((SeqDrop::PendingFull, item));
             }
             self.waiting += 1;
+            self.deadlines.push_back((now_ms, channel.to_string()));
             st.pending.push(Waiting {
                 id: id.map(str::to_string),
                 prev_id: p.to_string(),
@@ -248,13 +254,20 @@ impl<T> Sequencer<T> {
     /// Release items that waited `wait_ms` or more (in arrival order, each followed by whatever
     /// it unblocks). Returns how many came out.
     pub fn expire(&mut self, now_ms: u64, out: &mut Vec<T>) -> usize {
-        if self.waiting == 0 {
-            return 0;
-        }
         let before = out.len();
         let (wait_ms, ids_max) = (self.wait_ms, self.ids_per_channel_max);
         let mut released = 0;
-        for st in self.channels.values_mut().filter(|c| !c.pending.is_empty()) {
+        // Only channels with a due item, found from the front of the deadline queue.
+        while let Some((since, _)) = self.deadlines.front() {
+            if self.waiting == released || now_ms.saturating_sub(*since) < wait_ms {
+                break;
+            }
+            let Some((_, channel)) = self.deadlines.pop_front() else {
+                break;
+            };
+            let Some(st) = self.channels.get_mut(&channel) else {
+                continue;
+            };
             while let Some(i) = st
                 .pending
                 .iter()
@@ -266,18 +279,31 @@ impl<T> Sequencer<T> {
             }
         }
         self.waiting -= released;
+        if self.waiting == 0 {
+            self.deadlines.clear();
+        }
         out.len() - before
     }
 
-    /// When the earliest waiting item times out, if any waits.
-    pub fn next_deadline_ms(&self) -> Option<u64> {
+    /// When the earliest waiting item times out, if any waits. Drops deadline entries of items
+    /// already released (each entry is looked at once).
+    pub fn next_deadline_ms(&mut self) -> Option<u64> {
         if self.waiting == 0 {
+            self.deadlines.clear();
             return None;
         }
-        self.channels
-            .values()
-            .flat_map(|c| c.pending.iter().map(|w| w.since_ms + self.wait_ms))
-            .min()
+        while let Some((since, channel)) = self.deadlines.front() {
+            let live = self
+                .channels
+                .get(channel)
+                .is_some_and(|st| st.pending.iter().any(|w| w.since_ms == *since));
+            if live {
+                return Some(since + self.wait_ms);
+            }
+            self.deadlines.pop_front();
+        }
+        debug_assert!(false, "items wait but no deadline is queued");
+        None
     }
 }
 
@@ -422,6 +448,36 @@ mod tests {
         assert_eq!(q.expire(5_040, &mut out), 1);
         assert_eq!(q.waiting, 0);
         assert_eq!(out, vec![1, 2, 3, 4, 6]);
+    }
+
+    #[test]
+    fn deadlines_follow_arrival_across_channels_and_skip_released_items() {
+        let mut q: Sequencer<u32> = Sequencer::new(60_000, 1_000, 16, 16);
+        let mut out = Vec::new();
+        for (ch, at) in [("a", 0), ("b", 1), ("c", 2)] {
+            q.offer(key(ch, Some("1"), None, false), at, 1, &mut out)
+                .unwrap();
+        }
+        out.clear();
+        q.offer(key("b", Some("3"), Some("2"), false), 10, 23, &mut out)
+            .unwrap();
+        q.offer(key("a", Some("3"), Some("2"), false), 20, 13, &mut out)
+            .unwrap();
+        q.offer(key("c", Some("3"), Some("2"), false), 30, 33, &mut out)
+            .unwrap();
+        assert_eq!(q.next_deadline_ms(), Some(1_010));
+        // b's gap fills: its waiting item goes, and its deadline entry is skipped after.
+        q.offer(key("b", Some("2"), Some("1"), false), 40, 22, &mut out)
+            .unwrap();
+        assert_eq!(out, vec![22, 23]);
+        assert_eq!(q.next_deadline_ms(), Some(1_020));
+        assert_eq!(q.expire(1_025, &mut out), 1);
+        assert_eq!(out, vec![22, 23, 13]);
+        assert_eq!(q.next_deadline_ms(), Some(1_030));
+        assert_eq!(q.expire(5_000, &mut out), 1);
+        assert_eq!(out, vec![22, 23, 13, 33]);
+        assert_eq!(q.next_deadline_ms(), None);
+        assert!(q.deadlines.is_empty());
     }
 
     #[test]
