@@ -112,14 +112,22 @@ impl<T> Sequencer<T> {
         if self.channels.len() < self.channels_max {
             return;
         }
-        // Forget the least recently used channel that has nothing waiting.
-        let victim = self
+        // Forget the least recently used channels that have nothing waiting: an eighth of the
+        // table at once (at least one), so that a stream of new channels costs one scan per
+        // `channels_max / 8` of them, not one per channel.
+        let mut idle: Vec<(u64, &String)> = self
             .channels
             .iter()
             .filter(|(_, c)| c.pending.is_empty())
-            .min_by_key(|(_, c)| c.touched_ms)
-            .map(|(k, _)| k.clone());
-        if let Some(k) = victim {
+            .map(|(k, c)| (c.touched_ms, k))
+            .collect();
+        let n = (self.channels_max / 8).clamp(1, idle.len().max(1));
+        if idle.len() > n {
+            idle.select_nth_unstable(n - 1);
+            idle.truncate(n);
+        }
+        let victims: Vec<String> = idle.into_iter().map(|(_, k)| k.clone()).collect();
+        for k in victims {
             self.channels.remove(&k);
         }
         let _ = now_ms;
@@ -423,6 +431,32 @@ mod tests {
             "the least recently used channel is forgotten"
         );
         assert_eq!(out.len(), 4);
+    }
+
+    #[test]
+    fn a_full_table_forgets_its_least_recently_used_eighth_at_once() {
+        let mut s: Sequencer<u32> = Sequencer::new(60_000, 5_000, 16, 10);
+        let mut out = Vec::new();
+        for i in 0..16u64 {
+            s.offer(
+                key(&format!("c{i}"), Some("1"), None, false),
+                i,
+                0,
+                &mut out,
+            )
+            .expect("pass");
+        }
+        // c3 is touched again: now c0, c1 are the two least recently used.
+        s.offer(key("c3", Some("2"), Some("1"), false), 20, 0, &mut out)
+            .expect("pass");
+        s.offer(key("new", Some("1"), None, false), 21, 0, &mut out)
+            .expect("pass");
+        assert_eq!(s.channels_len(), 15, "16 / 8 = 2 forgotten, 1 added");
+        assert_eq!(s.last_id("c0"), None);
+        assert_eq!(s.last_id("c1"), None);
+        assert_eq!(s.last_id("c2"), Some("1"));
+        assert_eq!(s.last_id("c3"), Some("2"));
+        assert_eq!(s.last_id("new"), Some("1"));
     }
 
     #[test]
