@@ -241,6 +241,7 @@ fn sequence(ctx: &ShardCtx, batch: &Arc<PublishBatch>, ready: &mut Vec<ItemRef>)
     ctx.counters()
         .add(Counter::ItemsSequenced, batch.items.len() as u64);
     let mut seq = ctx.sequencer.borrow_mut();
+    let forgotten = seq.forgotten();
     for (i, item) in batch.items.iter().enumerate() {
         let key = SeqKey {
             channel: &item.channel,
@@ -261,6 +262,11 @@ fn sequence(ctx: &ShardCtx, batch: &Arc<PublishBatch>, ready: &mut Vec<ItemRef>)
                 }
             }
         }
+    }
+    if seq.forgotten() != forgotten {
+        ctx.counters()
+            .set(Counter::SequencerChannelsForgotten, seq.forgotten());
+        tracing::info!(shard = %ctx.id, forgotten = seq.forgotten() - forgotten, max = ctx.config.tuning.sequencer_channels_max, "sequencer table full: least recently used channels forgotten (sequencer_channels_max)");
     }
 }
 

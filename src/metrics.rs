@@ -90,6 +90,7 @@ counters! {
     LongPollRecoveries => "tack_longpoll_recoveries", counter, "Reliable long-polls that re-asked their backend because a published item's prev-id did not follow the client's id.";
     NextLinkRetries => "tack_next_link_retries", counter, "Next-link fetches retried after a network error or a 502/503/504 (at most 5 per fetch, 1-2 s apart).";
     StreamRecoveryUnplaced => "tack_stream_recovery_unplaced", counter, "Reliable streams whose recovery answer carried no prev-id: their channels stop being tracked (delivered as published from then on).";
+    SequencerChannelsForgotten => "tack_sequencer_channels_forgotten", counter, "Channels whose last id and id cache the shard's sequencer forgot to stay within sequencer_channels_max.";
     StreamRecoveries => "tack_stream_recoveries", counter, "Reliable streams that fetched their next link because of a gap, a mismatched prev-id or a stale prev-id at hold start.";
     ConnControlRequests => "tack_connection_control_requests", counter, "Accepted single-connection control requests (/connections/publish, /connections/close, /conncheck, /refresh), counted on the shard that took them.";
     ConnPublished => "tack_connection_published", counter, "Items queued to a connection addressed by its id.";

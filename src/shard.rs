@@ -23,8 +23,6 @@ use crate::publish::sequencer::Sequencer;
 use crate::subs::HolderKey;
 use crate::util::LocalNotify;
 
-/// Channels whose last id and id cache a shard remembers (least recently used forgotten first).
-const SEQ_CHANNELS_MAX: usize = 100_000;
 /// Ids remembered per channel for de-duplication (within `id_cache_ttl`).
 const SEQ_IDS_PER_CHANNEL_MAX: usize = 1024;
 
@@ -210,7 +208,7 @@ pub async fn run(shard: Shard, shared: Arc<Shared>, ready: Sender<Result<(), Str
         sequencer: RefCell::new(Sequencer::new(
             shared.config.handler.id_cache_ttl_s * 1000,
             shared.config.handler.message_wait_ms,
-            SEQ_CHANNELS_MAX,
+            shared.config.tuning.sequencer_channels_max,
             SEQ_IDS_PER_CHANNEL_MAX,
         )),
         shares: RefCell::new(crate::conn::share::ShareTable::new(

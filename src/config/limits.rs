@@ -135,6 +135,11 @@ pub const DEFAULT_HOLD_QUEUE_MAX: usize = 1024;
 /// by all shards, so the bound limits latency more than memory.
 pub const DEFAULT_PIPELINE_MAX: usize = 4096;
 
+/// Channels whose last id and recent ids one shard's sequencer remembers (dedup and ordering
+/// state; a full table forgets its least recently used eighth, counted). Pushpin remembers
+/// last ids of 1,000,000 channels; a channel costs a few hundred bytes here.
+pub const DEFAULT_SEQUENCER_CHANNELS_MAX: usize = 100_000;
+
 /// How long a publish waits for room in full delivery queues before it is refused with 503.
 pub const DEFAULT_PUBLISH_WAIT_MS: u64 = 5000;
 /// Any timeout above an hour is a unit mistake (seconds written as ms × 1000).

@@ -41,6 +41,8 @@
 //!                                     # with Retry-After; 0..=3600000
 //! ws_message_bytes_max = 1048576      # largest WebSocket message from a client or backend
 //!                                     # (close 1009 beyond), 1024..=67108864
+//! sequencer_channels_max = 100000     # channels whose ids each shard's sequencer remembers
+//!                                     # (least recently used forgotten, counted), 16..=10000000
 //!
 //! [shard.1]                           # overrides for shard index 1 (0-based); only these keys:
 //! connections_max = 5000
@@ -119,6 +121,7 @@ pub struct TackSection {
     pub pipeline_max: Option<usize>,
     pub publish_wait_ms: Option<u64>,
     pub ws_message_bytes_max: Option<usize>,
+    pub sequencer_channels_max: Option<usize>,
 }
 
 /// A `[shard.N]` table: per-shard overrides (raw, then validated in place).
@@ -189,6 +192,8 @@ pub struct Tuning {
     pub publish_wait: Duration,
     /// Largest WebSocket message (1009 beyond).
     pub ws_message_bytes_max: usize,
+    /// Channels whose ids each shard's sequencer remembers.
+    pub sequencer_channels_max: usize,
     /// Validated `[shard.N]` overrides for existing shards only.
     pub shard_overrides: BTreeMap<usize, ShardOverride>,
 }
@@ -305,6 +310,12 @@ impl Tuning {
             (1, 1 << 20),
         )? as usize;
 
+        let sequencer_channels_max = range(
+            "sequencer_channels_max",
+            t.sequencer_channels_max
+                .unwrap_or(DEFAULT_SEQUENCER_CHANNELS_MAX) as u64,
+            (16, 10_000_000),
+        )? as usize;
         let ws_message_bytes_max = range(
             "ws_message_bytes_max",
             t.ws_message_bytes_max
@@ -402,6 +413,7 @@ impl Tuning {
             hold_queue_max,
             pipeline_max,
             ws_message_bytes_max,
+            sequencer_channels_max,
             publish_wait: ms(
                 "publish_wait_ms",
                 t.publish_wait_ms,
@@ -466,6 +478,7 @@ mod tests {
                 pipeline_max: 4096,
                 publish_wait: Duration::from_millis(5000),
                 ws_message_bytes_max: 1 << 20,
+                sequencer_channels_max: 100_000,
                 shard_overrides: BTreeMap::new(),
             }
         );
@@ -530,6 +543,16 @@ connections_max = 1
             )])
         );
         assert_eq!(ignored, ["shard.7 (only 3 shards)"]);
+    }
+
+    #[test]
+    fn sequencer_channels_max_is_bounded() {
+        let (t, _) = resolve("[tack]\nsequencer_channels_max = 5000\n", cores(1)).unwrap();
+        assert_eq!(t.sequencer_channels_max, 5000);
+        let e = resolve("[tack]\nsequencer_channels_max = 8\n", cores(1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sequencer_channels_max"), "{e}");
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct Sequencer<T> {
     /// the same for all, so the front is the next deadline. Entries of items released since
     /// are skipped lazily; cleared whenever nothing waits.
     deadlines: VecDeque<(u64, String)>,
+    /// Channels forgotten to make room, since the start.
+    forgotten: u64,
 }
 
 impl<T> Sequencer<T> {
@@ -93,7 +95,14 @@ impl<T> Sequencer<T> {
             ids_per_channel_max,
             waiting: 0,
             deadlines: VecDeque::new(),
+            forgotten: 0,
         }
+    }
+
+    /// Channels forgotten so far to make room (their last id and id cache are gone: a repeat
+    /// of an old id passes, an item is not held for its prev-id).
+    pub fn forgotten(&self) -> u64 {
+        self.forgotten
     }
 
     /// Channels tracked now.
@@ -127,6 +136,7 @@ impl<T> Sequencer<T> {
             idle.truncate(n);
         }
         let victims: Vec<String> = idle.into_iter().map(|(_, k)| k.clone()).collect();
+        self.forgotten += victims.len() as u64;
         for k in victims {
             self.channels.remove(&k);
         }
@@ -452,6 +462,7 @@ mod tests {
         s.offer(key("new", Some("1"), None, false), 21, 0, &mut out)
             .expect("pass");
         assert_eq!(s.channels_len(), 15, "16 / 8 = 2 forgotten, 1 added");
+        assert_eq!(s.forgotten(), 2);
         assert_eq!(s.last_id("c0"), None);
         assert_eq!(s.last_id("c1"), None);
         assert_eq!(s.last_id("c2"), Some("1"));
