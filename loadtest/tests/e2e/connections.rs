@@ -85,12 +85,8 @@ fn one_connection_is_published_to_checked_and_closed_on_either_shard() {
     for (driver, _) in DRIVERS {
         let seen = Arc::new(Mutex::new(HashMap::new()));
         let origin = recording_stream_origin(seen.clone());
-        let metrics = loadtest::ports::free_addr();
-        let tack = start_routed(
-            driver,
-            origin.addr(),
-            &["--metrics-port", &metrics.to_string()],
-        );
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let metrics = tack.metrics;
         let mut clients: Vec<RawClient> = (0..CLIENTS)
             .map(|i| {
                 let mut c = RawClient::connect(tack.addr);
@@ -268,12 +264,8 @@ fn closing_a_long_poll_answers_its_timeout_response() {
                 .with_header("Grip-Channel", "lp")
                 .with_header("Grip-Timeout", "60")
         });
-        let metrics = loadtest::ports::free_addr();
-        let tack = start_routed(
-            driver,
-            origin.addr(),
-            &["--metrics-port", &metrics.to_string()],
-        );
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let metrics = tack.metrics;
         let mut c = RawClient::connect(tack.addr);
         c.send(b"GET /poll HTTP/1.1\r\nHost: a\r\n\r\n");
         wait_holds(metrics, 1);

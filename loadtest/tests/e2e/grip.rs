@@ -104,12 +104,8 @@ pub fn wait_holds(metrics: SocketAddr, n: u64) -> Vec<u64> {
 fn stream_holds_receive_publishes_in_order_on_every_shard() {
     for (driver, _) in DRIVERS {
         let origin = stream_origin();
-        let metrics = loadtest::ports::free_addr();
-        let tack = start_routed(
-            driver,
-            origin.addr(),
-            &["--metrics-port", &metrics.to_string()],
-        );
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let metrics = tack.metrics;
         let mut clients = open_streams(tack.addr, 16, "/stream?ch=news");
         let per_shard = wait_holds(metrics, 16);
         assert!(
@@ -153,12 +149,8 @@ fn response_hold_gets_merged_published_response() {
                 .with_header("Grip-Channel", "lp")
                 .with_header("X-Custom", "kept")
         });
-        let metrics = loadtest::ports::free_addr();
-        let tack = start_routed(
-            driver,
-            origin.addr(),
-            &["--metrics-port", &metrics.to_string()],
-        );
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let metrics = tack.metrics;
         let mut c = RawClient::connect(tack.addr);
         c.send(b"GET /poll HTTP/1.1\r\nHost: a\r\n\r\n");
         wait_holds(metrics, 1);
@@ -345,12 +337,8 @@ fn official_python_gripcontrol_publisher_reaches_held_clients() {
     let python = crate::support::gripcontrol_python();
     for (driver, _) in DRIVERS {
         let origin = stream_origin();
-        let metrics = loadtest::ports::free_addr();
-        let tack = start_routed(
-            driver,
-            origin.addr(),
-            &["--metrics-port", &metrics.to_string()],
-        );
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let metrics = tack.metrics;
         let mut clients = open_streams(tack.addr, 4, "/stream?ch=gc");
         wait_holds(metrics, 4);
         let script = "import sys\n\
@@ -381,12 +369,8 @@ pub.publish_http_stream('gc', 'from python\\n', blocking=True)\n";
 fn ids_and_prev_ids_reorder_and_deduplicate_across_shards() {
     for (driver, _) in DRIVERS {
         let origin = stream_origin();
-        let metrics = loadtest::ports::free_addr();
-        let tack = start_routed(
-            driver,
-            origin.addr(),
-            &["--metrics-port", &metrics.to_string()],
-        );
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let metrics = tack.metrics;
         let mut clients = open_streams(tack.addr, 8, "/stream?ch=seq");
         wait_holds(metrics, 8);
         let item = |id: &str, prev: Option<&str>| {

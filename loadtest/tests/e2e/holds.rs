@@ -59,12 +59,8 @@ fn hint_makes_a_long_poll_ask_the_backend_again() {
                 OriginResponse::text(200, "fresh from the backend\n")
             }
         });
-        let metrics = loadtest::ports::free_addr();
-        let tack = start_routed(
-            driver,
-            origin.addr(),
-            &["--metrics-port", &metrics.to_string()],
-        );
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let metrics = tack.metrics;
         let mut c = RawClient::connect(tack.addr);
         c.send(b"GET /poll?x=1 HTTP/1.1\r\nHost: a\r\n\r\n");
         crate::grip::wait_holds(metrics, 1);
@@ -128,18 +124,13 @@ fn a_slow_subscriber_is_closed_and_counted_not_silently_skipped() {
                 .with_header("Grip-Hold", "stream")
                 .with_header("Grip-Channel", "flood")
         });
-        let metrics = loadtest::ports::free_addr();
         let tuning = temp_file("tuning.toml", "[tack]\nhold_queue_max = 4\n");
         let tack = start_routed(
             driver,
             origin.addr(),
-            &[
-                "--metrics-port",
-                &metrics.to_string(),
-                "--tuning",
-                tuning.to_str().expect("utf8"),
-            ],
+            &["--tuning", tuning.to_str().expect("utf8")],
         );
+        let metrics = tack.metrics;
         // A reader that never reads, with a tiny receive buffer: its queue fills up.
         let mut slow = RawClient::connect(tack.addr);
         slow.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -237,21 +228,14 @@ fn a_long_fan_out_does_not_stall_the_shard() {
                 .with_header("Grip-Hold", "stream")
                 .with_header("Grip-Channel", "wide")
         });
-        let metrics = loadtest::ports::free_addr();
         let tuning = temp_file("tuning.toml", "[tack]\nhold_queue_max = 4096\n");
         // One shard: the fan-out, the accept and the read below all compete on it.
         let tack = start_routed(
             driver,
             origin.addr(),
-            &[
-                "--shards",
-                "1",
-                "--metrics-port",
-                &metrics.to_string(),
-                "--tuning",
-                tuning.to_str().expect("utf8"),
-            ],
+            &["--shards", "1", "--tuning", tuning.to_str().expect("utf8")],
         );
+        let metrics = tack.metrics;
         let subs: Vec<RawClient> = (0..SUBS)
             .map(|_| {
                 let mut c = RawClient::connect(tack.addr);
@@ -299,12 +283,8 @@ fn a_reliable_long_poll_behind_the_channel_is_retried_with_grip_last() {
                 .with_header("Grip-Hold", "response")
                 .with_header("Grip-Channel", "r; prev-id=1"),
         });
-        let metrics = loadtest::ports::free_addr();
-        let tack = start_routed(
-            driver,
-            origin.addr(),
-            &["--metrics-port", &metrics.to_string()],
-        );
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let metrics = tack.metrics;
         for body in [
             r#"{"items":[{"channel":"r","id":"1","formats":{"http-response":{"body":"one"}}}]}"#,
             r#"{"items":[{"channel":"r","id":"2","prev-id":"1","formats":{"http-response":{"body":"two"}}}]}"#,
@@ -341,16 +321,11 @@ fn a_published_item_that_skips_the_client_s_id_makes_a_long_poll_ask_again() {
                     .with_header("Grip-Channel", &format!("r; prev-id={at}"))
             }
         });
-        let metrics = loadtest::ports::free_addr();
         let tack = start(
             driver,
-            &[
-                "--route".into(),
-                format!("*,prefix=p_ {}", origin.addr()),
-                "--metrics-port".into(),
-                metrics.to_string(),
-            ],
+            &["--route".into(), format!("*,prefix=p_ {}", origin.addr())],
         );
+        let metrics = tack.metrics;
         // An item that follows the client's id is delivered as published.
         let mut c = RawClient::connect(tack.addr);
         c.send(b"GET /lp?at=1 HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -436,12 +411,8 @@ fn recover_makes_every_long_poll_on_every_shard_ask_again() {
                 .with_header("Grip-Hold", "response")
                 .with_header("Grip-Channel", "rec")
         });
-        let metrics = loadtest::ports::free_addr();
-        let tack = start_routed(
-            driver,
-            origin.addr(),
-            &["--metrics-port", &metrics.to_string()],
-        );
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let metrics = tack.metrics;
         let clients: Vec<RawClient> = (0..CLIENTS)
             .map(|i| {
                 let mut c = RawClient::connect(tack.addr);

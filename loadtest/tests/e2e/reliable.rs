@@ -66,12 +66,8 @@ fn a_gap_on_a_reliable_stream_is_recovered_through_the_next_link_in_order() {
                 _ => OriginResponse::text(500, &format!("unexpected {} {last}", req.path)),
             }
         });
-        let metrics = loadtest::ports::free_addr();
-        let tack = start_routed(
-            driver,
-            origin.addr(),
-            &["--metrics-port", &metrics.to_string()],
-        );
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let metrics = tack.metrics;
         for ch in ["ra", "rb"] {
             let mut c = RawClient::connect(tack.addr);
             c.send(format!("GET /{ch} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
@@ -176,12 +172,8 @@ fn identical_long_poll_retries_after_a_hint_share_one_backend_request() {
                 .with_header("Grip-Hold", "response")
                 .with_header("Grip-Channel", "sh; prev-id=5"),
         });
-        let metrics = loadtest::ports::free_addr();
-        let tack = start_routed(
-            driver,
-            origin.addr(),
-            &["--metrics-port", &metrics.to_string()],
-        );
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let metrics = tack.metrics;
         let mut clients: Vec<RawClient> = (0..CLIENTS)
             .map(|i| {
                 let mut c = RawClient::connect(tack.addr);
@@ -225,12 +217,8 @@ fn a_next_link_that_fails_once_is_retried_and_the_stream_goes_on() {
             },
             _ => OriginResponse::text(404, "unexpected"),
         });
-        let metrics = loadtest::ports::free_addr();
-        let tack = start_routed(
-            driver,
-            origin.addr(),
-            &["--metrics-port", &metrics.to_string()],
-        );
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let metrics = tack.metrics;
         let mut c = RawClient::connect(tack.addr);
         c.send(b"GET /rr HTTP/1.1\r\nHost: a\r\n\r\n");
         let mut all = read_stream_until(&mut c, b"open\n\r\n", T);

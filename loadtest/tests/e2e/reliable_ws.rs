@@ -98,16 +98,11 @@ fn over_http_backend_answering(
 fn run_over_http(driver: &str, reliable: bool) -> (Vec<String>, Vec<String>, u64, u64) {
     let grip_last = Arc::new(Mutex::new(Vec::new()));
     let origin = over_http_backend(reliable, grip_last.clone());
-    let metrics = loadtest::ports::free_addr();
     let tack = start(
         driver,
-        &[
-            "--route".into(),
-            format!("* {},over_http", origin.addr()),
-            "--metrics-port".into(),
-            metrics.to_string(),
-        ],
+        &["--route".into(), format!("* {},over_http", origin.addr())],
     );
+    let metrics = tack.metrics;
     let lines = python_client(
         CLIENT,
         &[
@@ -257,9 +252,8 @@ fn pass_through_backend() -> (SocketAddr, std::thread::JoinHandle<Vec<String>>) 
 fn reliable_pass_through_websocket_recovers_a_gap_with_a_recover_message() {
     for (driver, _) in DRIVERS {
         let (backend, handle) = pass_through_backend();
-        let metrics = loadtest::ports::free_addr();
-        let m = metrics.to_string();
-        let tack = start_routed(driver, backend, &["--metrics-port", &m]);
+        let tack = start_routed(driver, backend, &[]);
+        let metrics = tack.metrics;
         let lines = python_client(
             CLIENT,
             &[
@@ -317,16 +311,11 @@ fn reliable_websocket_subscribed_behind_the_shard_recovers_at_once() {
                 r#"c:{"type":"subscribe","channel":"ch","prev-id":"2"}"#,
             ],
         );
-        let metrics = loadtest::ports::free_addr();
         let tack = start(
             driver,
-            &[
-                "--route".into(),
-                format!("* {},over_http", origin.addr()),
-                "--metrics-port".into(),
-                metrics.to_string(),
-            ],
+            &["--route".into(), format!("* {},over_http", origin.addr())],
         );
+        let metrics = tack.metrics;
         let item = r#"{"items":[{"channel":"ch","id":"2","prev-id":"1","formats":{"ws-message":{"content":"2"}}}]}"#;
         assert_eq!(crate::grip::publish(tack.publish, item).0, 200, "{driver}");
         // Readiness: both shards have sequenced item 2 (so both know the channel's last id).
@@ -391,16 +380,11 @@ fn recover_makes_a_reliable_websocket_ask_its_backend_from_the_client_s_last_id(
                 r#"c:{"type":"subscribe","channel":"ch","prev-id":"3"}"#,
             ],
         );
-        let metrics = loadtest::ports::free_addr();
         let tack = start(
             driver,
-            &[
-                "--route".into(),
-                format!("* {},over_http", origin.addr()),
-                "--metrics-port".into(),
-                metrics.to_string(),
-            ],
+            &["--route".into(), format!("* {},over_http", origin.addr())],
         );
+        let metrics = tack.metrics;
         let lines = python_client(
             RECOVER_CLIENT,
             &[

@@ -16,6 +16,8 @@ pub struct Tack {
     pub proc: TackProcess,
     pub addr: SocketAddr,
     pub publish: SocketAddr,
+    /// Prometheus metrics (every test tack serves them: tests wait on them as readiness).
+    pub metrics: SocketAddr,
 }
 
 /// Start tack on `driver` with extra arguments (routes, tuning, …).
@@ -30,6 +32,8 @@ pub fn start(driver: &str, extra: &[String]) -> Tack {
         "--driver".to_string(),
         driver.to_string(),
     ];
+    let metrics = free_addr();
+    args.extend(["--metrics-port".to_string(), metrics.to_string()]);
     // Two shards unless the test asks otherwise: exercises the cross-shard paths.
     if !extra.iter().any(|a| a == "--shards") {
         args.extend(["--shards".to_string(), "2".to_string()]);
@@ -56,6 +60,7 @@ pub fn start(driver: &str, extra: &[String]) -> Tack {
         proc,
         addr,
         publish,
+        metrics,
     }
 }
 

@@ -393,8 +393,8 @@ asyncio.run(main(sys.argv[1:-1], sys.argv[-1]))
 #[test]
 fn publishes_reach_websocket_subscribers_on_every_shard() {
     for (driver, _) in DRIVERS {
-        let metrics = loadtest::ports::free_addr();
-        let tack = start(driver, &["--metrics-port".into(), metrics.to_string()]);
+        let tack = start(driver, &[]);
+        let metrics = tack.metrics;
         // 16 sessions: all on one shard by chance is a 1-in-32,768 event.
         let mut args: Vec<String> = (0..16).map(|_| format!("ws://{}/ws", tack.addr)).collect();
         args.push(format!("http://{}", tack.publish));
