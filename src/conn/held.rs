@@ -809,7 +809,7 @@ where
                                 !ids.is_tracking(),
                             ));
                             if !write_unless_overflow(ctx, key, write).await {
-                                log_if_slow(ctx, key, plan);
+                                count_if_slow(ctx, key, &plan.route_id);
                                 return (status, After::Close);
                             }
                             last_write = ctx.clock_ms();
@@ -874,7 +874,7 @@ where
                     return (status, After::Close);
                 }
                 None => {
-                    log_if_slow(ctx, key, plan);
+                    count_if_slow(ctx, key, &plan.route_id);
                     return (status, After::Close);
                 }
             }
@@ -981,17 +981,20 @@ pub(crate) async fn write_unless_overflow(
     .await
 }
 
-/// Count and log a hold that ends because its queue overflowed (the slow-subscriber policy).
-fn log_if_slow(ctx: &ShardCtx, key: HolderKey, plan: &HoldPlan) {
-    if ctx.holds.borrow_mut().overflowed(key) {
-        ctx.counters().inc(Counter::SlowSubscriberClosed);
-        tracing::warn!(
-            shard = %ctx.id,
-            route = %plan.route_id,
-            queue_max = ctx.cfg.hold_queue_max,
-            "slow subscriber closed: its delivery queue overflowed"
-        );
+/// Count and log a hold (stream, or WebSocket session) that ends because its queue overflowed:
+/// the slow-subscriber policy. `route` names it in the log. True when it did overflow.
+pub(crate) fn count_if_slow(ctx: &ShardCtx, key: HolderKey, route: &str) -> bool {
+    if !ctx.holds.borrow_mut().overflowed(key) {
+        return false;
     }
+    ctx.counters().inc(Counter::SlowSubscriberClosed);
+    tracing::warn!(
+        shard = %ctx.id,
+        route,
+        queue_max = ctx.cfg.hold_queue_max,
+        "slow subscriber closed: its delivery queue overflowed"
+    );
+    true
 }
 
 /// Write one stream payload, and the backlog of stream data queued behind it (without ids

@@ -706,10 +706,8 @@ impl Session {
                 replay.recover
             }
         };
-        for item in out {
-            if !self.deliver(item).await {
-                return false;
-            }
+        if !self.deliver_all(out).await {
+            return false;
         }
         if recover {
             return self.request_recovery(backend).await;
@@ -773,18 +771,9 @@ impl Session {
         let ok = crate::conn::held::write_unless_overflow(&self.ctx, self.key, write).await;
         self.last_client_write_ms = self.ctx.clock_ms();
         if !ok {
-            self.count_if_slow();
+            crate::conn::held::count_if_slow(&self.ctx, self.key, "websocket");
         }
         ok
-    }
-
-    /// Count and log a session given up because its queue overflowed (a client that stopped
-    /// reading while a write was pending).
-    fn count_if_slow(&self) {
-        if self.ctx.holds.borrow_mut().overflowed(self.key) {
-            self.ctx.counters().inc(Counter::SlowSubscriberClosed);
-            tracing::warn!(shard = %self.ctx.id, "slow WebSocket subscriber closed: its delivery queue overflowed");
-        }
     }
 
     async fn send_raw_frame(&mut self, frame: Bytes) -> bool {
@@ -792,7 +781,7 @@ impl Session {
         let ok = crate::conn::held::write_unless_overflow(&self.ctx, self.key, write).await;
         self.last_client_write_ms = self.ctx.clock_ms();
         if !ok {
-            self.count_if_slow();
+            crate::conn::held::count_if_slow(&self.ctx, self.key, "websocket");
         }
         ok
     }
@@ -827,18 +816,12 @@ impl Session {
     async fn abandon_recoveries(&mut self) -> bool {
         let mut out = Vec::new();
         let n = self.reliable.abandon_recoveries(&mut out);
-        if n > 0 {
-            self.ctx
-                .counters()
-                .add(Counter::WsGapsUnrecovered, n as u64);
-            tracing::warn!(shard = %self.ctx.id, channels = n, "reliable WebSocket gap not recoverable (no backend): delivered as it is");
-        }
-        for item in out {
-            if !self.deliver(item).await {
-                return false;
-            }
-        }
-        true
+        self.deliver_unrecovered(
+            n,
+            out,
+            "reliable WebSocket gap not recoverable (no backend): delivered as it is",
+        )
+        .await
     }
 
     /// Give up on recoveries the backend did not answer (`sent_before_ms`: those sent at or
@@ -846,12 +829,22 @@ impl Session {
     async fn give_up_recoveries(&mut self, sent_before_ms: Option<u64>) -> bool {
         let mut out = Vec::new();
         let n = self.reliable.give_up_sent(sent_before_ms, &mut out);
+        self.deliver_unrecovered(n, out, "reliable WebSocket backend did not answer a recovery: delivered as it is, channel no longer tracked").await
+    }
+
+    /// `n` channels' gaps were not recovered: count and log them, then deliver what they held.
+    async fn deliver_unrecovered(&mut self, n: usize, out: Vec<WsItem>, why: &str) -> bool {
         if n > 0 {
             self.ctx
                 .counters()
                 .add(Counter::WsGapsUnrecovered, n as u64);
-            tracing::warn!(shard = %self.ctx.id, channels = n, "reliable WebSocket backend did not answer a recovery: delivered as it is, channel no longer tracked");
+            tracing::warn!(shard = %self.ctx.id, channels = n, "{why}");
         }
+        self.deliver_all(out).await
+    }
+
+    /// Deliver released items in order; false ends the session.
+    async fn deliver_all(&mut self, out: Vec<WsItem>) -> bool {
         for item in out {
             if !self.deliver(item).await {
                 return false;
@@ -1479,9 +1472,7 @@ impl Session {
             }
             Some(_) => true,
             None => {
-                if self.ctx.holds.borrow_mut().overflowed(self.key) {
-                    self.ctx.counters().inc(Counter::SlowSubscriberClosed);
-                    tracing::warn!(shard = %self.ctx.id, "slow WebSocket subscriber closed: its delivery queue overflowed");
+                if crate::conn::held::count_if_slow(&self.ctx, self.key, "websocket") {
                     let _ = self.send_close(close_code::POLICY, "too slow").await;
                 }
                 false

@@ -9,7 +9,7 @@ use loadtest::client::RawClient;
 use loadtest::origin::{Origin, OriginResponse};
 
 use crate::grip::{publish, read_stream_until};
-use crate::support::{metric, start, start_routed, temp_file, DRIVERS};
+use crate::support::{metric, start, start_routed, temp_file, wait_metric, DRIVERS};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -265,11 +265,13 @@ fn a_long_fan_out_does_not_stall_the_shard() {
             "{driver}: the request waited for the whole fan-out ({sent_at_hello} of {total} sent)"
         );
         // …and the fan-out still completes.
-        let end = Instant::now() + Duration::from_secs(60);
-        while metric(metrics, "message_sent") < total {
-            assert!(Instant::now() < end, "{driver}: fan-out did not complete");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_metric(
+            metrics,
+            "message_sent",
+            total,
+            Duration::from_secs(60),
+            &format!("{driver}: fan-out did not complete"),
+        );
         drop(subs);
     }
 }
@@ -292,11 +294,13 @@ fn a_reliable_long_poll_behind_the_channel_is_retried_with_grip_last() {
             assert_eq!(publish(tack.publish, body).0, 200, "{driver}");
         }
         // Both shards have sequenced both items (each shard sees every item).
-        let end = Instant::now() + T;
-        while metric(metrics, "tack_items_sequenced") < 4 {
-            assert!(Instant::now() < end, "{driver}: items not sequenced");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_metric(
+            metrics,
+            "tack_items_sequenced",
+            4,
+            T,
+            &format!("{driver}: items not sequenced"),
+        );
         // The client is at 1, the channel at 2: tack asks the backend again at once, telling it
         // where the client is (Pushpin's Grip-Last: the client's prev-id).
         let mut c = RawClient::connect(tack.addr);
@@ -341,11 +345,13 @@ fn a_published_item_that_skips_the_client_s_id_makes_a_long_poll_ask_again() {
         c.send(b"GET /lp?at=2 HTTP/1.1\r\nHost: a\r\n\r\n");
         // Readiness: the second hold's subscription is made (the first hold may still be
         // counted active while it ends).
-        let end = Instant::now() + T;
-        while metric(metrics, "tack_subscriptions_started") < 2 {
-            assert!(Instant::now() < end, "{driver}: second hold not subscribed");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_metric(
+            metrics,
+            "tack_subscriptions_started",
+            2,
+            T,
+            &format!("{driver}: second hold not subscribed"),
+        );
         let item = r#"{"items":[{"channel":"p_r","id":"4","prev-id":"3","no-seq":true,"formats":{"http-response":{"body":"four"}}}]}"#;
         assert_eq!(publish(tack.publish, item).0, 200, "{driver}");
         let r = c.read_response(T).expect("answer");

@@ -182,6 +182,25 @@ pub fn metric(addr: SocketAddr, name: &str) -> u64 {
     metric_in(&text, name).unwrap_or_else(|| panic!("no metric {name} in {text}"))
 }
 
+/// Wait (polling every 5 ms, at most `within`) until metric `name` reaches `at_least`; panics
+/// with `what` otherwise. Tests use counters as readiness signals.
+pub fn wait_metric(
+    addr: SocketAddr,
+    name: &str,
+    at_least: u64,
+    within: std::time::Duration,
+    what: &str,
+) {
+    let end = std::time::Instant::now() + within;
+    while metric(addr, name) < at_least {
+        assert!(
+            std::time::Instant::now() < end,
+            "{what}: {name} < {at_least}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// The total of one metric in a scraped text.
 pub fn metric_in(text: &str, name: &str) -> Option<u64> {
     text.lines()
