@@ -26,6 +26,8 @@ set -f # no globbing: path templates hold "?"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib/pushpin.sh
 source "$ROOT/loadtest/lib/pushpin.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/proc.sh
+source "$ROOT/loadtest/lib/proc.sh"
 PEERS=${PEERS:-"tack pushpin nchan"}
 SCENARIOS=${SCENARIOS:-"stream:1000:burst stream:1000:paced stream:10000:burst stream:10000:paced stream:19000:burst stream:19000:paced longpoll:1000:burst"}
 MESSAGES=${MESSAGES:-100}
@@ -55,14 +57,6 @@ done
 want() { [[ " $PEERS " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------- dependencies
-apt_install() {
-    log "installing $*"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >/dev/null; then
-        log "install failed; running apt-get update once and retrying"
-        apt-get update >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >/dev/null
-    fi
-}
 missing=()
 command -v jq >/dev/null || missing+=(jq)
 if want pushpin; then command -v pushpin >/dev/null || missing+=(pushpin); fi
@@ -84,62 +78,9 @@ TMP=$(mktemp -d -t fanout.XXXXXX)
 chmod 755 "$TMP" # nginx workers drop privileges and must reach their files
 OWNED=()
 
-forget_pid() {
-    local keep=() p
-    for p in "${OWNED[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-    OWNED=("${keep[@]}")
-}
-descendants() {
-    local kids k
-    kids=$(ps -o pid= --ppid "$1" 2>/dev/null || true)
-    for k in $kids; do
-        echo "$k"
-        descendants "$k"
-    done
-}
-# SIGTERM to a pid we started, then SIGKILL to it and its (pre-collected) descendants.
-stop_pid() {
-    local pid=$1 tree i t
-    kill -0 "$pid" 2>/dev/null || return 0
-    tree=$(descendants "$pid")
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    for i in $(seq 20); do
-        local alive=""
-        for t in $tree; do kill -0 "$t" 2>/dev/null && alive="$alive $t"; done
-        [[ -z $alive ]] && break
-        sleep 0.1
-    done
-    for t in $tree; do kill -KILL "$t" 2>/dev/null || true; done
-}
-cleanup() {
-    local rc=$?
-    for pid in "${OWNED[@]}"; do stop_pid "$pid"; done
-    if [[ ${KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-    exit "$rc"
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-USED_PORTS=" "
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 12000))
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            USED_PORTS="$USED_PORTS$p "
-            echo "$p"
-            return
-        fi
-    done
-    die "no free port found"
-}
 
 # ---------------------------------------------------------------- the GRIP backend (Pushpin)
 ORIGIN_PORT=""
@@ -318,7 +259,7 @@ run_one() {
     local metrics_args=()
     [[ -n $METRICS ]] && metrics_args=(--metrics "$METRICS")
     local cmd
-    # shellcheck disable=SC2046
+    # shellcheck disable=SC2046,SC2206 # peer_args and LOADGEN_EXTRA are word lists
     cmd=("$LOADGEN" --label "$peer" --target "127.0.0.1:$SUB_PORT" --publish-addr "127.0.0.1:$PUB_PORT"
         $(peer_args "$peer" "$mode") --mode "$mode" -n "$n" -m "$msgs" "${rate_args[@]}" $LOADGEN_EXTRA
         --inflight "$INFLIGHT" --connect-rate "$CONNECT_RATE" --pid-tree "$PEER_PID"
