@@ -462,8 +462,7 @@ where
             .any(|(ch, prev)| seq.last_id(ch).is_some_and(|last| last != prev))
     };
     if behind {
-        let last = current_last_ids(plan);
-        if let Some(resp) = Box::pin(retry(ctx, key, plan, &last)).await {
+        if let Some(resp) = Box::pin(retry(ctx, key, plan)).await {
             return answer(plan, wr, resp, false).await;
         }
     }
@@ -482,8 +481,7 @@ where
                 });
                 if gap {
                     ctx.counters().inc(Counter::LongPollRecoveries);
-                    let last = current_last_ids(plan);
-                    if let Some(resp) = Box::pin(retry(ctx, key, plan, &last)).await {
+                    if let Some(resp) = Box::pin(retry(ctx, key, plan)).await {
                         break (Some(resp), false);
                     }
                     continue;
@@ -507,8 +505,7 @@ where
                 );
             }
             Some(HoldEvent::Hint) => {
-                let last = current_last_ids(plan);
-                if let Some(resp) = Box::pin(retry(ctx, key, plan, &last)).await {
+                if let Some(resp) = Box::pin(retry(ctx, key, plan)).await {
                     break (Some(resp), false);
                 }
             }
@@ -584,21 +581,14 @@ fn answer<'a>(
     }
 }
 
-/// Where a long-poll's client is on each reliable channel: the `prev-id` it was held with, or
-/// the one a retry that held it again gave (a long-poll ends with its first item).
-fn current_last_ids(plan: &HoldPlan) -> Vec<(String, String)> {
-    plan.last_ids.clone()
-}
-
 /// Pushpin's long-poll recovery: re-send the original request (with `Grip-Last` for its
 /// reliable channels). Another response hold keeps the client waiting (`None`); anything else
 /// is the answer.
-async fn retry(
-    ctx: &Rc<ShardCtx>,
-    key: HolderKey,
-    plan: &mut HoldPlan,
-    last_ids: &[(String, String)],
-) -> Option<HeldResponse> {
+async fn retry(ctx: &Rc<ShardCtx>, key: HolderKey, plan: &mut HoldPlan) -> Option<HeldResponse> {
+    // Where the client is on each reliable channel: the `prev-id` it was held with, or the one
+    // a retry that held it again gave (a long-poll ends with its first item).
+    let last_ids = plan.last_ids.clone();
+    let last_ids = &last_ids[..];
     let request = plan.request.clone()?;
     if request.framing != http1::BodyFraming::None {
         return None;
