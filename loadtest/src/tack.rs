@@ -189,6 +189,32 @@ impl TackProcess {
         self.stop(deadline).and_then(|st| st.code())
     }
 
+    /// Sends `sig` to the process if it is still running (not reaped), without waiting.
+    pub fn signal(&mut self, sig: libc::c_int) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        if let (Ok(None), Ok(pid)) = (child.try_wait(), libc::pid_t::try_from(child.id())) {
+            // SAFETY: kill(2) on our own child, which `try_wait` just showed is not reaped, so
+            // the pid still names it.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+
+    /// Waits up to `deadline` for the process to exit by itself; its exit code, or `None` if it
+    /// died of a signal or is still running then (it is then stopped as on drop).
+    pub fn wait_exit(mut self, deadline: Duration) -> Option<i32> {
+        let until = Instant::now() + deadline;
+        let child = self.child.as_mut()?;
+        loop {
+            match child.try_wait() {
+                Ok(Some(st)) => return st.code(),
+                Ok(None) if Instant::now() < until => std::thread::sleep(EXIT_POLL),
+                _ => return None,
+            }
+        }
+    }
+
     /// Resident set size from `/proc/PID/status` (VmRSS), in KiB; 0 if unreadable.
     pub fn rss_kib(&self) -> u64 {
         let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", self.pid)) else {

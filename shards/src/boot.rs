@@ -548,14 +548,18 @@ impl Engine {
     pub fn wait_for_signal(&self) -> io::Result<()> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-        let second = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        for sig in [SIGINT, SIGTERM] {
-            signal_hook::flag::register_conditional_shutdown(sig, 130, second.clone())?;
-        }
         if self.shutdown.set_signal_wait(signals.handle()) {
             if let Some(sig) = signals.forever().next() {
                 tracing::info!(signal = sig, "signal received");
-                second.store(true, std::sync::atomic::Ordering::SeqCst);
+                // The exit-on-second-signal actions are installed only now, after the first
+                // signal was read. Installed up front behind a flag set here, they raced with
+                // the first signal's own handler, which may still be running on another thread
+                // when this thread wakes: it then saw the flag set and exited 130 on a single
+                // SIGTERM (seen once in CI).
+                let always = Arc::new(std::sync::atomic::AtomicBool::new(true));
+                for sig in [SIGINT, SIGTERM] {
+                    signal_hook::flag::register_conditional_shutdown(sig, 130, always.clone())?;
+                }
             }
             self.shutdown.clear_signal_wait();
         }

@@ -1,4 +1,5 @@
-//! SIGTERM: stop accepting, let in-flight requests finish, exit 0.
+//! SIGTERM: stop accepting, let in-flight requests finish, exit 0; a second signal during the
+//! drain exits at once with status 130.
 
 use std::time::Duration;
 
@@ -44,6 +45,38 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
         assert!(
             std::net::TcpStream::connect_timeout(&addr, T).is_err(),
             "{driver}: no longer accepting"
+        );
+    }
+}
+
+#[test]
+fn second_signal_during_drain_exits_130_at_once() {
+    for (driver, _) in DRIVERS {
+        let origin = Origin::start();
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let mut busy = RawClient::connect(tack.addr);
+        // In flight for longer than the default drain (5 s): a clean drain would end with 0.
+        busy.send(b"GET /slow/20000 HTTP/1.1\r\nHost: a\r\n\r\n");
+        let deadline = std::time::Instant::now() + T;
+        while origin.requests_seen() < 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "slow request never arrived"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut proc = tack.proc;
+        proc.signal(libc::SIGTERM);
+        assert!(
+            proc.wait_for_line("shutdown requested: draining", T)
+                .is_some(),
+            "{driver}: first signal starts the drain"
+        );
+        proc.signal(libc::SIGINT);
+        assert_eq!(
+            proc.wait_exit(T),
+            Some(130),
+            "{driver}: second signal exits at once"
         );
     }
 }
