@@ -39,6 +39,8 @@
 //! I/O modules (monoio): `shard`, `accept`, `conn`, `backend`, `testbackend`, `control`,
 //! `conncontrol`, `fanout`, `metrics_http`.
 
+#[cfg(feature = "alloc-census")]
+pub mod census;
 pub mod cli;
 pub mod config;
 pub mod ids;

@@ -12,8 +12,13 @@ use tack::config::Config;
 use tack::metrics::AllCounters;
 use tack::shard::{self, Shared};
 
+#[cfg(not(feature = "alloc-census"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(feature = "alloc-census")]
+#[global_allocator]
+static GLOBAL: tack::census::Census<mimalloc::MiMalloc> = tack::census::Census(mimalloc::MiMalloc);
 
 /// How long shards may take to bind their listeners before start-up is declared failed.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,6 +33,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
+    #[cfg(feature = "alloc-census")]
+    tack::census::start_reporter();
+    set_huge_pages(config.tuning.huge_pages);
     for key in &config.ignored_keys {
         tracing::info!(key = %key, "config key not implemented by tack: ignored");
     }
@@ -41,6 +49,23 @@ fn main() -> ExitCode {
             eprintln!("tack: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Transparent huge pages off unless the tuning file asks for them. The allocator's arena is
+/// eligible for THP, and a held connection touches memory a few hundred bytes at a time: with
+/// THP every table or arena region touched is backed by a whole 2 MiB page (measured: 25 MiB
+/// resident at start instead of 5, and ~0.6 KB more per held connection at 10,000 holds). Done
+/// before the shards start, so their tables and heaps are faulted in 4 KiB pages.
+fn set_huge_pages(on: bool) {
+    if on {
+        tracing::info!("transparent huge pages allowed (huge_pages = true)");
+        return;
+    }
+    // SAFETY: prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) only sets a flag on this process.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if rc != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "could not opt out of transparent huge pages");
     }
 }
 

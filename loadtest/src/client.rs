@@ -87,6 +87,13 @@ impl RawClient {
         RawClient::try_connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"))
     }
 
+    /// This end's address (what the server sees as the peer).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream
+            .local_addr()
+            .expect("local address of a connected socket")
+    }
+
     /// Like [`RawClient::connect`], returning the error instead.
     pub fn try_connect(addr: SocketAddr) -> io::Result<RawClient> {
         let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;

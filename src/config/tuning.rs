@@ -9,6 +9,9 @@
 //! [tack]
 //! shards = 0                          # shard (thread) count, 1..=1024; 0 = one per available core
 //! pin_cores = true                    # pin shard k to core k
+//! huge_pages = false                  # let the kernel back tack's heap with transparent huge
+//!                                     # pages (THP); off: the process opts out with
+//!                                     # prctl(PR_SET_THP_DISABLE), see tuning/README.md
 //! driver = "auto"                     # auto | io_uring | legacy (epoll)
 //! uring_entries = 1024                # io_uring SQ size, 16..=32768, rounded up to a power of two
 //! sqpoll_idle_ms = 0                  # SQPOLL kernel-thread idle in ms, 0..=10000; 0 = SQPOLL off
@@ -101,6 +104,7 @@ pub struct TuningFile {
 pub struct TackSection {
     pub shards: Option<usize>,
     pub pin_cores: Option<bool>,
+    pub huge_pages: Option<bool>,
     pub driver: Option<Driver>,
     pub uring_entries: Option<u32>,
     pub sqpoll_idle_ms: Option<u32>,
@@ -152,6 +156,8 @@ pub struct Tuning {
     pub shards: usize,
     /// Pin shard k to core k.
     pub pin_cores: bool,
+    /// Transparent huge pages for the heap (off: `PR_SET_THP_DISABLE` at start-up).
+    pub huge_pages: bool,
     /// I/O driver.
     pub driver: Driver,
     /// io_uring SQ entries (power of two).
@@ -363,6 +369,7 @@ impl Tuning {
         let tuning = Tuning {
             shards,
             pin_cores: t.pin_cores.unwrap_or(true),
+            huge_pages: t.huge_pages.unwrap_or(false),
             driver: inputs.cli_driver.or(t.driver).unwrap_or_default(),
             // In range, so at most 32768 after rounding: fits u32.
             uring_entries: (uring as u32).next_power_of_two(),
@@ -458,6 +465,7 @@ mod tests {
             Tuning {
                 shards: 4,
                 pin_cores: true,
+                huge_pages: false,
                 driver: Driver::Auto,
                 uring_entries: 1024,
                 sqpoll_idle: None,
@@ -491,6 +499,7 @@ mod tests {
 [tack]
 shards = 3
 pin_cores = false
+huge_pages = true
 driver = "io_uring"
 uring_entries = 1000
 sqpoll_idle_ms = 20
@@ -516,7 +525,7 @@ connections_max = 1
         )
         .unwrap();
         assert_eq!(t.shards, 3);
-        assert!(!t.pin_cores && t.access_log && !t.http_connection_id);
+        assert!(!t.pin_cores && t.huge_pages && t.access_log && !t.http_connection_id);
         assert_eq!(t.driver, Driver::IoUring);
         assert_eq!(t.uring_entries, 1024);
         assert_eq!(t.sqpoll_idle, Some(Duration::from_millis(20)));

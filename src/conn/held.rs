@@ -209,7 +209,10 @@ pub fn run<'a>(
             };
         };
         let canceller = Canceller::new();
-        let mut watcher = pin!(watch_client(rd, canceller.handle()));
+        // Boxed: the watcher's read op (~290 B) would otherwise sit in every connection task
+        // and push it past the allocator's 1 KiB size class into the 1.5 KiB one.
+        let mut watcher_box = Box::pin(watch_client(rd, canceller.handle()));
+        let mut watcher = watcher_box.as_mut();
         let mut reader: Option<OwnedReadHalf<TcpStream>> = None;
         let (status, after) = match kind {
             HoldKind::Response => {

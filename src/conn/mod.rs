@@ -152,29 +152,39 @@ pub fn serve(
     peer_addr: SocketAddr,
 ) -> impl std::future::Future<Output = ()> {
     let _ = stream.set_nodelay(true);
-    let mut conn = Conn {
+    // Boxed, and given back while a hold or WebSocket owns the socket: the connection state
+    // (~150 B, most of it monoio's socket with its cached addresses) would otherwise take room
+    // in every parked connection task, which is sized to fit the allocator's 1 KiB class.
+    let mut conn = Some(Box::new(Conn {
         client: Peer::new(stream),
         peer_addr,
         state: ConnState::Idle,
-    };
+    }));
     async move {
         loop {
-            debug_assert_eq!(conn.state, ConnState::Idle);
-            let Some((reply, log)) = Box::pin(next_request(&ctx, &mut conn)).await else {
+            let Some(mut c) = conn.take() else { break };
+            debug_assert_eq!(c.state, ConnState::Idle);
+            let Some((reply, log)) = Box::pin(next_request(&ctx, &mut c)).await else {
                 break;
             };
             let (after, status) = match reply {
-                Reply::Done(after, status) => (after, status),
+                Reply::Done(after, status) => {
+                    conn = Some(c);
+                    (after, status)
+                }
                 Reply::WebSocket(plan) => {
-                    let (stream, pending) = conn.client.into_parts();
+                    // Not logged (as before): the session's outcome is its own.
+                    drop(log);
+                    let (stream, pending) = take_client(c);
                     // Inline like a hold: an open WebSocket is this one allocation too.
                     let mut session = std::pin::pin!(websocket::run(&ctx, stream, pending, plan));
                     session.as_mut().await;
                     break;
                 }
                 Reply::Hold(plan) => {
-                    // The request's read buffer is not kept while the client is held.
-                    let (stream, pending) = conn.client.into_parts();
+                    // The request's read buffer and the connection box are not kept while the
+                    // client is held.
+                    let (stream, pending) = take_client(c);
                     // Pinned in place and awaited by reference: `hold.await` by value would
                     // lay the future out twice.
                     let mut hold = std::pin::pin!(held::run(&ctx, stream, pending, plan));
@@ -182,24 +192,32 @@ pub fn serve(
                         tracing::trace!(bytes = std::mem::size_of_val(&*hold), "hold future size");
                     }
                     let end = hold.as_mut().await;
-                    let Some(stream) = end.stream else { break };
-                    conn.client = Peer {
-                        stream,
-                        buf: end.pending,
-                        pos: 0,
-                    };
-                    conn.state = ConnState::Responding;
+                    // The address again (not carried through the hold; the socket caches it
+                    // once asked). A client that is gone by now has none: the connection ends.
+                    let reuse = end.stream.and_then(|s| s.peer_addr().ok().map(|a| (s, a)));
+                    if let Some((stream, peer_addr)) = reuse {
+                        conn = Some(Box::new(Conn {
+                            client: Peer {
+                                stream,
+                                buf: end.pending,
+                                pos: 0,
+                            },
+                            peer_addr,
+                            state: ConnState::Responding,
+                        }));
+                    }
                     (end.after, end.status)
                 }
             };
             if let Some(log) = log {
-                log.write(conn.peer_addr, status);
+                log.write(status);
             }
+            let Some(c) = conn.as_mut() else { break };
             if after == After::Close || ctx.shard.shutdown_requested() {
-                conn.set_state(ConnState::Closed);
+                c.set_state(ConnState::Closed);
                 break;
             }
-            conn.set_state(ConnState::Idle);
+            c.set_state(ConnState::Idle);
         }
         debug_assert!(ctx.conns_open.get() > 0);
         ctx.conns_open.set(ctx.conns_open.get() - 1);
@@ -207,16 +225,26 @@ pub fn serve(
     }
 }
 
+/// The client socket and its pending bytes, out of a connection box (freed here, so that a
+/// hold or WebSocket session does not keep it).
+#[allow(clippy::boxed_local)] // taking the box is the point: it is freed here
+fn take_client(c: Box<Conn>) -> (TcpStream, Vec<u8>) {
+    let Conn { client, .. } = *c;
+    client.into_parts()
+}
+
 /// What the access log needs of a request, kept (boxed, only when the log is on) until it is
 /// answered.
 struct AccessLine {
+    peer: SocketAddr,
     method: String,
     path: String,
     started: Instant,
 }
 
 impl AccessLine {
-    fn write(&self, peer: SocketAddr, status: u16) {
+    fn write(&self, status: u16) {
+        let peer = self.peer;
         tracing::info!(
             target: "access",
             peer = %peer,
@@ -276,6 +304,7 @@ async fn next_request(
     conn.set_state(ConnState::Routed);
     let log = ctx.cfg.access_log.then(|| {
         Box::new(AccessLine {
+            peer: conn.peer_addr,
             method: head.method.clone(),
             path: head.path.clone(),
             started: Instant::now(),

@@ -306,6 +306,11 @@ impl HoldRegistry {
         if s.overflowed {
             return Poll::Ready(None);
         }
+        // Parking with nothing queued: give the queue's buffer back, so that an idle hold keeps
+        // none (it is allocated again by the next publish that reaches it).
+        if s.queue.capacity() > 0 {
+            s.queue = VecDeque::new();
+        }
         match &s.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
             _ => s.waker = Some(cx.waker().clone()),
@@ -593,6 +598,27 @@ mod tests {
         );
         assert_eq!(got(r.pop_stream(k, true)).as_deref(), Some(&b"b"[..]));
         assert_eq!(r.pop_stream(k, true), None, "not past the close");
+    }
+
+    #[test]
+    fn an_idle_hold_keeps_no_queue_buffer() {
+        let mut r = registry(1, 8);
+        let k = r.register(HoldKind::Stream).unwrap();
+        let cap = |r: &mut HoldRegistry| r.slot_mut(k).map(|s| s.queue.capacity());
+        assert_eq!(cap(&mut r), Some(0), "nothing queued yet");
+        r.push(k, ws(b"a", false));
+        r.push(k, ws(b"b", false));
+        assert!(cap(&mut r).unwrap() >= 2);
+        assert!(matches!(next(&mut r, k), Poll::Ready(Some(_))));
+        assert!(cap(&mut r).unwrap() >= 1, "kept while events are waiting");
+        assert!(matches!(next(&mut r, k), Poll::Ready(Some(_))));
+        assert!(next(&mut r, k).is_pending());
+        assert_eq!(cap(&mut r), Some(0), "given back when the hold parks");
+        r.push(k, ws(b"c", false));
+        assert!(
+            matches!(next(&mut r, k), Poll::Ready(Some(_))),
+            "and queues again"
+        );
     }
 
     #[test]

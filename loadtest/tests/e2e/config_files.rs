@@ -81,3 +81,33 @@ fn stock_pushpin_conf_with_routes_file_proxies() {
         assert_eq!(sig[0].split('.').count(), 3, "JWT shape");
     }
 }
+
+/// `THP_enabled:` of a process, from `/proc/PID/status`.
+fn thp_enabled(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_string())
+        .expect("THP_enabled line (Linux 5.0+)")
+}
+
+#[test]
+fn transparent_huge_pages_are_off_unless_the_tuning_file_allows_them() {
+    let origin = Origin::start();
+    let off = crate::support::start_routed("legacy", origin.addr(), &[]);
+    assert_eq!(thp_enabled(off.proc.pid()), "0", "default: opted out");
+    let tuning = temp_file("tuning.toml", "[tack]\nhuge_pages = true\n");
+    let on = crate::support::start_routed(
+        "legacy",
+        origin.addr(),
+        &["--tuning", tuning.to_str().expect("utf8 path")],
+    );
+    assert_eq!(thp_enabled(on.proc.pid()), "1", "huge_pages = true");
+    // Both serve.
+    for addr in [off.addr, on.addr] {
+        let mut c = RawClient::connect(addr);
+        c.send(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(c.read_response(T).expect("answer").status, 200);
+    }
+}

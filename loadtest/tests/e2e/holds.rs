@@ -449,3 +449,52 @@ fn recover_makes_every_long_poll_on_every_shard_ask_again() {
         drop(clients);
     }
 }
+
+#[test]
+fn a_held_request_is_access_logged_and_its_connection_serves_the_next_request() {
+    for (driver, _) in DRIVERS {
+        let origin = Origin::start_with(|req| {
+            if req.path == "/poll" {
+                OriginResponse::text(200, "timeout\n")
+                    .with_header("Grip-Hold", "response")
+                    .with_header("Grip-Channel", "logged")
+            } else {
+                OriginResponse::text(200, "plain\n")
+            }
+        });
+        let tuning = temp_file("tuning.toml", "[tack]\naccess_log = true\n");
+        let tack = start_routed(
+            driver,
+            origin.addr(),
+            &["--tuning", tuning.to_str().expect("utf8 path")],
+        );
+        let mut c = RawClient::connect(tack.addr);
+        c.send(b"GET /poll HTTP/1.1\r\nHost: a\r\n\r\n");
+        crate::grip::wait_holds(tack.metrics, 1);
+        let item = r#"{"items":[{"channel":"logged","formats":{"http-response":{"code":201,"body":"published\n"}}}]}"#;
+        assert_eq!(publish(tack.publish, item).0, 200);
+        let r = c.read_response(T).expect("published answer");
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (201, &b"published\n"[..]),
+            "{driver}"
+        );
+        // The same connection goes on after the hold.
+        c.send(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n");
+        let r = c.read_response(T).expect("next answer");
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &b"plain\n"[..]),
+            "{driver}"
+        );
+        let local = c.local_addr();
+        for (path, status) in [("/poll", 201), ("/next", 200)] {
+            let want = format!("peer={local} method=GET path={path} status={status}");
+            assert!(
+                tack.proc.wait_for_line(&want, T).is_some(),
+                "{driver}: access line {want:?} in {:?}",
+                tack.proc.stderr_lines()
+            );
+        }
+    }
+}
