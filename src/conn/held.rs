@@ -1,8 +1,8 @@
 //! A held client connection (long-poll or stream), driven by events from the shard's
 //! [`HoldRegistry`](crate::hold::HoldRegistry): published items, timers, shutdown.
 //!
-//! While held, the client socket is split: one persistent small read watches for the client
-//! going away (and keeps any bytes it sends, bounded, for the next request), while the task
+//! While held, the client socket is split: a readiness poll watches for the client going away
+//! (reading nothing: bytes it sends stay in the socket for the next request), while the task
 //! writes shared `Bytes` payloads as events arrive. Nothing is buffered per subscriber beyond
 //! the bounded event queue.
 
@@ -12,13 +12,11 @@ use std::rc::Rc;
 use std::task::Poll;
 
 use bytes::Bytes;
-use monoio::io::{
-    AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent, Canceller, OwnedReadHalf,
-    OwnedWriteHalf, Splitable,
-};
+use monoio::io::{AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
 
 use crate::conn::fetch;
 use crate::grip::{self, HeldResponse, Instruction, KeepAliveMode};
@@ -32,12 +30,6 @@ use crate::subs::HolderKey;
 use super::iovec::{writev_all, ByteVecs, IOV_BATCH_MAX};
 use super::share;
 use super::After;
-
-/// Bytes read per wake-up while a connection is held: the read only watches for the client
-/// going away (it is not expected to send), so the buffer parked on every held connection is
-/// kept tiny (the allocator's smallest size class). Bytes a client pipelines beyond it stay in
-/// the socket for the next request's head read.
-const HELD_READ_BYTES: usize = 8;
 
 /// What the hold needs to know about the request it answers.
 pub struct HoldPlan {
@@ -159,12 +151,12 @@ fn write_stream_head(out: &mut Vec<u8>, resp: &HeldResponse, version: Version) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Outcome of the client-watching read.
+/// What the client watcher saw.
 enum ClientSide {
+    /// The client closed (or reset) its connection.
     Gone,
-    Data(Vec<u8>),
-    /// The read was cancelled because the hold ended (the socket is intact).
-    Cancelled,
+    /// The client sent bytes (a pipelined request): they stay in the socket; watching stops.
+    Data,
 }
 
 /// Run a hold to its end. The caller has already sent nothing; this writes every byte the client
@@ -176,7 +168,7 @@ enum ClientSide {
 pub fn run<'a>(
     ctx: &'a Rc<ShardCtx>,
     stream: TcpStream,
-    mut pending: Vec<u8>,
+    pending: Vec<u8>,
     mut plan: Box<HoldPlan>,
 ) -> impl std::future::Future<Output = HoldEnd> + 'a {
     let kind = match plan.instruction.hold {
@@ -208,37 +200,27 @@ pub fn run<'a>(
                 status: 503,
             };
         };
-        let canceller = Canceller::new();
-        // Boxed: the watcher's read op (~290 B) would otherwise sit in every connection task
-        // and push it past the allocator's 1 KiB size class into the 1.5 KiB one.
-        let mut watcher_box = Box::pin(watch_client(rd, canceller.handle()));
-        let mut watcher = watcher_box.as_mut();
-        let mut reader: Option<OwnedReadHalf<TcpStream>> = None;
-        let (status, after) = match kind {
-            HoldKind::Response => {
-                response_hold(
-                    ctx,
-                    key,
-                    &mut plan,
-                    &mut wr,
-                    &mut watcher,
-                    &mut reader,
-                    &mut pending,
-                )
-                .await
-            }
-            HoldKind::Stream | HoldKind::Ws => {
-                stream_hold(
-                    ctx,
-                    key,
-                    &mut plan,
-                    &mut wr,
-                    &mut watcher,
-                    &mut reader,
-                    &mut pending,
-                    ids,
-                )
-                .await
+        // The watcher borrows the read half, so it lives in this block only: it is dropped
+        // (its poll cancelled) before the halves are reunited below.
+        let mut watch_done = false;
+        let (status, after) = {
+            let mut watcher = pin!(watch_client(&rd));
+            match kind {
+                HoldKind::Response => {
+                    response_hold(ctx, key, &mut plan, &mut wr, &mut watcher, &mut watch_done).await
+                }
+                HoldKind::Stream | HoldKind::Ws => {
+                    stream_hold(
+                        ctx,
+                        key,
+                        &mut plan,
+                        &mut wr,
+                        &mut watcher,
+                        &mut watch_done,
+                        ids,
+                    )
+                    .await
+                }
             }
         };
         if plan.client_gone {
@@ -249,23 +231,10 @@ pub fn run<'a>(
         ctx.counters().dec(kind_gauge(kind));
         ctx.counters()
             .add(Counter::SubscriptionsEnded, removed as u64);
-        // Reunite the socket when the connection goes on: cancel the watcher's read and wait
-        // for it, so that bytes it raced to receive are kept, not lost.
-        let stream = if after == After::KeepAlive {
-            if reader.is_none() {
-                let _ = canceller.cancel();
-                let (rd, side) = watcher.as_mut().await;
-                reader = Some(rd);
-                match side {
-                    ClientSide::Gone => reader = None,
-                    ClientSide::Data(d) => pending.extend_from_slice(&d),
-                    ClientSide::Cancelled => {}
-                }
-            }
-            match reader {
-                Some(rd) => rd.reunite(wr).ok(),
-                None => None,
-            }
+        // The connection goes on: the watcher never read anything (bytes the client sent are
+        // still in the socket for the next request), so the halves simply reunite.
+        let stream = if after == After::KeepAlive && !plan.client_gone {
+            rd.reunite(wr).ok()
         } else {
             None
         };
@@ -371,17 +340,41 @@ fn subscribe_all(ctx: &ShardCtx, key: HolderKey, plan: &HoldPlan) {
     }
 }
 
-/// Watch the client: a persistent small read; returns when it closes, or with bytes it sent.
-async fn watch_client(
-    mut rd: OwnedReadHalf<TcpStream>,
-    cancel: CancelHandle,
-) -> (OwnedReadHalf<TcpStream>, ClientSide) {
-    let buf = Vec::with_capacity(HELD_READ_BYTES);
-    let (res, buf) = rd.cancelable_read(buf, cancel).await;
-    match res {
-        Ok(n) if n > 0 => (rd, ClientSide::Data(buf)),
-        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => (rd, ClientSide::Cancelled),
-        _ => (rd, ClientSide::Gone),
+/// Watch the client without reading from it: wait until the socket is readable, then peek
+/// one byte to tell a close (0) from a pipelined request (bytes, left in the socket). A parked
+/// hold so keeps a poll operation (a few dozen bytes, inline in the task) and no buffer,
+/// canceller or pending read; dropping the future cancels the poll.
+async fn watch_client(rd: &OwnedReadHalf<TcpStream>) -> ClientSide {
+    // SAFETY: the read half's stream is only used here to arm readiness polls and to peek,
+    // which touch nothing but the fd (shared through its own `Rc`); the write half's writes run
+    // on the same thread and never overlap a poll's use of the stream's fields. This is the
+    // aliasing monoio's own split halves rely on.
+    let stream: &TcpStream = unsafe { &*rd.0.get() };
+    let fd = stream.as_raw_fd();
+    loop {
+        // Not relaxed: on epoll a stale readiness is re-checked with poll(2) instead of
+        // returning at once (no busy loop); io_uring arms a one-shot POLLIN.
+        if stream.readable(false).await.is_err() {
+            return ClientSide::Gone;
+        }
+        let mut byte = 0u8;
+        // SAFETY: recv into one byte we own; MSG_PEEK leaves the data in the socket.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                std::ptr::addr_of_mut!(byte).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        match n {
+            0 => return ClientSide::Gone,
+            n if n > 0 => return ClientSide::Data,
+            _ => match std::io::Error::last_os_error().kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => continue,
+                _ => return ClientSide::Gone,
+            },
+        }
     }
 }
 
@@ -391,31 +384,24 @@ async fn next_event<F>(
     ctx: &ShardCtx,
     key: HolderKey,
     watcher: &mut std::pin::Pin<&mut F>,
-    reader: &mut Option<OwnedReadHalf<TcpStream>>,
-    pending: &mut Vec<u8>,
+    watch_done: &mut bool,
     client_gone: &mut bool,
 ) -> Option<HoldEvent>
 where
-    F: std::future::Future<Output = (OwnedReadHalf<TcpStream>, ClientSide)>,
+    F: std::future::Future<Output = ClientSide>,
 {
     poll_fn(|cx| {
-        if reader.is_none() {
-            if let Poll::Ready((rd, side)) = watcher.as_mut().poll(cx) {
-                *reader = Some(rd);
+        if !*watch_done {
+            if let Poll::Ready(side) = watcher.as_mut().poll(cx) {
+                *watch_done = true;
                 match side {
                     ClientSide::Gone => {
                         *client_gone = true;
                         return Poll::Ready(None);
                     }
-                    ClientSide::Cancelled => return Poll::Ready(None),
-                    ClientSide::Data(d) => {
-                        // Pipelined bytes: keep them (bounded) for after the hold. The watcher
-                        // is not re-armed; a hold ends soon after its client pipelines anyway.
-                        if pending.len() + d.len() > ctx.cfg.header_bytes_max {
-                            return Poll::Ready(None);
-                        }
-                        pending.extend_from_slice(&d);
-                    }
+                    // A pipelined request waits in the socket for after the hold; the watcher
+                    // is not re-armed (a hold ends soon after its client pipelines anyway).
+                    ClientSide::Data => {}
                 }
             }
         }
@@ -448,11 +434,10 @@ async fn response_hold<F>(
     plan: &mut HoldPlan,
     wr: &mut OwnedWriteHalf<TcpStream>,
     watcher: &mut std::pin::Pin<&mut F>,
-    reader: &mut Option<OwnedReadHalf<TcpStream>>,
-    pending: &mut Vec<u8>,
+    watch_done: &mut bool,
 ) -> (u16, After)
 where
-    F: std::future::Future<Output = (OwnedReadHalf<TcpStream>, ClientSide)>,
+    F: std::future::Future<Output = ClientSide>,
 {
     let deadline = ctx.clock_ms() + u64::from(plan.instruction.timeout_s) * 1000;
     ctx.arm_timer(key, deadline, TimerKind::Timeout);
@@ -470,7 +455,7 @@ where
         }
     }
     let (resp, close) = loop {
-        let ev = next_event(ctx, key, watcher, reader, pending, &mut plan.client_gone).await;
+        let ev = next_event(ctx, key, watcher, watch_done, &mut plan.client_gone).await;
         match ev {
             Some(HoldEvent::Response {
                 resp: published,
@@ -696,12 +681,11 @@ async fn stream_hold<F>(
     plan: &mut HoldPlan,
     wr: &mut OwnedWriteHalf<TcpStream>,
     watcher: &mut std::pin::Pin<&mut F>,
-    reader: &mut Option<OwnedReadHalf<TcpStream>>,
-    pending: &mut Vec<u8>,
+    watch_done: &mut bool,
     ids: &mut LastIds,
 ) -> (u16, After)
 where
-    F: std::future::Future<Output = (OwnedReadHalf<TcpStream>, ClientSide)>,
+    F: std::future::Future<Output = ClientSide>,
 {
     let http11 = plan.version == Version::Http11;
     let status = plan.instruction.response.code;
@@ -772,7 +756,7 @@ where
     let mut refetched = false;
     loop {
         if !fetch_link {
-            let ev = next_event(ctx, key, watcher, reader, pending, &mut plan.client_gone).await;
+            let ev = next_event(ctx, key, watcher, watch_done, &mut plan.client_gone).await;
             match ev {
                 Some(HoldEvent::Stream {
                     chunk,
