@@ -45,6 +45,7 @@ fn channels(query: &str, prefix: Option<&str>) -> Vec<ChannelSub> {
 pub async fn handle(
     ctx: &Rc<ShardCtx>,
     client: &mut Peer,
+    peer: std::net::SocketAddr,
     head: &RequestHead,
     route: &Route,
 ) -> Reply {
@@ -83,7 +84,7 @@ pub async fn handle(
             keep_alive: head.keep_alive,
             route_id: route.id.clone(),
             request: None,
-            peer_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            peer,
             head_sent: false,
             last_ids: Vec::new(),
             client_gone: false,

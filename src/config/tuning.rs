@@ -457,6 +457,25 @@ mod tests {
     }
 
     #[test]
+    fn shipped_profiles_load() {
+        for (name, text) in [
+            (
+                "small-box",
+                include_str!("../../tuning/profiles/small-box.toml"),
+            ),
+            (
+                "many-core",
+                include_str!("../../tuning/profiles/many-core.toml"),
+            ),
+        ] {
+            let (t, ignored) =
+                resolve(text, cores(64)).unwrap_or_else(|e| panic!("profile {name}: {e}"));
+            assert!(ignored.is_empty(), "profile {name}: ignored {ignored:?}");
+            assert!(!t.huge_pages, "profile {name}");
+        }
+    }
+
+    #[test]
     fn defaults() {
         let (t, ignored) = resolve("", cores(4)).unwrap();
         assert!(ignored.is_empty());

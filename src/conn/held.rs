@@ -15,7 +15,7 @@ use bytes::Bytes;
 use monoio::io::{AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 use crate::conn::fetch;
@@ -41,7 +41,8 @@ pub struct HoldPlan {
     /// handler, which has no backend to ask). Boxed: a stream without links drops it, and the
     /// plan is kept for the whole hold.
     pub request: Option<Box<RequestHead>>,
-    pub peer_ip: IpAddr,
+    /// The client's address (forwarded to the backend, and the connection's after the hold).
+    pub peer: SocketAddr,
     /// A stream's response head (and first body) already went out (a next-link chain that
     /// turned into a stream hold).
     pub head_sent: bool,
@@ -97,8 +98,10 @@ pub fn is_grip_head(head: &ResponseHead) -> bool {
 /// How a hold ended.
 pub struct HoldEnd {
     pub stream: Option<TcpStream>,
-    /// Bytes the client sent while held (start of its next request).
+    /// Bytes read past the request head before the hold (the next request's start).
     pub pending: Vec<u8>,
+    /// The client's address, for the connection that goes on.
+    pub peer: SocketAddr,
     pub after: After,
     pub status: u16,
 }
@@ -196,6 +199,7 @@ pub fn run<'a>(
             return HoldEnd {
                 stream: None,
                 pending,
+                peer: plan.peer,
                 after: After::Close,
                 status: 503,
             };
@@ -246,6 +250,7 @@ pub fn run<'a>(
         HoldEnd {
             stream,
             pending,
+            peer: plan.peer,
             after,
             status,
         }
@@ -379,7 +384,7 @@ async fn watch_client(rd: &OwnedReadHalf<TcpStream>) -> ClientSide {
 }
 
 /// Wait for the next hold event, while watching the client. `None`: the client went away, or
-/// the hold overflowed (slow subscriber), or sent too much while held.
+/// the hold overflowed (slow subscriber).
 async fn next_event<F>(
     ctx: &ShardCtx,
     key: HolderKey,
@@ -524,7 +529,7 @@ fn notify_gone(ctx: &Rc<ShardCtx>, plan: &HoldPlan) {
     req.method = "POST".to_string();
     req.framing = http1::BodyFraming::Length(0);
     let ctx2 = ctx.clone();
-    let peer = plan.peer_ip;
+    let peer = plan.peer.ip();
     let route_id = plan.route_id.clone();
     let cid = plan.connection_id;
     monoio::spawn(async move {
@@ -588,7 +593,7 @@ async fn retry(ctx: &Rc<ShardCtx>, key: HolderKey, plan: &mut HoldPlan) -> Optio
         ctx,
         route,
         &request,
-        plan.peer_ip,
+        plan.peer.ip(),
         last_ids,
     ))
     .await;
@@ -1068,7 +1073,7 @@ async fn follow_link(
     let last = ids.grip_last();
     let mut attempt = 0;
     let f = loop {
-        let r = share::fetch_shared(ctx, route, &req, plan.peer_ip, &last).await;
+        let r = share::fetch_shared(ctx, route, &req, plan.peer.ip(), &last).await;
         let retryable = match &r {
             Err(
                 fetch::FetchError::Connect | fetch::FetchError::Io | fetch::FetchError::Timeout,

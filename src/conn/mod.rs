@@ -192,10 +192,9 @@ pub fn serve(
                         tracing::trace!(bytes = std::mem::size_of_val(&*hold), "hold future size");
                     }
                     let end = hold.as_mut().await;
-                    // The address again (not carried through the hold; the socket caches it
-                    // once asked). A client that is gone by now has none: the connection ends.
-                    let reuse = end.stream.and_then(|s| s.peer_addr().ok().map(|a| (s, a)));
-                    if let Some((stream, peer_addr)) = reuse {
+                    // The address comes back with the hold's end (its plan kept it).
+                    if let Some(stream) = end.stream {
+                        let peer_addr = end.peer;
                         conn = Some(Box::new(Conn {
                             client: Peer {
                                 stream,
@@ -429,7 +428,8 @@ async fn handle_request(ctx: &Rc<ShardCtx>, conn: &mut Conn, head: RequestHead) 
         // Only the built-in test handler remains (routes always have at least one target).
         debug_assert!(route.targets.iter().any(|t| matches!(t, Target::Test)));
         conn.set_state(ConnState::Responding);
-        return crate::testbackend::handle(ctx, &mut conn.client, &head, route).await;
+        return crate::testbackend::handle(ctx, &mut conn.client, conn.peer_addr, &head, route)
+            .await;
     }
     proxy(ctx, conn, head, route, &http_targets).await
 }
@@ -889,7 +889,7 @@ async fn grip_answer(
         keep_alive: head.keep_alive,
         route_id: route.id.clone(),
         request: Some(Box::new(head.clone())),
-        peer_ip: conn.peer_addr.ip(),
+        peer: conn.peer_addr,
         head_sent: false,
         last_ids: Vec::new(),
         client_gone: false,
@@ -968,7 +968,7 @@ async fn next_chain(
                             keep_alive: head.keep_alive,
                             route_id: route.id.clone(),
                             request: Some(Box::new(head.clone())),
-                            peer_ip: conn.peer_addr.ip(),
+                            peer: conn.peer_addr,
                             head_sent: true,
                             last_ids: Vec::new(),
                             client_gone: false,

@@ -498,3 +498,34 @@ fn a_held_request_is_access_logged_and_its_connection_serves_the_next_request() 
         }
     }
 }
+
+#[test]
+fn a_request_pipelined_during_a_hold_is_answered_after_it() {
+    for (driver, _) in DRIVERS {
+        let origin = Origin::start_with(|req| {
+            if req.path == "/poll" {
+                OriginResponse::text(200, "timeout\n")
+                    .with_header("Grip-Hold", "response")
+                    .with_header("Grip-Channel", "pipelined")
+            } else {
+                OriginResponse::text(200, &format!("plain {}\n", req.path))
+            }
+        });
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let mut c = RawClient::connect(tack.addr);
+        c.send(b"GET /poll HTTP/1.1\r\nHost: a\r\n\r\n");
+        crate::grip::wait_holds(tack.metrics, 1);
+        // Sent while held: the hold must go on (not end early), and this request waits.
+        c.send(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n");
+        let item = r#"{"items":[{"channel":"pipelined","formats":{"http-response":{"body":"published\n"}}}]}"#;
+        assert_eq!(publish(tack.publish, item).0, 200);
+        let r = c.read_response(T).expect("held answer");
+        assert_eq!(r.body, b"published\n", "{driver}: the hold answered first");
+        let r = c.read_response(T).expect("pipelined answer");
+        assert_eq!(
+            r.body, b"plain /after\n",
+            "{driver}: then the pipelined request"
+        );
+        assert_eq!(origin.requests_seen(), 2, "{driver}");
+    }
+}
