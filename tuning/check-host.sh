@@ -162,9 +162,10 @@ if [ "$N" -lt 10000 ]; then netdev_rec=1000
 elif [ "$N" -lt 100000 ]; then netdev_rec=4096
 else netdev_rec=16384
 fi
-# RAM: 3.9 KiB tack + 3.8 KiB kernel per idle held stream (measured), + 8 KiB per connection
-# of kernel buffers for a burst to slow readers (tcp_mem below), + 512 MiB for the rest.
-ram_idle_kib=$((N * 8))
+# RAM: 1.9 KiB tack + 3.8 KiB kernel per idle held stream (measured; 6 KiB rounded up), + 8 KiB
+# per connection of kernel buffers for a burst to slow readers (tcp_mem below), + 512 MiB for
+# the rest (16 KiB per connection in all, with room for WebSockets at 2.4 KiB).
+ram_idle_kib=$((N * 6))
 ram_need_kib=$((N * 16 + 524288))
 # tcp_mem (pages): pressure at 1 page per connection, hard limit 2 pages per connection.
 tcp_mem_rec=("$N" $((N * 3 / 2)) $((N * 2)))
@@ -369,7 +370,7 @@ else
     row "RAM" "$(human_kib "$mem_total")" ">= $(human_kib "$ram_need_kib")" "CHANGE"
     changes=$((changes + 1))
 fi
-note "idle holds: ~$(human_kib "$ram_idle_kib") (3.9 KiB tack + 3.8 KiB kernel each)," \
+note "idle holds: ~$(human_kib "$ram_idle_kib") (1.9 KiB tack + 3.8 KiB kernel each, rounded up)," \
     "+ 8 KiB each of kernel buffers during a burst to slow readers"
 
 per_shard=$(( (N + cores - 1) / cores ))
