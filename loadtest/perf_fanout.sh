@@ -3,13 +3,14 @@
 # loadgen, attaches `perf record` to tack for the publish phase, prints loadgen's report and the
 # flat perf profile (by DSO and by symbol). Needs perf (apt-get install linux-perf).
 # Usage: N=10000 M=100 TACK_ARGS="--shards 2" loadtest/perf_fanout.sh   (binaries must be built)
+#        R=DIR uses tack and loadgen from DIR instead of target/release (e.g. another build's).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 N=${N:-10000}
 M=${M:-100}
 TACK_ARGS=${TACK_ARGS:-}
 PERF_DATA=${PERF_DATA:-/tmp/tack-fanout.perf.data}
-R=$ROOT/target/release
+R=${R:-$ROOT/target/release}
 D=$(mktemp -d -t perf-fanout.XXXXXX)
 PIDS=()
 cleanup() {
