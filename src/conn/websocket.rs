@@ -127,9 +127,14 @@ fn read_more(rd: OwnedReadHalf<TcpStream>, buf: Vec<u8>) -> ReadFut {
 }
 
 /// The buffer for the next read: leftover bytes, and full-size room only if the last read
-/// filled its buffer (more is probably waiting).
+/// filled its buffer (more is probably waiting). Nothing left over and nothing more expected:
+/// no buffer at all, the read allocates one once the socket is readable (an idle session keeps
+/// none).
 fn next_buf(buf: &Vec<u8>, pos: usize) -> Vec<u8> {
     let full = buf.len() == buf.capacity();
+    if !full && pos >= buf.len() {
+        return Vec::new();
+    }
     let mut next = Vec::with_capacity(if full {
         WS_READ_BYTES
     } else {
@@ -150,6 +155,14 @@ fn read_next(mut rd: OwnedReadHalf<TcpStream>, mut buf: Vec<u8>, pending_first: 
         if pending_first && !buf.is_empty() {
             let n = buf.len();
             return (rd, buf, Ok(n));
+        }
+        if buf.capacity() == 0 {
+            // Idle: wait for readiness before taking a buffer. A readiness error is left for
+            // the read below to report.
+            // SAFETY: as in `held::watch_client`: the stream is only used to arm a readiness
+            // poll (it touches the fd alone); the write half runs on the same thread.
+            let stream: &TcpStream = unsafe { &*rd.0.get() };
+            let _ = stream.readable(false).await;
         }
         if buf.capacity() - buf.len() < WS_READ_IDLE_BYTES / 2 {
             buf.reserve(WS_READ_IDLE_BYTES.max(buf.len()));
