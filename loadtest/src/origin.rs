@@ -277,6 +277,18 @@ impl Origin {
         self.shared.requests_seen.load(Ordering::SeqCst)
     }
 
+    /// Waits up to `within` until at least `n` requests were seen; whether they were.
+    pub fn wait_requests(&self, n: usize, within: Duration) -> bool {
+        let until = std::time::Instant::now() + within;
+        while self.requests_seen() < n {
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
     /// The last [`LOG_MAX`] requests, oldest first.
     pub fn last_requests(&self) -> Vec<OriginRequest> {
         lock(&self.shared.log).iter().cloned().collect()

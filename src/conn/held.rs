@@ -27,7 +27,7 @@ use crate::metrics::Counter;
 use crate::shard::ShardCtx;
 use crate::subs::HolderKey;
 
-use super::iovec::{writev_all, ByteVecs, IOV_BATCH_MAX};
+use super::iovec::{batch_after, writev_all};
 use super::share;
 use super::After;
 
@@ -989,21 +989,13 @@ async fn write_backlog(
     first: Bytes,
     with_ids: bool,
 ) -> bool {
-    let next = ctx.holds.borrow_mut().pop_stream(key, with_ids);
-    match next {
-        None => write_bytes(wr, first).await,
-        Some((c, r)) => {
-            let mut v = ByteVecs::default();
-            v.push(first);
-            v.push(if http11 { c } else { r });
-            while v.len() < IOV_BATCH_MAX {
-                let Some((c, r)) = ctx.holds.borrow_mut().pop_stream(key, with_ids) else {
-                    break;
-                };
-                v.push(if http11 { c } else { r });
-            }
-            Box::pin(writev_all(wr, v)).await.is_ok()
-        }
+    let next = || {
+        let (c, r) = ctx.holds.borrow_mut().pop_stream(key, with_ids)?;
+        Some(if http11 { c } else { r })
+    };
+    match batch_after(first, next) {
+        Err(first) => write_bytes(wr, first).await,
+        Ok(v) => Box::pin(writev_all(wr, v)).await.is_ok(),
     }
 }
 

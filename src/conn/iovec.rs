@@ -77,6 +77,25 @@ impl ByteVecs {
     }
 }
 
+/// `first` and the payloads `next` yields after it, at most [`IOV_BATCH_MAX`] in all, for one
+/// `writev`; `Err(first)` when nothing follows it (a plain write does).
+pub fn batch_after(
+    first: Bytes,
+    mut next: impl FnMut() -> Option<Bytes>,
+) -> Result<ByteVecs, Bytes> {
+    let Some(second) = next() else {
+        return Err(first);
+    };
+    let mut v = ByteVecs::default();
+    v.push(first);
+    v.push(second);
+    while v.len() < IOV_BATCH_MAX {
+        let Some(b) = next() else { break };
+        v.push(b);
+    }
+    Ok(v)
+}
+
 /// Write every payload, in order, with as few `writev` calls as the socket allows.
 pub async fn writev_all<W: AsyncWriteRent>(w: &mut W, mut v: ByteVecs) -> io::Result<()> {
     while !v.is_empty() {
@@ -100,6 +119,29 @@ pub async fn writev_all<W: AsyncWriteRent>(w: &mut W, mut v: ByteVecs) -> io::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_after_takes_what_follows_up_to_the_batch_limit() {
+        let one = batch_after(Bytes::from_static(b"a"), || None);
+        assert!(matches!(one, Err(b) if b == "a"), "alone: a plain write");
+        let mut left = 2;
+        let two = batch_after(Bytes::from_static(b"a"), || {
+            (left > 0).then(|| {
+                left -= 1;
+                Bytes::from_static(b"b")
+            })
+        })
+        .expect("a batch");
+        assert_eq!(two.bufs, vec!["a", "b", "b"]);
+        let mut pulled = 0;
+        let full = batch_after(Bytes::from_static(b"a"), || {
+            pulled += 1;
+            Some(Bytes::from_static(b"x"))
+        })
+        .expect("a batch");
+        assert_eq!(full.len(), IOV_BATCH_MAX);
+        assert_eq!(pulled, IOV_BATCH_MAX - 1, "nothing taken beyond the limit");
+    }
 
     #[test]
     fn advance_drops_written_buffers_and_slices_the_partial_one() {

@@ -39,7 +39,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf
 use monoio::net::TcpStream;
 
 use crate::conn::fetch::{self, Fetched};
-use crate::conn::iovec::{writev_all, ByteVecs, IOV_BATCH_MAX};
+use crate::conn::iovec::{batch_after, writev_all};
 use crate::hold::{HoldEvent, HoldKind, TimerKind};
 use crate::http1::{self, BodyFraming, Header, RequestHead};
 use crate::metrics::Counter;
@@ -172,6 +172,23 @@ fn read_next(mut rd: OwnedReadHalf<TcpStream>, mut buf: Vec<u8>, pending_first: 
         let (res, slice) = rd.read(buf.slice_mut(len..cap)).await;
         (rd, slice.into_inner(), res)
     })
+}
+
+/// A write of published frames to the client. A client that stopped reading must not keep the
+/// session (and its write) pending forever: the write is given up when the session's queue
+/// overflows, and the slow client is counted.
+async fn guarded_write(
+    ctx: &ShardCtx,
+    key: HolderKey,
+    last_client_write_ms: &mut u64,
+    write: impl Future<Output = bool>,
+) -> bool {
+    let ok = crate::conn::held::write_unless_overflow(ctx, key, write).await;
+    *last_client_write_ms = ctx.clock_ms();
+    if !ok {
+        crate::conn::held::count_if_slow(ctx, key, "websocket");
+    }
+    ok
 }
 
 /// A WebSocket-over-HTTP request on its way.
@@ -756,47 +773,26 @@ impl Session {
     /// one `writev`: in a burst, a session writes its backlog at once, not a frame per call.
     async fn deliver_backlog(&mut self, first: Bytes) -> bool {
         let untracked = self.reliable.is_empty();
-        let Some(second) = self
-            .ctx
-            .holds
-            .borrow_mut()
-            .pop_ws_frame(self.key, untracked)
-        else {
-            return self.send_raw_frame(first).await;
-        };
-        let mut v = ByteVecs::default();
-        v.push(first);
-        v.push(second);
-        while v.len() < IOV_BATCH_MAX {
-            let Some(f) = self
-                .ctx
+        let next = || {
+            self.ctx
                 .holds
                 .borrow_mut()
                 .pop_ws_frame(self.key, untracked)
-            else {
-                break;
-            };
-            v.push(f);
+        };
+        match batch_after(first, next) {
+            Err(first) => self.send_raw_frame(first).await,
+            Ok(v) => {
+                let wr = &mut self.wr;
+                let write = async { writev_all(wr, v).await.is_ok() };
+                guarded_write(&self.ctx, self.key, &mut self.last_client_write_ms, write).await
+            }
         }
-        // A client that stopped reading must not keep the session (and its write) pending
-        // forever: the write is given up when its queue overflows.
-        let write = async { writev_all(&mut self.wr, v).await.is_ok() };
-        let ok = crate::conn::held::write_unless_overflow(&self.ctx, self.key, write).await;
-        self.last_client_write_ms = self.ctx.clock_ms();
-        if !ok {
-            crate::conn::held::count_if_slow(&self.ctx, self.key, "websocket");
-        }
-        ok
     }
 
     async fn send_raw_frame(&mut self, frame: Bytes) -> bool {
-        let write = async { self.wr.write_all(frame).await.0.is_ok() };
-        let ok = crate::conn::held::write_unless_overflow(&self.ctx, self.key, write).await;
-        self.last_client_write_ms = self.ctx.clock_ms();
-        if !ok {
-            crate::conn::held::count_if_slow(&self.ctx, self.key, "websocket");
-        }
-        ok
+        let wr = &mut self.wr;
+        let write = async { wr.write_all(frame).await.0.is_ok() };
+        guarded_write(&self.ctx, self.key, &mut self.last_client_write_ms, write).await
     }
 
     /// Ask the backend for what the client missed on every channel that needs it: a

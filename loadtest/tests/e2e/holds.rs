@@ -378,14 +378,10 @@ fn a_client_that_goes_away_triggers_the_gone_link() {
         c.send(b"GET /hold HTTP/1.1\r\nHost: a\r\n\r\n");
         read_stream_until(&mut c, b"open\n\r\n", T);
         drop(c);
-        let end = Instant::now() + T;
-        while origin.requests_seen() < 2 {
-            assert!(
-                Instant::now() < end,
-                "{driver}: the gone link was not requested"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        assert!(
+            origin.wait_requests(2, T),
+            "{driver}: the gone link was not requested"
+        );
         let last = origin.last_requests();
         let gone = last.last().expect("gone request");
         assert_eq!(
@@ -450,18 +446,24 @@ fn recover_makes_every_long_poll_on_every_shard_ask_again() {
     }
 }
 
+/// An origin that holds `GET /poll` as a long-poll on `channel` and answers anything else with
+/// `plain PATH`.
+fn poll_origin(channel: &'static str) -> Origin {
+    Origin::start_with(move |req| {
+        if req.path == "/poll" {
+            OriginResponse::text(200, "timeout\n")
+                .with_header("Grip-Hold", "response")
+                .with_header("Grip-Channel", channel)
+        } else {
+            OriginResponse::text(200, &format!("plain {}\n", req.path))
+        }
+    })
+}
+
 #[test]
 fn a_held_request_is_access_logged_and_its_connection_serves_the_next_request() {
     for (driver, _) in DRIVERS {
-        let origin = Origin::start_with(|req| {
-            if req.path == "/poll" {
-                OriginResponse::text(200, "timeout\n")
-                    .with_header("Grip-Hold", "response")
-                    .with_header("Grip-Channel", "logged")
-            } else {
-                OriginResponse::text(200, "plain\n")
-            }
-        });
+        let origin = poll_origin("logged");
         let tuning = temp_file("tuning.toml", "[tack]\naccess_log = true\n");
         let tack = start_routed(
             driver,
@@ -484,7 +486,7 @@ fn a_held_request_is_access_logged_and_its_connection_serves_the_next_request() 
         let r = c.read_response(T).expect("next answer");
         assert_eq!(
             (r.status, r.body.as_slice()),
-            (200, &b"plain\n"[..]),
+            (200, &b"plain /next\n"[..]),
             "{driver}"
         );
         let local = c.local_addr();
@@ -502,15 +504,7 @@ fn a_held_request_is_access_logged_and_its_connection_serves_the_next_request() 
 #[test]
 fn a_request_pipelined_during_a_hold_is_answered_after_it() {
     for (driver, _) in DRIVERS {
-        let origin = Origin::start_with(|req| {
-            if req.path == "/poll" {
-                OriginResponse::text(200, "timeout\n")
-                    .with_header("Grip-Hold", "response")
-                    .with_header("Grip-Channel", "pipelined")
-            } else {
-                OriginResponse::text(200, &format!("plain {}\n", req.path))
-            }
-        });
+        let origin = poll_origin("pipelined");
         let tack = start_routed(driver, origin.addr(), &[]);
         let mut c = RawClient::connect(tack.addr);
         c.send(b"GET /poll HTTP/1.1\r\nHost: a\r\n\r\n");

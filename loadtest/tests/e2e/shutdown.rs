@@ -22,14 +22,7 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
         let mut busy = RawClient::connect(addr);
         busy.send(b"GET /slow/700 HTTP/1.1\r\nHost: a\r\n\r\n");
         // Wait until the slow request reached the origin, then ask tack to stop.
-        let deadline = std::time::Instant::now() + T;
-        while origin.requests_seen() < 2 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "slow request never arrived"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        assert!(origin.wait_requests(2, T), "slow request never arrived");
         let reader = std::thread::spawn(move || busy.read_response(T));
         let code = tack.proc.terminate(T);
         assert_eq!(code, Some(0), "{driver}: clean exit");
@@ -57,14 +50,7 @@ fn second_signal_during_drain_exits_130_at_once() {
         let mut busy = RawClient::connect(tack.addr);
         // In flight for longer than the default drain (5 s): a clean drain would end with 0.
         busy.send(b"GET /slow/20000 HTTP/1.1\r\nHost: a\r\n\r\n");
-        let deadline = std::time::Instant::now() + T;
-        while origin.requests_seen() < 1 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "slow request never arrived"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        assert!(origin.wait_requests(1, T), "slow request never arrived");
         let mut proc = tack.proc;
         proc.signal(libc::SIGTERM);
         assert!(
