@@ -230,6 +230,9 @@ pub fn run<'a>(
         if plan.client_gone {
             notify_gone(ctx, &plan);
         }
+        // Whatever path ended it (an event, a write given up), a hold whose queue overflowed
+        // is counted and logged here, once.
+        count_if_slow(ctx, key, &plan.route_id);
         let removed = ctx.holds.borrow_mut().release(key);
         ctx.counters().dec(Counter::HoldsActive);
         ctx.counters().dec(kind_gauge(kind));
@@ -350,11 +353,7 @@ fn subscribe_all(ctx: &ShardCtx, key: HolderKey, plan: &HoldPlan) {
 /// hold so keeps a poll operation (a few dozen bytes, inline in the task) and no buffer,
 /// canceller or pending read; dropping the future cancels the poll.
 async fn watch_client(rd: &OwnedReadHalf<TcpStream>) -> ClientSide {
-    // SAFETY: the read half's stream is only used here to arm readiness polls and to peek,
-    // which touch nothing but the fd (shared through its own `Rc`); the write half's writes run
-    // on the same thread and never overlap a poll's use of the stream's fields. This is the
-    // aliasing monoio's own split halves rely on.
-    let stream: &TcpStream = unsafe { &*rd.0.get() };
+    let stream = super::io::watched_stream(rd);
     let fd = stream.as_raw_fd();
     loop {
         // Not relaxed: on epoll a stale readiness is re-checked with poll(2) instead of
@@ -415,17 +414,25 @@ where
     .await
 }
 
-/// Write `b` whole. The write itself is boxed, like every write of a hold: its state exists
-/// only while it is in flight, so a parked hold does not carry it (and a plain function, not an
-/// `async fn`, so that the awaiting future holds one write, not the arguments twice).
-fn write_bytes(
-    wr: &mut OwnedWriteHalf<TcpStream>,
+/// Write `b` whole, unless the hold overflows meanwhile ([`write_unless_overflow`]: keep-alives,
+/// link bodies and closing chunks are guarded like published data). The write itself is boxed,
+/// like every write of a hold: its state exists only while it is in flight, so a parked hold
+/// does not carry it (and a plain function, not an `async fn`, so that the awaiting future
+/// holds one write, not the arguments twice).
+fn write_bytes<'a>(
+    ctx: &'a ShardCtx,
+    key: HolderKey,
+    wr: &'a mut OwnedWriteHalf<TcpStream>,
     b: Bytes,
-) -> impl std::future::Future<Output = bool> + '_ {
-    let write = (!b.is_empty()).then(|| Box::pin(wr.write_all(b)));
+) -> impl std::future::Future<Output = bool> + 'a {
+    let write = (!b.is_empty()).then(|| {
+        Box::pin(write_unless_overflow(ctx, key, async move {
+            wr.write_all(b).await.0.is_ok()
+        }))
+    });
     async move {
         match write {
-            Some(w) => w.await.0.is_ok(),
+            Some(w) => w.await,
             None => true,
         }
     }
@@ -708,7 +715,7 @@ where
         if let Some((ch, _)) = ids.tracked().next() {
             let msg = format!("channel '{ch}' specifies prev-id, but no next link found");
             ctx.counters().inc(Counter::GripInvalid);
-            return Box::pin(end_with_error(ctx, plan, wr, status, &msg)).await;
+            return Box::pin(end_with_error(ctx, key, plan, wr, status, &msg)).await;
         }
     }
     // What a stream keeps while it waits: nothing of the first response, and the request only
@@ -791,7 +798,6 @@ where
                                 !ids.is_tracking(),
                             ));
                             if !write_unless_overflow(ctx, key, write).await {
-                                count_if_slow(ctx, key, &plan.route_id);
                                 return (status, After::Close);
                             }
                             last_write = ctx.clock_ms();
@@ -802,7 +808,8 @@ where
                 }
                 Some(HoldEvent::StreamClose) => {
                     if http11 {
-                        let ok = write_bytes(wr, Bytes::from_static(http1::LAST_CHUNK)).await;
+                        let ok =
+                            write_bytes(ctx, key, wr, Bytes::from_static(http1::LAST_CHUNK)).await;
                         let after = if ok && plan.keep_alive {
                             After::KeepAlive
                         } else {
@@ -825,7 +832,7 @@ where
                             KeepAliveMode::Interval => due,
                         };
                         if now >= due {
-                            if !write_bytes(wr, framed.clone()).await {
+                            if !write_bytes(ctx, key, wr, framed.clone()).await {
                                 return (status, After::Close);
                             }
                             last_write = ctx.clock_ms();
@@ -851,14 +858,12 @@ where
                 | Some(HoldEvent::Recover) => continue,
                 Some(HoldEvent::Shutdown) => {
                     if http11 {
-                        let _ = write_bytes(wr, Bytes::from_static(http1::LAST_CHUNK)).await;
+                        let _ =
+                            write_bytes(ctx, key, wr, Bytes::from_static(http1::LAST_CHUNK)).await;
                     }
                     return (status, After::Close);
                 }
-                None => {
-                    count_if_slow(ctx, key, &plan.route_id);
-                    return (status, After::Close);
-                }
+                None => return (status, After::Close),
             }
         }
         if fetch_link {
@@ -869,7 +874,7 @@ where
             }
             match Box::pin(follow_link(ctx, key, plan, ids)).await {
                 Link::Body(body, moved) => {
-                    if !body.is_empty() && !write_bytes(wr, frame(http11, &body)).await {
+                    if !body.is_empty() && !write_bytes(ctx, key, wr, frame(http11, &body)).await {
                         return (status, After::Close);
                     }
                     last_write = ctx.clock_ms();
@@ -890,7 +895,7 @@ where
                             (true, Some((data, it))) => {
                                 let v = ids.check(&it.channel, Some(&it.id), it.prev_id.as_deref());
                                 debug_assert_eq!(v, Verdict::Deliver);
-                                if !write_bytes(wr, data).await {
+                                if !write_bytes(ctx, key, wr, data).await {
                                     return (status, After::Close);
                                 }
                                 refetched = false;
@@ -916,7 +921,7 @@ where
                         tracing::warn!(shard = %ctx.id, route = %plan.route_id, "reliable stream: next-link answer without prev-id; channels no longer tracked");
                         ids.clear();
                         if let Some((data, _)) = gap_item.take() {
-                            if !write_bytes(wr, data).await {
+                            if !write_bytes(ctx, key, wr, data).await {
                                 return (status, After::Close);
                             }
                         }
@@ -926,6 +931,7 @@ where
                 Link::Failed if reliable => {
                     return Box::pin(end_with_error(
                         ctx,
+                        key,
                         plan,
                         wr,
                         status,
@@ -936,7 +942,7 @@ where
                 Link::Failed => gap_item = None,
                 Link::Error(msg) => {
                     ctx.counters().inc(Counter::GripInvalid);
-                    return Box::pin(end_with_error(ctx, plan, wr, status, &msg)).await;
+                    return Box::pin(end_with_error(ctx, key, plan, wr, status, &msg)).await;
                 }
             }
             last_activity = ctx.clock_ms();
@@ -993,9 +999,11 @@ async fn write_backlog(
         let (c, r) = ctx.holds.borrow_mut().pop_stream(key, with_ids)?;
         Some(if http11 { c } else { r })
     };
+    // Written here, not through `write_bytes`: the caller boxes this whole future and guards
+    // it against overflow once (no second box or guard per delivery).
     match batch_after(first, next) {
-        Err(first) => write_bytes(wr, first).await,
-        Ok(v) => Box::pin(writev_all(wr, v)).await.is_ok(),
+        Err(first) => wr.write_all(first).await.0.is_ok(),
+        Ok(v) => writev_all(wr, v).await.is_ok(),
     }
 }
 
@@ -1003,6 +1011,7 @@ async fn write_backlog(
 /// on a route with `debug` the message is appended first.
 async fn end_with_error(
     ctx: &ShardCtx,
+    key: HolderKey,
     plan: &HoldPlan,
     wr: &mut OwnedWriteHalf<TcpStream>,
     status: u16,
@@ -1016,13 +1025,21 @@ async fn end_with_error(
         .as_ref()
         .and_then(|r| fetch::route_of(&routes, r))
         .is_some_and(|r| r.debug);
-    if debug && !write_bytes(wr, frame(http11, format!("\n\n{msg}\n").as_bytes())).await {
+    if debug
+        && !write_bytes(
+            ctx,
+            key,
+            wr,
+            frame(http11, format!("\n\n{msg}\n").as_bytes()),
+        )
+        .await
+    {
         return (status, After::Close);
     }
     if !http11 {
         return (status, After::Close);
     }
-    let ok = write_bytes(wr, Bytes::from_static(http1::LAST_CHUNK)).await;
+    let ok = write_bytes(ctx, key, wr, Bytes::from_static(http1::LAST_CHUNK)).await;
     let after = if ok && plan.keep_alive {
         After::KeepAlive
     } else {

@@ -9,7 +9,7 @@ use std::io;
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf};
 use monoio::net::TcpStream;
 
 use crate::http1::{self, BodyFraming, ChunkedDecoder, DecodeStep, HeadError};
@@ -22,6 +22,17 @@ pub struct Peer {
     pub stream: TcpStream,
     pub buf: Vec<u8>,
     pub pos: usize,
+}
+
+/// The socket behind a read half, shared, for readiness polls (`readable`) and peeks only: what
+/// a held connection or an idle WebSocket waits on instead of a pending read with a buffer.
+///
+/// Sound in use: those calls touch nothing but the fd (shared through its own `Rc`), and the
+/// write half's writes run on the same thread without touching the stream's other fields; it is
+/// the same aliasing monoio's own split halves rely on. Do not read or write through it.
+pub fn watched_stream(rd: &OwnedReadHalf<TcpStream>) -> &TcpStream {
+    // SAFETY: see above; the `Rc` keeps the stream alive as long as `rd` is borrowed.
+    unsafe { &*rd.0.get() }
 }
 
 /// Why moving a body failed: which side broke decides what the client is told.

@@ -159,10 +159,7 @@ fn read_next(mut rd: OwnedReadHalf<TcpStream>, mut buf: Vec<u8>, pending_first: 
         if buf.capacity() == 0 {
             // Idle: wait for readiness before taking a buffer. A readiness error is left for
             // the read below to report.
-            // SAFETY: as in `held::watch_client`: the stream is only used to arm a readiness
-            // poll (it touches the fd alone); the write half runs on the same thread.
-            let stream: &TcpStream = unsafe { &*rd.0.get() };
-            let _ = stream.readable(false).await;
+            let _ = super::io::watched_stream(&rd).readable(false).await;
         }
         if buf.capacity() - buf.len() < WS_READ_IDLE_BYTES / 2 {
             buf.reserve(WS_READ_IDLE_BYTES.max(buf.len()));
