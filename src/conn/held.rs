@@ -310,29 +310,30 @@ fn resubscribe(ctx: &ShardCtx, key: HolderKey, plan: &HoldPlan, channels: &[grip
     let removed = ctx.holds.borrow_mut().subs.unsubscribe_all(key);
     ctx.counters()
         .add(Counter::SubscriptionsEnded, removed as u64);
+    subscribe_channels(ctx, key, &plan.route_id, channels);
+}
+
+/// Subscribe a hold to `channels`, counting each subscription started or refused.
+fn subscribe_channels(
+    ctx: &ShardCtx,
+    key: HolderKey,
+    route_id: &str,
+    channels: &[grip::ChannelSub],
+) {
     let mut holds = ctx.holds.borrow_mut();
     for ch in channels {
         match holds.subscribe(key, &ch.name) {
             Ok(_) => ctx.counters().inc(Counter::SubscriptionsStarted),
             Err(e) => {
                 ctx.counters().inc(Counter::SubscriptionRefused);
-                tracing::warn!(shard = %ctx.id, route = %plan.route_id, channel = %ch.name, error = ?e, "subscription refused (next link)");
+                tracing::warn!(shard = %ctx.id, route = %route_id, channel = %ch.name, error = ?e, "subscription refused");
             }
         }
     }
 }
 
 fn subscribe_all(ctx: &ShardCtx, key: HolderKey, plan: &HoldPlan) {
-    let mut holds = ctx.holds.borrow_mut();
-    for ch in &plan.instruction.channels {
-        match holds.subscribe(key, &ch.name) {
-            Ok(_) => ctx.counters().inc(Counter::SubscriptionsStarted),
-            Err(e) => {
-                ctx.counters().inc(Counter::SubscriptionRefused);
-                tracing::warn!(shard = %ctx.id, route = %plan.route_id, channel = %ch.name, error = ?e, "subscription refused");
-            }
-        }
-    }
+    subscribe_channels(ctx, key, &plan.route_id, &plan.instruction.channels);
     if plan.instruction.channels_dropped > 0 {
         ctx.counters().add(
             Counter::SubscriptionRefused,

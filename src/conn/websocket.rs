@@ -171,9 +171,9 @@ fn read_next(mut rd: OwnedReadHalf<TcpStream>, mut buf: Vec<u8>, pending_first: 
     })
 }
 
-/// A write of published frames to the client. A client that stopped reading must not keep the
-/// session (and its write) pending forever: the write is given up when the session's queue
-/// overflows, and the slow client is counted.
+/// A write to the client. A client that stopped reading must not keep the session (and its
+/// write) pending forever: the write is given up when the session's queue overflows (the slow
+/// client is counted once, where the session ends).
 async fn guarded_write(
     ctx: &ShardCtx,
     key: HolderKey,
@@ -182,9 +182,6 @@ async fn guarded_write(
 ) -> bool {
     let ok = crate::conn::held::write_unless_overflow(ctx, key, write).await;
     *last_client_write_ms = ctx.clock_ms();
-    if !ok {
-        crate::conn::held::count_if_slow(ctx, key, "websocket");
-    }
     ok
 }
 
@@ -872,10 +869,10 @@ impl Session {
         self.send_raw(out).await
     }
 
+    /// Encoded frames (deflated deliveries, control frames) go out through the same guarded
+    /// write as published frames.
     async fn send_raw(&mut self, out: Vec<u8>) -> bool {
-        let ok = self.wr.write_all(out).await.0.is_ok();
-        self.last_client_write_ms = self.ctx.clock_ms();
-        ok
+        self.send_raw_frame(Bytes::from(out)).await
     }
 
     async fn send_close(&mut self, code: u16, reason: &str) -> bool {
@@ -1478,7 +1475,8 @@ impl Session {
             }
             Some(_) => true,
             None => {
-                if crate::conn::held::count_if_slow(&self.ctx, self.key, "websocket") {
+                // Counted where the session ends.
+                if self.ctx.holds.borrow_mut().overflowed(self.key) {
                     let _ = self.send_close(close_code::POLICY, "too slow").await;
                 }
                 false
@@ -1561,6 +1559,9 @@ impl Session {
                 break;
             }
         }
+        // Whatever path ended it (an overflow event, a write given up), a session whose queue
+        // overflowed is counted and logged here, once.
+        crate::conn::held::count_if_slow(&self.ctx, self.key, "websocket");
         // The client vanished while over HTTP: tell the backend (best effort; boxed, as the
         // parked session need not carry a request head).
         if let Backend::OverHttp(oh) = backend {

@@ -452,3 +452,53 @@ fn permessage_deflate_when_allow_compression_is_on() {
         );
     }
 }
+
+#[test]
+fn a_websocket_that_stops_reading_is_closed_and_counted_once() {
+    for (driver, _) in DRIVERS {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let origin = over_http_origin(seen);
+        let tuning = temp_file("tuning.toml", "[tack]\nhold_queue_max = 4\n");
+        let tack = start(
+            driver,
+            &[
+                "--route".into(),
+                format!("* {},over_http", origin.addr()),
+                "--tuning".into(),
+                tuning.to_str().expect("utf8").into(),
+            ],
+        );
+        // A client that never reads: once its socket buffers are full, its queue overflows.
+        let slow = raw_ws_connect(tack.addr, "/chat");
+        crate::support::wait_metric(
+            tack.metrics,
+            "tack_subscriptions_started",
+            1,
+            T,
+            "the session subscribed",
+        );
+        let big = "x".repeat(20_000);
+        let item =
+            format!(r#"{{"channel":"room","formats":{{"ws-message":{{"content":"{big}"}}}}}}"#);
+        let batch = format!(r#"{{"items":[{}]}}"#, vec![item; 40].join(","));
+        for _ in 0..30 {
+            assert_eq!(
+                crate::grip::publish(tack.publish, &batch).0,
+                200,
+                "{driver}"
+            );
+        }
+        assert!(
+            tack.proc
+                .wait_for_line("slow subscriber closed", T)
+                .is_some(),
+            "{driver}: the overflow is logged"
+        );
+        drop(slow);
+        assert_eq!(
+            crate::support::metric(tack.metrics, "tack_slow_subscriber_closed"),
+            1,
+            "{driver}: counted once"
+        );
+    }
+}
