@@ -178,23 +178,12 @@ async fn write_response(
     version: Version,
     keep: bool,
 ) -> std::io::Result<()> {
-    let v = match version {
-        Version::Http10 => "HTTP/1.0",
-        Version::Http11 => "HTTP/1.1",
-    };
     let mut out = Vec::with_capacity(160 + r.body.len());
-    out.extend_from_slice(format!("{v} {} {}\r\n", r.status, r.reason).as_bytes());
-    out.extend_from_slice(format!("Content-Type: {}\r\n", r.content_type).as_bytes());
-    for (n, val) in &r.headers {
-        out.extend_from_slice(format!("{n}: {val}\r\n").as_bytes());
+    let headers = std::iter::once(("Content-Type", r.content_type.as_bytes()))
+        .chain(r.headers.iter().map(|(n, v)| (*n, v.as_bytes())));
+    let body = crate::http1::BuiltBody::Length(r.body.len());
+    if crate::http1::write_built_head(&mut out, version, r.status, r.reason, headers, body, keep) {
+        out.extend_from_slice(r.body.as_bytes());
     }
-    out.extend_from_slice(format!("Content-Length: {}\r\n", r.body.len()).as_bytes());
-    if !keep {
-        out.extend_from_slice(b"Connection: close\r\n");
-    } else if version == Version::Http10 {
-        out.extend_from_slice(b"Connection: keep-alive\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(r.body.as_bytes());
     peer.write_all(out).await.0
 }

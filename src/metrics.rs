@@ -50,6 +50,7 @@ counters! {
     ConnectionAccepted => "tack_connection_accepted", counter, "Client connections accepted.";
     ConnectionRefused => "tack_connection_refused_over_limit", counter, "Client connections refused with 503 at connections_max.";
     ClientBadRequest => "tack_client_bad_request", counter, "Malformed client requests (4xx, connection closed).";
+    ClientForged => "tack_client_forged_refused", counter, "Client requests refused with 403 for carrying what only tack may send a backend (WebSocket-over-HTTP events on an over_http route).";
     ClientHeadTimeout => "tack_client_head_timeout", counter, "Clients that did not send a full head in time (408).";
     BackendConnect => "tack_backend_connect", counter, "New backend connections.";
     BackendPoolReuse => "tack_backend_pool_reuse", counter, "Requests sent on a pooled backend connection.";
@@ -68,6 +69,7 @@ counters! {
     SubscriptionRefused => "tack_subscription_refused", counter, "Channels not subscribed: over connection_subscription_max or a table limit.";
     KeepAliveSent => "tack_keep_alive_sent", counter, "Keep-alive payloads written to streams.";
     SlowSubscriberDropped => "tack_delivery_dropped_slow_subscriber", counter, "Deliveries not queued because the subscriber's queue was full (it is closed).";
+    ClientWriteStalled => "tack_client_write_stalled", counter, "Held clients cut off because one write waited client_write_timeout (they stopped reading); also counted as slow subscribers.";
     SlowSubscriberClosed => "tack_slow_subscriber_closed", counter, "Subscribers closed because their delivery queue overflowed.";
     WsUnprefixedDropped => "tack_ws_unprefixed_dropped", counter, "Backend WebSocket messages dropped in GRIP mode for lacking the message prefix (as Pushpin).";
     ItemsSequenced => "tack_items_sequenced", counter, "Published items that went through this shard's sequencer (every shard sees every item).";

@@ -232,6 +232,7 @@ pub async fn run(shard: Shard, shared: Arc<Shared>, ready: Sender<Result<(), Str
     monoio::spawn(inbox_loop(ctx.clone()));
     monoio::spawn(crate::fanout::delivery_loop(ctx.clone()));
     monoio::spawn(timer_loop(ctx.clone()));
+    monoio::spawn(crate::conn::guard::stall_sweep_loop(ctx.clone()));
     monoio::spawn(minute_loop(ctx.clone()));
     ctx.shard.shutdown_signal().await;
     ctx.holds.borrow_mut().shutdown_all();

@@ -115,6 +115,11 @@ pub const DEFAULT_BACKEND_RESPONSE_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_CLIENT_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// Slowloris guard: a request head still incomplete after 10 s gets 408.
 pub const DEFAULT_CLIENT_HEAD_TIMEOUT_MS: u64 = 10_000;
+/// A write to a held client still pending after 30 s is given up: a client that reads nothing
+/// for that long (its socket buffers full) cannot keep its hold, however few publishes arrive.
+/// Longer than any keep-alive interval a backend sensibly asks for (Pushpin's default 55 s
+/// keep-alive is measured between writes, not during one).
+pub const DEFAULT_CLIENT_WRITE_TIMEOUT_MS: u64 = 30_000;
 /// Idle keep-alive backend connections kept per shard per target address.
 pub const DEFAULT_BACKEND_POOL_IDLE_MAX: usize = 64;
 /// Pool bound: each idle connection is an fd; 64k per shard per target is already absurd.

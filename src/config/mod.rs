@@ -227,6 +227,8 @@ pub struct ShardConfig {
     pub client_idle_timeout: Duration,
     /// Partial request head timeout (408).
     pub client_head_timeout: Duration,
+    /// A write to a held client not completed by then is given up (the client is slow).
+    pub client_write_timeout: Duration,
     /// Idle pooled backend connection lifetime.
     pub backend_pool_idle_timeout: Duration,
     /// Drain grace period on SIGTERM.
@@ -412,6 +414,7 @@ impl Config {
             backend_response_timeout: t.backend_response_timeout,
             client_idle_timeout: t.client_idle_timeout,
             client_head_timeout: t.client_head_timeout,
+            client_write_timeout: t.client_write_timeout,
             backend_pool_idle_timeout: t.backend_pool_idle_timeout,
             drain_timeout: t.drain_timeout,
             access_log: t.access_log,

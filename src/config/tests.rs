@@ -140,6 +140,7 @@ fn shard_configs_apply_overrides() {
             backend_response_timeout: Duration::from_secs(30),
             client_idle_timeout: Duration::from_secs(60),
             client_head_timeout: Duration::from_secs(10),
+            client_write_timeout: Duration::from_secs(30),
             backend_pool_idle_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(5),
             access_log: false,

@@ -28,6 +28,9 @@
 //! client_idle_timeout_ms = 60000      # idle keep-alive client closed; 1..=3600000
 //! client_head_timeout_ms = 10000      # partial request head older than this → 408 and close
 //!                                     # (slowloris guard); 1..=3600000
+//! client_write_timeout_ms = 30000     # a write to a held client (stream data, keep-alive,
+//!                                     # WebSocket frame) not done by then is given up and the
+//!                                     # client closed as slow; 1..=3600000
 //! backend_pool_idle_max = 64          # idle keep-alive backend connections per shard per target
 //!                                     # address, 0..=65536 (0 = no pooling)
 //! backend_pool_idle_timeout_ms = 30000 # 1..=3600000
@@ -116,6 +119,7 @@ pub struct TackSection {
     pub backend_response_timeout_ms: Option<u64>,
     pub client_idle_timeout_ms: Option<u64>,
     pub client_head_timeout_ms: Option<u64>,
+    pub client_write_timeout_ms: Option<u64>,
     pub backend_pool_idle_max: Option<usize>,
     pub backend_pool_idle_timeout_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
@@ -180,6 +184,8 @@ pub struct Tuning {
     pub client_idle_timeout: Duration,
     /// Partial request head timeout.
     pub client_head_timeout: Duration,
+    /// A write to a held client that has not completed by then is given up.
+    pub client_write_timeout: Duration,
     /// Idle pooled backend connections per shard per target address.
     pub backend_pool_idle_max: usize,
     /// Idle pooled backend connection lifetime.
@@ -402,6 +408,12 @@ impl Tuning {
                 DEFAULT_CLIENT_HEAD_TIMEOUT_MS,
                 1,
             )?,
+            client_write_timeout: ms(
+                "client_write_timeout_ms",
+                t.client_write_timeout_ms,
+                DEFAULT_CLIENT_WRITE_TIMEOUT_MS,
+                1,
+            )?,
             backend_pool_idle_max,
             backend_pool_idle_timeout: ms(
                 "backend_pool_idle_timeout_ms",
@@ -496,6 +508,7 @@ mod tests {
                 backend_response_timeout: Duration::from_millis(30_000),
                 client_idle_timeout: Duration::from_millis(60_000),
                 client_head_timeout: Duration::from_millis(10_000),
+                client_write_timeout: Duration::from_millis(30_000),
                 backend_pool_idle_max: 64,
                 backend_pool_idle_timeout: Duration::from_millis(30_000),
                 drain_timeout: Duration::from_millis(5000),
@@ -530,6 +543,7 @@ backend_connect_timeout_ms = 1
 backend_response_timeout_ms = 2
 client_idle_timeout_ms = 3
 client_head_timeout_ms = 4
+client_write_timeout_ms = 7
 backend_pool_idle_max = 0
 backend_pool_idle_timeout_ms = 6
 drain_timeout_ms = 0
@@ -557,6 +571,7 @@ connections_max = 1
         assert_eq!(t.backend_response_timeout, Duration::from_millis(2));
         assert_eq!(t.client_idle_timeout, Duration::from_millis(3));
         assert_eq!(t.client_head_timeout, Duration::from_millis(4));
+        assert_eq!(t.client_write_timeout, Duration::from_millis(7));
         assert_eq!(t.backend_pool_idle_max, 0);
         assert_eq!(t.backend_pool_idle_timeout, Duration::from_millis(6));
         assert_eq!(t.drain_timeout, Duration::ZERO);

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::task::Poll;
 
 use bytes::Bytes;
-use monoio::io::{AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::io::{AsyncWriteRentExt, OwnedReadHalf, Splitable};
 use monoio::net::TcpStream;
 
 use std::net::SocketAddr;
@@ -27,7 +27,7 @@ use crate::metrics::Counter;
 use crate::shard::ShardCtx;
 use crate::subs::HolderKey;
 
-use super::iovec::{batch_after, writev_all};
+use super::guard::{ClientWriter, GuardedWrite};
 use super::share;
 use super::After;
 
@@ -106,52 +106,49 @@ pub struct HoldEnd {
     pub status: u16,
 }
 
-/// Serialize a complete response with Content-Length.
+/// Serialize a complete response with Content-Length (no body, and no framing, for 204/304).
 pub fn write_full_response(
     out: &mut Vec<u8>,
     resp: &HeldResponse,
     version: Version,
     keep_alive: bool,
 ) {
-    let v = match version {
-        Version::Http10 => "HTTP/1.0",
-        Version::Http11 => "HTTP/1.1",
-    };
-    out.extend_from_slice(format!("{v} {} {}\r\n", resp.code, resp.reason).as_bytes());
-    for (name, value) in &resp.headers {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+    let headers = resp.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
+    let body = http1::BuiltBody::Length(resp.body.len());
+    if http1::write_built_head(
+        out,
+        version,
+        resp.code,
+        &resp.reason,
+        headers,
+        body,
+        keep_alive,
+    ) {
+        out.extend_from_slice(&resp.body);
     }
-    out.extend_from_slice(format!("Content-Length: {}\r\n", resp.body.len()).as_bytes());
-    match (version, keep_alive) {
-        (Version::Http11, false) => out.extend_from_slice(b"Connection: close\r\n"),
-        (Version::Http10, true) => out.extend_from_slice(b"Connection: keep-alive\r\n"),
-        _ => {}
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&resp.body);
 }
 
 /// Serialize a stream hold's response head (chunked for HTTP/1.1, close-delimited for 1.0).
+/// Stream holds never have a bodiless status: the instruction parser refuses them.
 fn write_stream_head(out: &mut Vec<u8>, resp: &HeldResponse, version: Version) {
-    let v = match version {
-        Version::Http10 => "HTTP/1.0",
-        Version::Http11 => "HTTP/1.1",
+    debug_assert!(http1::status_has_body(resp.code));
+    let headers = resp.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
+    let body = match version {
+        Version::Http11 => http1::BuiltBody::Chunked,
+        Version::Http10 => http1::BuiltBody::UntilClose,
     };
-    out.extend_from_slice(format!("{v} {} {}\r\n", resp.code, resp.reason).as_bytes());
-    for (name, value) in &resp.headers {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
-    match version {
-        Version::Http11 => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        Version::Http10 => out.extend_from_slice(b"Connection: close\r\n"),
-    }
-    out.extend_from_slice(b"\r\n");
+    // HTTP/1.1: the connection outlives the stream (`action: close` ends the chunked body);
+    // HTTP/1.0: the close ends the body.
+    let keep_alive = version == Version::Http11;
+    http1::write_built_head(
+        out,
+        version,
+        resp.code,
+        &resp.reason,
+        headers,
+        body,
+        keep_alive,
+    );
 }
 
 /// What the client watcher saw.
@@ -180,7 +177,7 @@ pub fn run<'a>(
     };
     let registered = ctx.holds.borrow_mut().register(kind);
     let mut started = registered.map(|key| start(ctx, key, kind, &mut plan));
-    let (rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
     async move {
         // By reference: the ids stay where `start` put them (no second copy in this future).
         let Some((key, ids)) = started.as_mut().map(|(k, ids)| (*k, ids)) else {
@@ -194,6 +191,8 @@ pub fn run<'a>(
                 "Too many held connections.\n",
                 true,
             );
+            // Not a hold (nothing registered): one short answer before the close.
+            let mut wr = wr;
             let _ = Box::pin(wr.write_all(out)).await;
             drop(rd);
             return HoldEnd {
@@ -204,6 +203,7 @@ pub fn run<'a>(
                 status: 503,
             };
         };
+        let mut wr = ClientWriter::new(wr, key);
         // The watcher borrows the read half, so it lives in this block only: it is dropped
         // (its poll cancelled) before the halves are reunited below.
         let mut watch_done = false;
@@ -241,7 +241,7 @@ pub fn run<'a>(
         // The connection goes on: the watcher never read anything (bytes the client sent are
         // still in the socket for the next request), so the halves simply reunite.
         let stream = if after == After::KeepAlive && !plan.client_gone {
-            rd.reunite(wr).ok()
+            rd.reunite(wr.into_inner()).ok()
         } else {
             None
         };
@@ -415,37 +415,13 @@ where
     .await
 }
 
-/// Write `b` whole, unless the hold overflows meanwhile ([`write_unless_overflow`]: keep-alives,
-/// link bodies and closing chunks are guarded like published data). The write itself is boxed,
-/// like every write of a hold: its state exists only while it is in flight, so a parked hold
-/// does not carry it (and a plain function, not an `async fn`, so that the awaiting future
-/// holds one write, not the arguments twice).
-fn write_bytes<'a>(
-    ctx: &'a ShardCtx,
-    key: HolderKey,
-    wr: &'a mut OwnedWriteHalf<TcpStream>,
-    b: Bytes,
-) -> impl std::future::Future<Output = bool> + 'a {
-    let write = (!b.is_empty()).then(|| {
-        Box::pin(write_unless_overflow(ctx, key, async move {
-            wr.write_all(b).await.0.is_ok()
-        }))
-    });
-    async move {
-        match write {
-            Some(w) => w.await,
-            None => true,
-        }
-    }
-}
-
 /// A long-poll: answered once, by a published `http-response`, a `hint` retry whose answer is
 /// not another hold, or the timeout.
 async fn response_hold<F>(
     ctx: &Rc<ShardCtx>,
     key: HolderKey,
     plan: &mut HoldPlan,
-    wr: &mut OwnedWriteHalf<TcpStream>,
+    wr: &mut ClientWriter,
     watcher: &mut std::pin::Pin<&mut F>,
     watch_done: &mut bool,
 ) -> (u16, After)
@@ -464,7 +440,7 @@ where
     };
     if behind {
         if let Some(resp) = Box::pin(retry(ctx, key, plan)).await {
-            return answer(plan, wr, resp, false).await;
+            return answer(ctx, plan, wr, resp, false).await;
         }
     }
     let (resp, close) = loop {
@@ -521,7 +497,7 @@ where
         }
     };
     match resp {
-        Some(resp) => answer(plan, wr, resp, close).await,
+        Some(resp) => answer(ctx, plan, wr, resp, close).await,
         None => (0, After::Close),
     }
 }
@@ -559,8 +535,9 @@ fn notify_gone(ctx: &Rc<ShardCtx>, plan: &HoldPlan) {
 
 /// Write a long-poll's answer (serialized here; the future returned holds only the write).
 fn answer<'a>(
+    ctx: &'a ShardCtx,
     plan: &HoldPlan,
-    wr: &'a mut OwnedWriteHalf<TcpStream>,
+    wr: &'a mut ClientWriter,
     resp: HeldResponse,
     close: bool,
 ) -> impl std::future::Future<Output = (u16, After)> + 'a {
@@ -568,9 +545,9 @@ fn answer<'a>(
     let mut out = Vec::with_capacity(256 + resp.body.len());
     write_full_response(&mut out, &resp, plan.version, keep);
     let code = resp.code;
-    let write = Box::pin(wr.write_all(out));
+    let write = wr.write(ctx, Bytes::from(out));
     async move {
-        let ok = write.await.0.is_ok();
+        let ok = write.await;
         (
             code,
             if ok && keep {
@@ -692,7 +669,7 @@ async fn stream_hold<F>(
     ctx: &Rc<ShardCtx>,
     key: HolderKey,
     plan: &mut HoldPlan,
-    wr: &mut OwnedWriteHalf<TcpStream>,
+    wr: &mut ClientWriter,
     watcher: &mut std::pin::Pin<&mut F>,
     watch_done: &mut bool,
     ids: &mut LastIds,
@@ -706,7 +683,7 @@ where
         let resp = &plan.instruction.response;
         let mut out = Vec::with_capacity(256 + resp.body.len());
         write_stream_start(&mut out, resp, plan.version);
-        if Box::pin(wr.write_all(out)).await.0.is_err() {
+        if !wr.write(ctx, Bytes::from(out)).await {
             return (status, After::Close);
         }
         plan.head_sent = true;
@@ -716,7 +693,7 @@ where
         if let Some((ch, _)) = ids.tracked().next() {
             let msg = format!("channel '{ch}' specifies prev-id, but no next link found");
             ctx.counters().inc(Counter::GripInvalid);
-            return Box::pin(end_with_error(ctx, key, plan, wr, status, &msg)).await;
+            return Box::pin(end_with_error(ctx, plan, wr, status, &msg)).await;
         }
     }
     // What a stream keeps while it waits: nothing of the first response, and the request only
@@ -790,15 +767,8 @@ where
                             why = LinkWhy::Recover;
                         }
                         _ => {
-                            let write = Box::pin(write_backlog(
-                                ctx,
-                                key,
-                                wr,
-                                http11,
-                                first,
-                                !ids.is_tracking(),
-                            ));
-                            if !write_unless_overflow(ctx, key, write).await {
+                            if !write_backlog(ctx, key, wr, http11, first, !ids.is_tracking()).await
+                            {
                                 return (status, After::Close);
                             }
                             last_write = ctx.clock_ms();
@@ -809,8 +779,7 @@ where
                 }
                 Some(HoldEvent::StreamClose) => {
                     if http11 {
-                        let ok =
-                            write_bytes(ctx, key, wr, Bytes::from_static(http1::LAST_CHUNK)).await;
+                        let ok = wr.write(ctx, Bytes::from_static(http1::LAST_CHUNK)).await;
                         let after = if ok && plan.keep_alive {
                             After::KeepAlive
                         } else {
@@ -833,7 +802,7 @@ where
                             KeepAliveMode::Interval => due,
                         };
                         if now >= due {
-                            if !write_bytes(ctx, key, wr, framed.clone()).await {
+                            if !wr.write(ctx, framed.clone()).await {
                                 return (status, After::Close);
                             }
                             last_write = ctx.clock_ms();
@@ -859,8 +828,7 @@ where
                 | Some(HoldEvent::Recover) => continue,
                 Some(HoldEvent::Shutdown) => {
                     if http11 {
-                        let _ =
-                            write_bytes(ctx, key, wr, Bytes::from_static(http1::LAST_CHUNK)).await;
+                        let _ = wr.write(ctx, Bytes::from_static(http1::LAST_CHUNK)).await;
                     }
                     return (status, After::Close);
                 }
@@ -875,7 +843,7 @@ where
             }
             match Box::pin(follow_link(ctx, key, plan, ids)).await {
                 Link::Body(body, moved) => {
-                    if !body.is_empty() && !write_bytes(ctx, key, wr, frame(http11, &body)).await {
+                    if !body.is_empty() && !wr.write(ctx, frame(http11, &body)).await {
                         return (status, After::Close);
                     }
                     last_write = ctx.clock_ms();
@@ -896,7 +864,7 @@ where
                             (true, Some((data, it))) => {
                                 let v = ids.check(&it.channel, Some(&it.id), it.prev_id.as_deref());
                                 debug_assert_eq!(v, Verdict::Deliver);
-                                if !write_bytes(ctx, key, wr, data).await {
+                                if !wr.write(ctx, data).await {
                                     return (status, After::Close);
                                 }
                                 refetched = false;
@@ -922,7 +890,7 @@ where
                         tracing::warn!(shard = %ctx.id, route = %plan.route_id, "reliable stream: next-link answer without prev-id; channels no longer tracked");
                         ids.clear();
                         if let Some((data, _)) = gap_item.take() {
-                            if !write_bytes(ctx, key, wr, data).await {
+                            if !wr.write(ctx, data).await {
                                 return (status, After::Close);
                             }
                         }
@@ -932,7 +900,6 @@ where
                 Link::Failed if reliable => {
                     return Box::pin(end_with_error(
                         ctx,
-                        key,
                         plan,
                         wr,
                         status,
@@ -943,7 +910,7 @@ where
                 Link::Failed => gap_item = None,
                 Link::Error(msg) => {
                     ctx.counters().inc(Counter::GripInvalid);
-                    return Box::pin(end_with_error(ctx, key, plan, wr, status, &msg)).await;
+                    return Box::pin(end_with_error(ctx, plan, wr, status, &msg)).await;
                 }
             }
             last_activity = ctx.clock_ms();
@@ -951,23 +918,6 @@ where
         }
         rearm(ka_due, link_due);
     }
-}
-
-/// Await a write of a held stream, unless the hold overflows meanwhile: a subscriber that
-/// stopped reading would otherwise keep its write (and its connection) pending forever. False
-/// when the write failed or was given up.
-pub(crate) async fn write_unless_overflow(
-    ctx: &ShardCtx,
-    key: HolderKey,
-    write: impl std::future::Future<Output = bool>,
-) -> bool {
-    let mut write = pin!(write);
-    poll_fn(|cx| match write.as_mut().poll(cx) {
-        Poll::Ready(ok) => Poll::Ready(ok),
-        Poll::Pending if ctx.holds.borrow_mut().watch_overflow(key, cx) => Poll::Ready(false),
-        Poll::Pending => Poll::Pending,
-    })
-    .await
 }
 
 /// Count and log a hold (stream, or WebSocket session) that ends because its queue overflowed:
@@ -981,40 +931,34 @@ pub(crate) fn count_if_slow(ctx: &ShardCtx, key: HolderKey, route: &str) -> bool
         shard = %ctx.id,
         route,
         queue_max = ctx.cfg.hold_queue_max,
-        "slow subscriber closed: its delivery queue overflowed"
+        "slow subscriber closed: its delivery queue overflowed or a write to it stalled"
     );
     true
 }
 
 /// Write one stream payload, and the backlog of stream data queued behind it (without ids
-/// unless `with_ids`), in one writev of the shared payloads.
-async fn write_backlog(
-    ctx: &ShardCtx,
+/// unless `with_ids`), in one guarded writev of the shared payloads.
+fn write_backlog<'a>(
+    ctx: &'a ShardCtx,
     key: HolderKey,
-    wr: &mut OwnedWriteHalf<TcpStream>,
+    wr: &'a mut ClientWriter,
     http11: bool,
     first: Bytes,
     with_ids: bool,
-) -> bool {
-    let next = || {
+) -> GuardedWrite<'a> {
+    let next = move || {
         let (c, r) = ctx.holds.borrow_mut().pop_stream(key, with_ids)?;
         Some(if http11 { c } else { r })
     };
-    // Written here, not through `write_bytes`: the caller boxes this whole future and guards
-    // it against overflow once (no second box or guard per delivery).
-    match batch_after(first, next) {
-        Err(first) => wr.write_all(first).await.0.is_ok(),
-        Ok(v) => writev_all(wr, v).await.is_ok(),
-    }
+    wr.write_batch(ctx, first, next)
 }
 
 /// End a stream after an error, as Pushpin: the stream is ended normally (last chunk), and
 /// on a route with `debug` the message is appended first.
 async fn end_with_error(
     ctx: &ShardCtx,
-    key: HolderKey,
     plan: &HoldPlan,
-    wr: &mut OwnedWriteHalf<TcpStream>,
+    wr: &mut ClientWriter,
     status: u16,
     msg: &str,
 ) -> (u16, After) {
@@ -1027,20 +971,16 @@ async fn end_with_error(
         .and_then(|r| fetch::route_of(&routes, r))
         .is_some_and(|r| r.debug);
     if debug
-        && !write_bytes(
-            ctx,
-            key,
-            wr,
-            frame(http11, format!("\n\n{msg}\n").as_bytes()),
-        )
-        .await
+        && !wr
+            .write(ctx, frame(http11, format!("\n\n{msg}\n").as_bytes()))
+            .await
     {
         return (status, After::Close);
     }
     if !http11 {
         return (status, After::Close);
     }
-    let ok = write_bytes(ctx, key, wr, Bytes::from_static(http1::LAST_CHUNK)).await;
+    let ok = wr.write(ctx, Bytes::from_static(http1::LAST_CHUNK)).await;
     let after = if ok && plan.keep_alive {
         After::KeepAlive
     } else {

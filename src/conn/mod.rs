@@ -17,6 +17,7 @@
 //! holds no input buffer: it waits for readiness first, then reads.
 
 pub mod fetch;
+pub mod guard;
 pub mod held;
 pub mod io;
 pub mod iovec;
@@ -55,6 +56,8 @@ const BODY_ROUTE_NOT_FOUND: &str = "Route not found.\n";
 const BODY_BACKEND_TIMEOUT: &str = "Timed out waiting for origin.\n";
 const BODY_HEAD_TIMEOUT: &str = "Request head not received in time.\n";
 const BODY_SHUTTING_DOWN: &str = "Server shutting down.\n";
+const BODY_FORGED_EVENTS: &str =
+    "Forbidden: application/websocket-events requests come only from the proxy's WebSocket sessions.\n";
 
 /// Where a connection is in its life; see the module doc for the edges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -498,7 +501,7 @@ pub(crate) fn forward_head_upgrade(
     route: &Route,
     target: &HttpTarget,
 ) -> Vec<u8> {
-    forward_head_with(ctx, peer_ip, head, route, target, false, true, None)
+    forward_head_with(ctx, peer_ip, head, route, target, false, true, None, false)
 }
 
 /// Connect to the route's targets in failover order.
@@ -538,6 +541,15 @@ pub(crate) fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether a request's `Content-Type` is `application/websocket-events` (any case, any
+/// parameters): the media type of WebSocket-over-HTTP requests.
+fn is_websocket_events(head: &RequestHead) -> bool {
+    head.headers
+        .iter()
+        .filter(|h| h.is("content-type"))
+        .any(|h| http1::media_type_is(&h.value, crate::wsevents::CONTENT_TYPE))
+}
+
 /// Remove client-supplied `Connection-Id` headers: the backend must be able to trust the one
 /// tack sends (and none on requests tack gives no id).
 fn strip_connection_id(head: &mut RequestHead) {
@@ -568,7 +580,9 @@ pub(crate) fn forward_head(
     target: &HttpTarget,
     trusted: bool,
 ) -> Vec<u8> {
-    forward_head_with(ctx, peer_ip, head, route, target, trusted, false, None)
+    forward_head_with(
+        ctx, peer_ip, head, route, target, trusted, false, None, false,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -581,6 +595,7 @@ fn forward_head_with(
     trusted: bool,
     upgrade: bool,
     connection_id: Option<&str>,
+    strip_over_http: bool,
 ) -> Vec<u8> {
     let proxy = &ctx.config.proxy;
     let now = unix_now();
@@ -625,6 +640,7 @@ fn forward_head_with(
         body_framing: head.framing,
         upgrade,
         connection_id,
+        strip_over_http,
     };
     let mut out = Vec::with_capacity(512);
     write_forward_head(&mut out, head, &opts);
@@ -642,6 +658,17 @@ async fn proxy(
     let cfg = &ctx.cfg;
     let has_body = head.framing != BodyFraming::None;
     let trusted = is_trusted_upstream(ctx, &head);
+    // A WebSocket-over-HTTP backend trusts `application/websocket-events` requests and their
+    // `Meta-*` headers to come from tack's sessions: a client may not send either (a trusted
+    // upstream GRIP proxy may: it runs sessions of its own).
+    let over_http = targets.iter().any(|t| t.over_http);
+    if over_http && !trusted && is_websocket_events(&head) {
+        ctx.counters().inc(Counter::ClientForged);
+        tracing::warn!(peer = %conn.peer_addr, route = %route.id, "client request with WebSocket-over-HTTP events refused");
+        return fail_early(conn, &head, 403, BODY_FORGED_EVENTS)
+            .await
+            .into();
+    }
     // The connection id a hold of this request will go by (sent as `Connection-Id`). A
     // trusted upstream holds its clients itself: its own `Connection-Id` passes unchanged.
     let mut head = head;
@@ -675,6 +702,7 @@ async fn proxy(
             trusted,
             false,
             connection_id.as_ref().map(|c| c.as_str()),
+            over_http && !trusted,
         );
         // Small Content-Length bodies already received go out with the head in one write.
         let mut body_sent = !has_body;

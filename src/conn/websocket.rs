@@ -39,7 +39,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf
 use monoio::net::TcpStream;
 
 use crate::conn::fetch::{self, Fetched};
-use crate::conn::iovec::{batch_after, writev_all};
+use crate::conn::guard::ClientWriter;
 use crate::hold::{HoldEvent, HoldKind, TimerKind};
 use crate::http1::{self, BodyFraming, Header, RequestHead};
 use crate::metrics::Counter;
@@ -171,20 +171,6 @@ fn read_next(mut rd: OwnedReadHalf<TcpStream>, mut buf: Vec<u8>, pending_first: 
     })
 }
 
-/// A write to the client. A client that stopped reading must not keep the session (and its
-/// write) pending forever: the write is given up when the session's queue overflows (the slow
-/// client is counted once, where the session ends).
-async fn guarded_write(
-    ctx: &ShardCtx,
-    key: HolderKey,
-    last_client_write_ms: &mut u64,
-    write: impl Future<Output = bool>,
-) -> bool {
-    let ok = crate::conn::held::write_unless_overflow(ctx, key, write).await;
-    *last_client_write_ms = ctx.clock_ms();
-    ok
-}
-
 /// A WebSocket-over-HTTP request on its way.
 type InFlight = Pin<Box<dyn Future<Output = Result<Fetched, fetch::FetchError>>>>;
 
@@ -221,7 +207,8 @@ struct OverHttp {
 struct Session {
     ctx: Rc<ShardCtx>,
     key: HolderKey,
-    wr: OwnedWriteHalf<TcpStream>,
+    /// Every client write goes through its guard (overflow, write timeout).
+    wr: ClientWriter,
     read: Option<ReadFut>,
     reader: ServerReader,
     cbuf: Vec<u8>,
@@ -411,7 +398,7 @@ async fn open(
     let mut s = Session {
         ctx: ctx.clone(),
         key,
-        wr,
+        wr: ClientWriter::new(wr, key),
         read: None,
         reader: ServerReader::new(ctx.cfg.ws_message_bytes_max, inflater),
         cbuf: pending,
@@ -773,20 +760,15 @@ impl Session {
                 .borrow_mut()
                 .pop_ws_frame(self.key, untracked)
         };
-        match batch_after(first, next) {
-            Err(first) => self.send_raw_frame(first).await,
-            Ok(v) => {
-                let wr = &mut self.wr;
-                let write = async { writev_all(wr, v).await.is_ok() };
-                guarded_write(&self.ctx, self.key, &mut self.last_client_write_ms, write).await
-            }
-        }
+        let ok = self.wr.write_batch(&self.ctx, first, next).await;
+        self.last_client_write_ms = self.ctx.clock_ms();
+        ok
     }
 
     async fn send_raw_frame(&mut self, frame: Bytes) -> bool {
-        let wr = &mut self.wr;
-        let write = async { wr.write_all(frame).await.0.is_ok() };
-        guarded_write(&self.ctx, self.key, &mut self.last_client_write_ms, write).await
+        let ok = self.wr.write(&self.ctx, frame).await;
+        self.last_client_write_ms = self.ctx.clock_ms();
+        ok
     }
 
     /// Ask the backend for what the client missed on every channel that needs it: a
@@ -880,7 +862,9 @@ impl Session {
             return true;
         }
         self.close_sent = true;
-        let code = if ws::close_code_is_valid(code) {
+        // 1005 ("no status code") is sent as a close frame without a code (RFC 6455 §7.4.1);
+        // anything else that may not appear on the wire becomes 1000.
+        let code = if ws::close_code_is_valid(code) || code == close_code::NO_STATUS {
             code
         } else {
             close_code::NORMAL
@@ -1012,7 +996,7 @@ impl Session {
             Event::Close { code, reason } => {
                 let reason = String::from_utf8_lossy(&reason).into_owned();
                 let _ = self
-                    .send_close(code.unwrap_or(close_code::NORMAL), &reason)
+                    .send_close(code.unwrap_or(close_code::NO_STATUS), &reason)
                     .await;
                 false
             }
@@ -1124,7 +1108,7 @@ impl Session {
                 ws::frame::parse_close_payload(payload).unwrap_or((None, String::new()));
             ws::frame::encode_close_masked(
                 &mut out,
-                code.unwrap_or(close_code::NORMAL),
+                code.unwrap_or(close_code::NO_STATUS),
                 &reason,
                 mask(),
             );
@@ -1190,7 +1174,7 @@ impl Session {
                     Backend::None => {}
                 }
                 let _ = self
-                    .send_close(code.unwrap_or(close_code::NORMAL), &reason)
+                    .send_close(code.unwrap_or(close_code::NO_STATUS), &reason)
                     .await;
                 false
             }
@@ -1286,7 +1270,7 @@ impl Session {
                         Some(WsEvent::Pong(b)) => self.send(Opcode::Pong, &b).await,
                         Some(WsEvent::Close { code, reason }) => {
                             let _ = self
-                                .send_close(code.unwrap_or(close_code::NORMAL), &reason)
+                                .send_close(code.unwrap_or(close_code::NO_STATUS), &reason)
                                 .await;
                             false
                         }
@@ -1451,10 +1435,9 @@ impl Session {
                 let now = self.ctx.clock_ms();
                 if let Some((frame, every)) = self.keep_alive.clone() {
                     if now >= self.last_client_write_ms + every {
-                        if self.wr.write_all(frame).await.0.is_err() {
+                        if !self.send_raw_frame(frame).await {
                             return false;
                         }
-                        self.last_client_write_ms = now;
                         self.ctx.counters().inc(Counter::KeepAliveSent);
                     }
                 }

@@ -222,10 +222,8 @@ fn all_headers<'a>(headers: &'a [Header], name: &'a str) -> impl Iterator<Item =
 /// True when the first `Content-Type` header's media type is `application/grip-instruct`
 /// (ASCII case-insensitive, parameters ignored). tack: Pushpin compares case-sensitively.
 fn is_instruct_content_type(headers: &[Header]) -> bool {
-    first_header(headers, "Content-Type").is_some_and(|v| {
-        let media = v.split(|&b| b == b';').next().unwrap_or_default();
-        trim(media).eq_ignore_ascii_case(INSTRUCT_CONTENT_TYPE.as_bytes())
-    })
+    first_header(headers, "Content-Type")
+        .is_some_and(|v| crate::http1::media_type_is(v, INSTRUCT_CONTENT_TYPE))
 }
 
 /// True when a backend response is a GRIP instruction: any `Grip-*` header, or Content-Type
@@ -502,6 +500,19 @@ pub fn parse_instruction(
         }
     }
 
+    // tack: Pushpin accepts any code 0–999 and writes it as it is; the client must get valid
+    // HTTP (a 1xx or out-of-range status, or a body after 204/304, desynchronises it).
+    if !crate::http1::is_final_status(res_code) {
+        return Err(GripError(format!(
+            "response code {res_code} is not a final status (200-599)"
+        )));
+    }
+    let streams = hold == Some(HoldMode::Stream) || (hold.is_none() && links.next.is_some());
+    if streams && !crate::http1::status_has_body(res_code) {
+        return Err(GripError(format!(
+            "response code {res_code} carries no body, so it cannot start a stream"
+        )));
+    }
     let reason = if res_reason.is_empty() {
         reason_phrase(res_code).to_owned()
     } else {

@@ -313,10 +313,45 @@ fn status_override_and_default_reason() {
     assert_eq!((r.code, r.reason.as_str()), (404, "Not Found"));
     let r = parse(&[("Grip-Status", "299")], "").unwrap().response;
     assert_eq!((r.code, r.reason.as_str()), (299, "Undefined Reason"));
-    let r = parse(&[("Grip-Status", "0 ")], "").unwrap().response;
-    assert_eq!((r.code, r.reason.as_str()), (0, "Undefined Reason"));
-    let r = parse(&[("Grip-Status", "999 x")], "").unwrap().response;
-    assert_eq!((r.code, r.reason.as_str()), (999, "x"));
+    let r = parse(&[("Grip-Status", "599 x")], "").unwrap().response;
+    assert_eq!((r.code, r.reason.as_str()), (599, "x"));
+    // tack: a code the client cannot be given as a final answer is refused (Pushpin sends it).
+    for (code, what) in [
+        ("0 ", "0"),
+        ("999 x", "999"),
+        ("100", "100"),
+        ("101", "101"),
+    ] {
+        assert_eq!(
+            err(&[("Grip-Status", code)], ""),
+            format!("response code {what} is not a final status (200-599)")
+        );
+    }
+    // 204 and 304 are fine for a long-poll (no body is sent) but cannot start a stream.
+    let r = parse(
+        &[
+            ("Grip-Status", "204"),
+            ("Grip-Hold", "response"),
+            ("Grip-Channel", "c"),
+        ],
+        "x",
+    )
+    .unwrap()
+    .response;
+    assert_eq!(r.code, 204);
+    for code in ["204", "304"] {
+        assert_eq!(
+            err(
+                &[
+                    ("Grip-Status", code),
+                    ("Grip-Hold", "stream"),
+                    ("Grip-Channel", "c")
+                ],
+                ""
+            ),
+            format!("response code {code} carries no body, so it cannot start a stream")
+        );
+    }
     // An empty Grip-Status is ignored.
     let r = parse(&[("Grip-Status", "")], "").unwrap().response;
     assert_eq!((r.code, r.reason.as_str()), (200, "OK"));

@@ -114,6 +114,9 @@ struct Slot {
     cid: Option<ConnectionId>,
     /// A close was queued by [`HoldRegistry::close`] (queued once).
     closing: bool,
+    /// When the client write now waiting began (shard clock, ms; 0: none waits). Set by
+    /// [`HoldRegistry::watch_write`], read by [`HoldRegistry::sweep_stalled_writes`].
+    write_since_ms: u64,
 }
 
 /// Capacities of a shard's hold registry.
@@ -151,6 +154,8 @@ pub struct HoldRegistry {
     limits: HoldLimits,
     /// Connection id → live hold (at most one entry per live slot).
     ids: HashMap<ConnectionId, HolderKey>,
+    /// Holds whose client write is waiting (slots with `write_since_ms` set).
+    writes_waiting: usize,
     pub subs: SubTable,
     pub timers: TimerWheel<TimerEntry>,
 }
@@ -165,6 +170,7 @@ impl HoldRegistry {
             live: 0,
             limits,
             ids: HashMap::new(),
+            writes_waiting: 0,
             subs: SubTable::new(
                 limits.channels_max,
                 limits.subscriptions_max,
@@ -202,6 +208,7 @@ impl HoldRegistry {
                     timer: None,
                     cid: None,
                     closing: false,
+                    write_since_ms: 0,
                 });
                 (self.slots.len() - 1) as u32
             }
@@ -215,6 +222,7 @@ impl HoldRegistry {
         s.timer = None;
         s.cid = None;
         s.closing = false;
+        s.write_since_ms = 0;
         self.live += 1;
         Some(HolderKey { slot, gen: s.gen })
     }
@@ -385,6 +393,73 @@ impl HoldRegistry {
         false
     }
 
+    /// While the hold's task waits for a client write: register its waker, note when the wait
+    /// began (`now_ms` is asked for once per write), and say whether to give the write up (the
+    /// hold overflowed or was cut off as stalled, or is gone). Pair with [`Self::write_done`].
+    pub fn watch_write(
+        &mut self,
+        key: HolderKey,
+        cx: &mut Context<'_>,
+        now_ms: impl FnOnce() -> u64,
+    ) -> bool {
+        let Some(s) = self.slot_mut(key) else {
+            return true;
+        };
+        if s.overflowed {
+            return true;
+        }
+        match &s.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => s.waker = Some(cx.waker().clone()),
+        }
+        if s.write_since_ms == 0 {
+            s.write_since_ms = now_ms().max(1);
+            self.writes_waiting += 1;
+        }
+        debug_assert!(self.writes_waiting <= self.live);
+        false
+    }
+
+    /// The client write [`Self::watch_write`] watched is over (done, failed or given up).
+    pub fn write_done(&mut self, key: HolderKey) {
+        let waited = self
+            .slot_mut(key)
+            .is_some_and(|s| std::mem::take(&mut s.write_since_ms) != 0);
+        self.writes_waiting -= usize::from(waited);
+    }
+
+    /// Cut off every hold whose client write has waited `limit_ms` or more by `now_ms`: it is
+    /// marked slow and woken, and its guarded write gives up. Returns how many. A linear scan
+    /// of the slots, skipped while no write waits (run a few times per `limit_ms`).
+    pub fn sweep_stalled_writes(&mut self, now_ms: u64, limit_ms: u64) -> usize {
+        if self.writes_waiting == 0 {
+            return 0;
+        }
+        let mut n = 0;
+        for s in self
+            .slots
+            .iter_mut()
+            .filter(|s| s.live && s.write_since_ms != 0)
+        {
+            if now_ms.saturating_sub(s.write_since_ms) >= limit_ms && !s.overflowed {
+                s.overflowed = true;
+                n += 1;
+                if let Some(w) = s.waker.take() {
+                    w.wake();
+                }
+            }
+        }
+        n
+    }
+
+    /// Cut a hold off for slowness without an overflow (a client write that stalled): it is
+    /// counted as a slow subscriber where it ends, and later events for it are refused.
+    pub fn mark_slow(&mut self, key: HolderKey) {
+        if let Some(s) = self.slot_mut(key) {
+            s.overflowed = true;
+        }
+    }
+
     /// Whether the hold was cut off for slowness.
     pub fn overflowed(&mut self, key: HolderKey) -> bool {
         self.slot_mut(key).is_some_and(|s| s.overflowed)
@@ -398,7 +473,10 @@ impl HoldRegistry {
                 s.live = false;
                 s.queue.clear();
                 s.waker = None;
-                (s.timer.take(), s.cid.take())
+                let waited = std::mem::take(&mut s.write_since_ms) != 0;
+                let out = (s.timer.take(), s.cid.take());
+                self.writes_waiting -= usize::from(waited);
+                out
             }
             None => return 0,
         };

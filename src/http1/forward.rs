@@ -70,6 +70,20 @@ pub struct ForwardOptions<'a> {
     /// `Connection-Id` to send (the id the control API knows the client connection by);
     /// replaces any copy in the head. The caller strips client-supplied copies at entry.
     pub connection_id: Option<&'a str>,
+    /// Drop the client's copies of the headers tack alone sends an `over_http` backend
+    /// ([`is_over_http_only`]: `Meta-*`, `Content-Bytes-Replayed`), so that a plain request
+    /// cannot pose as a WebSocket session's.
+    pub strip_over_http: bool,
+}
+
+/// Request headers that, towards an `over_http` backend, only tack may send: the session's
+/// `Meta-*` (its connection meta, which backends use to know who the client is) and
+/// `Content-Bytes-Replayed`. (`Connection-Id`, `Grip-*` and the framing headers are handled
+/// for every route.)
+pub fn is_over_http_only(name: &str) -> bool {
+    name.get(..5)
+        .is_some_and(|p| p.eq_ignore_ascii_case("meta-"))
+        || name.eq_ignore_ascii_case("content-bytes-replayed")
 }
 
 /// Serialize `METHOD path HTTP/1.1` + headers for the backend: drop hop-by-hop headers
@@ -115,6 +129,7 @@ pub fn write_forward_head(out: &mut Vec<u8>, req: &RequestHead, opts: &ForwardOp
             || (h.is("grip-sig") && opts.grip_sig.is_some())
             || (h.is("grip-feature") && opts.grip_feature.is_some())
             || (h.is("connection-id") && opts.connection_id.is_some())
+            || (opts.strip_over_http && is_over_http_only(name))
             || (manage_xff && h.is("x-forwarded-for"))
             || (manage_xfp && (h.is("x-forwarded-proto") || h.is("x-forwarded-protocol")))
             || overridden(name);
@@ -258,6 +273,7 @@ mod tests {
             body_framing: BodyFraming::None,
             upgrade: false,
             connection_id: None,
+            strip_over_http: false,
         }
     }
 
@@ -321,6 +337,22 @@ X-Replace: new\r\n\
 X-Added: yes\r\n\
 Content-Length: 11\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn over_http_routes_drop_client_meta_and_replay_headers() {
+        let r = req(
+            b"POST / HTTP/1.1\r\nHost: a\r\nMeta-User: admin\r\nmeta-role: x\r\n\
+Content-Bytes-Replayed: 4\r\nX-Meta: kept\r\n\r\n",
+        );
+        let mut o = opts();
+        assert!(forward(&r, &o).contains("Meta-User: admin\r\n"));
+        o.strip_over_http = true;
+        assert_eq!(
+            forward(&r, &o),
+            "POST / HTTP/1.1\r\nHost: backend.local\r\nX-Meta: kept\r\n\r\n"
+        );
+        assert!(is_over_http_only("META-x") && !is_over_http_only("metadata"));
     }
 
     #[test]

@@ -21,8 +21,8 @@ pub use body::{
 pub use forward::{write_forward_head, ForwardOptions, XffRule, XfpMode};
 pub use request::{parse_request_head, RequestHead};
 pub use response::{
-    parse_response_head, reason_phrase, write_client_response_head, write_simple_response,
-    ResponseHead,
+    is_final_status, parse_response_head, reason_phrase, status_has_body, write_built_head,
+    write_client_response_head, write_simple_response, BuiltBody, ResponseHead,
 };
 
 use std::fmt;
@@ -152,6 +152,13 @@ fn own_headers(parsed: &[httparse::Header<'_>]) -> Vec<Header> {
             value: trim_ows(h.value).to_vec(),
         })
         .collect()
+}
+
+/// Whether a `Content-Type` value names `media` (its type/subtype compared ignoring ASCII case,
+/// parameters such as `; charset=utf-8` ignored).
+pub fn media_type_is(value: &[u8], media: &str) -> bool {
+    let bare = value.split(|&b| b == b';').next().unwrap_or_default();
+    trim_ows(bare).eq_ignore_ascii_case(media.as_bytes())
 }
 
 /// Strips optional whitespace (SP / HTAB) from both ends.
@@ -471,6 +478,21 @@ mod tests {
         assert!(!connection_has(&h, "close"));
         assert!(is_hop_by_hop("TE"));
         assert!(!is_hop_by_hop("Host"));
+    }
+
+    #[test]
+    fn media_types_ignore_case_and_parameters() {
+        let m = "application/websocket-events";
+        assert!(media_type_is(b"application/websocket-events", m));
+        assert!(media_type_is(
+            b" Application/WebSocket-Events ; charset=utf-8",
+            m
+        ));
+        assert!(!media_type_is(b"application/websocket-events-x", m));
+        assert!(!media_type_is(
+            b"text/plain; x=application/websocket-events",
+            m
+        ));
     }
 
     #[test]

@@ -221,17 +221,101 @@ pub fn write_simple_response(
     body: &str,
     close: bool,
 ) {
-    write_status_line(out, version, status, reason_phrase(status));
-    out.extend_from_slice(b"Content-Type: text/plain\r\nContent-Length: ");
-    push_decimal(out, body.len() as u64);
-    out.extend_from_slice(b"\r\n");
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    } else if version == Version::Http10 {
-        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    let headers = [("Content-Type", b"text/plain".as_slice())];
+    let reason = reason_phrase(status);
+    if write_built_head(
+        out,
+        version,
+        status,
+        reason,
+        headers,
+        BuiltBody::Length(body.len()),
+        !close,
+    ) {
+        out.extend_from_slice(body.as_bytes());
+    }
+}
+
+/// Whether `code` may be the status of a response tack builds itself (a published
+/// `http-response`, an instruction's `response`, `Grip-Status`): a final status, 200–599.
+/// 1xx codes are interim, never the answer to a request (RFC 9110 §15.2), and codes outside
+/// 100–599 are not HTTP status codes a client can act on. tack: Pushpin accepts 0–999.
+pub fn is_final_status(code: u16) -> bool {
+    (200..=599).contains(&code)
+}
+
+/// Whether a final response with `code` may carry content: never for 204 (RFC 9110 §15.3.5)
+/// or 304 (§15.4.5), which also carry no framing headers (RFC 9112 §6.3).
+pub fn status_has_body(code: u16) -> bool {
+    is_final_status(code) && code != 204 && code != 304
+}
+
+/// How the body of a response tack builds is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuiltBody {
+    /// `Content-Length: n`.
+    Length(usize),
+    /// `Transfer-Encoding: chunked` (HTTP/1.1 only).
+    Chunked,
+    /// No framing header: the body ends when the connection closes (HTTP/1.0 streams).
+    UntilClose,
+}
+
+/// The one serializer of response heads tack builds (as opposed to relayed backend heads,
+/// [`write_client_response_head`]): status line, the caller's headers (already free of
+/// hop-by-hop and framing headers), the framing, and connection management. Returns whether a
+/// body may follow: for 204 and 304 the framing is left out and the caller writes no body.
+///
+/// `code` must satisfy [`is_final_status`] (the parsers refuse anything else before it gets
+/// here); an out-of-range code in a release build is written as 502 rather than as an
+/// invalid status line.
+pub fn write_built_head<'h>(
+    out: &mut Vec<u8>,
+    version: Version,
+    code: u16,
+    reason: &str,
+    headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+    body: BuiltBody,
+    keep_alive: bool,
+) -> bool {
+    debug_assert!(
+        is_final_status(code),
+        "tack-built response with status {code}"
+    );
+    debug_assert!(!(version == Version::Http10 && body == BuiltBody::Chunked));
+    let (code, reason) = if is_final_status(code) {
+        (code, reason)
+    } else {
+        (502, reason_phrase(502))
+    };
+    let start = out.len();
+    write_status_line(out, version, code, reason);
+    for (name, value) in headers {
+        debug_assert!(!is_hop_by_hop(name) && !name.eq_ignore_ascii_case("content-length"));
+        push_header(out, name, value);
+    }
+    let has_body = status_has_body(code);
+    if has_body {
+        match body {
+            BuiltBody::Length(n) => {
+                out.extend_from_slice(b"Content-Length: ");
+                push_decimal(out, n as u64);
+                out.extend_from_slice(b"\r\n");
+            }
+            BuiltBody::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+            BuiltBody::UntilClose => {}
+        }
+    }
+    // A close-delimited body ends the connection whatever the caller wanted.
+    let keep_alive = keep_alive && !(has_body && body == BuiltBody::UntilClose);
+    match (version, keep_alive) {
+        (_, false) => out.extend_from_slice(b"Connection: close\r\n"),
+        (Version::Http10, true) => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        (Version::Http11, true) => {}
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body.as_bytes());
+    debug_assert!(out[start..].ends_with(b"\r\n\r\n"));
+    has_body
 }
 
 fn write_status_line(out: &mut Vec<u8>, version: Version, status: u16, reason: &str) {

@@ -489,8 +489,10 @@ fn parse_http_response(mut f: Obj) -> Result<HttpResponseFormat, Fail> {
     let code = match f.take_int("code")? {
         None => 200,
         Some(n) => match u16::try_from(n) {
-            Ok(c) if c <= 999 => c,
-            _ => return Err(f.invalid_value("code", "")),
+            Ok(c) if crate::http1::is_final_status(c) => c,
+            // tack: Pushpin takes 0–999; a 1xx or out-of-range code is not a response a
+            // client can be given.
+            _ => return Err(f.invalid_value("code", "not a final status code (200-599)")),
         },
     };
     out.code = Some(code);
@@ -575,7 +577,7 @@ fn parse_http_response(mut f: Obj) -> Result<HttpResponseFormat, Fail> {
         }
     }
     debug_assert!(out.body_patch.is_none() || out.body.is_empty());
-    debug_assert!(out.code.is_some_and(|c| c <= 999));
+    debug_assert!(out.code.is_some_and(crate::http1::is_final_status));
     Ok(out)
 }
 
@@ -667,6 +669,11 @@ fn parse_ws_message(mut f: Obj) -> Result<WsMessageFormat, Fail> {
                     }
                 }
             }
+            // tack: Pushpin sends such bytes as a text frame, which the client must fail
+            // with 1007 (RFC 6455 §8.1).
+            if out.kind == WsType::Text && std::str::from_utf8(&out.content).is_err() {
+                return Err(f.invalid_value("content-bin", "a text message must be UTF-8"));
+            }
             if matches!(out.kind, WsType::Ping | WsType::Pong)
                 && out.content.len() > WS_CONTROL_PAYLOAD_MAX
             {
@@ -681,9 +688,22 @@ fn parse_ws_message(mut f: Obj) -> Result<WsMessageFormat, Fail> {
         }
         Action::Close => {
             if let Some(code) = f.take_int("code")? {
+                // RFC 6455 §7.4: 1005 means "no code" (a close frame without one); 1006,
+                // 1015 and unassigned codes may not appear on the wire. tack: Pushpin
+                // sends whatever code it is given.
                 match u16::try_from(code) {
-                    Ok(code) => out.close_code = Some(code),
-                    Err(_) => return Err(f.invalid_value("code", "")),
+                    Ok(code)
+                        if crate::ws::close_code_is_valid(code)
+                            || code == crate::ws::close_code::NO_STATUS =>
+                    {
+                        out.close_code = Some(code)
+                    }
+                    _ => {
+                        return Err(f.invalid_value(
+                            "code",
+                            "not a close code that may be sent (1000-1003, 1007-1014, 3000-4999, or 1005 for none)",
+                        ))
+                    }
                 }
             }
             if let Some(mut reason) = f.take_str("reason")? {

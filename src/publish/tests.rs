@@ -480,13 +480,15 @@ fn response_code_reason() {
         .http_response
         .expect("format");
     assert_eq!((f.code, f.reason), (Some(201), None));
-    for code in ["-1", "1000", "70000"] {
+    // tack: 1xx and codes outside 200-599 are refused (Pushpin takes 0-999).
+    for code in ["-1", "1000", "70000", "0", "99", "100", "101", "600", "999"] {
         let e = one_err(&format!(
             r#"{{"channel":"c","http-response":{{"code":{code},"body":""}}}}"#
         ));
         assert_eq!(
             e.message,
-            "Invalid format: 'http-response' contains 'code' with invalid value (at items[0].http-response.code)"
+            "Invalid format: 'http-response' contains 'code' with invalid value: not a final status code (200-599) (at items[0].http-response.code)",
+            "{code}"
         );
     }
     let e = one_err(r#"{"channel":"c","http-response":{"code":"abc","body":""}}"#);
@@ -729,11 +731,31 @@ fn ws_close() {
         .ws_message
         .expect("ws");
     assert_eq!((f.close_code, f.close_reason), (None, None));
-    let e = one_err(r#"{"channel":"c","ws-message":{"action":"close","code":-1}}"#);
+    // RFC 6455 §7.4: 1005 is "no code"; codes that may not be sent are refused.
+    let f = one(r#"{"channel":"c","ws-message":{"action":"close","code":1005}}"#)
+        .ws_message
+        .expect("ws");
+    assert_eq!(f.close_code, Some(1005));
+    for code in ["-1", "0", "999", "1004", "1006", "1015", "2999", "5000"] {
+        let e = one_err(&format!(
+            r#"{{"channel":"c","ws-message":{{"action":"close","code":{code}}}}}"#
+        ));
+        assert_eq!(
+            e.message,
+            "Invalid format: 'ws-message' contains 'code' with invalid value: not a close code that may be sent (1000-1003, 1007-1014, 3000-4999, or 1005 for none) (at items[0].ws-message.code)",
+            "{code}"
+        );
+    }
+    // A text message must be UTF-8, whichever field carries it (tack: Pushpin sends it).
+    let e = one_err(r#"{"channel":"c","ws-message":{"type":"text","content-bin":"/w=="}}"#);
     assert_eq!(
         e.message,
-        "Invalid format: 'ws-message' contains 'code' with invalid value (at items[0].ws-message.code)"
+        "Invalid format: 'ws-message' contains 'content-bin' with invalid value: a text message must be UTF-8 (at items[0].ws-message.content-bin)"
     );
+    let f = one(r#"{"channel":"c","ws-message":{"type":"text","content-bin":"aGk="}}"#)
+        .ws_message
+        .expect("ws");
+    assert_eq!(f.content.as_ref(), b"hi");
     let e = one_err(r#"{"channel":"c","ws-message":{"action":"close","code":65536}}"#);
     assert!(e.message.contains("'code' with invalid value"));
     let e = one_err(r#"{"channel":"c","ws-message":{"action":"close","code":"x"}}"#);

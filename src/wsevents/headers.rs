@@ -31,19 +31,14 @@ const STRIPPED: [&str; 15] = [
     "content-type",
 ];
 
-/// Prefix of the meta headers tack owns; client copies are dropped so meta cannot be spoofed.
-const META_PREFIX: &str = "meta-";
-
 /// True when a client handshake header must not be replayed to the backend: hop-by-hop headers,
 /// `Upgrade`, `Expect`, `Accept`, `Accept-Encoding`, `Content-Encoding`, `Connection-Id`,
-/// `Content-Length`, `Content-Type`, `Sec-WebSocket-Extensions` and every `Meta-*` header.
-/// `Grip-*` headers are not covered: whether they pass depends on upstream trust.
+/// `Content-Length`, `Content-Type`, `Sec-WebSocket-Extensions`, and what only tack may send an
+/// `over_http` backend (every `Meta-*` header, `Content-Bytes-Replayed`), so meta cannot be
+/// spoofed. `Grip-*` headers are not covered: whether they pass depends on upstream trust.
 pub fn is_stripped_request_header(name: &str) -> bool {
-    let meta = name
-        .as_bytes()
-        .get(..META_PREFIX.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(META_PREFIX.as_bytes()));
-    meta || STRIPPED.iter().any(|s| s.eq_ignore_ascii_case(name))
+    crate::http1::forward::is_over_http_only(name)
+        || STRIPPED.iter().any(|s| s.eq_ignore_ascii_case(name))
 }
 
 /// The headers tack adds to each request, in Pushpin's order: `Accept`, `Connection-Id`,

@@ -13,5 +13,6 @@ mod proxy;
 mod reliable;
 mod reliable_ws;
 mod routes;
+mod security;
 mod shutdown;
 mod websocket;

@@ -216,3 +216,132 @@ pub fn metric_per_shard(text: &str, name: &str) -> Vec<u64> {
         .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
         .collect()
 }
+
+/// A private Pushpin 1.36 (Debian's `pushpin`) on loopback ports chosen at run time, routed
+/// like a test tack, for differential tests: the same scenario runs against both and the bytes
+/// are compared. Its config is `loadtest/lib/pushpin.sh`'s (every ZeroMQ port moved, its own
+/// rundir), with `sig_key` as given. Stopped (SIGTERM to the runner, which stops its services)
+/// when dropped.
+pub struct Pushpin {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+    pub publish: SocketAddr,
+    dir: PathBuf,
+}
+
+/// Whether differential tests can run: `pushpin` is installed. `.ci/run` installs it and sets
+/// `TACK_REQUIRE_PUSHPIN=1`, so there a missing Pushpin fails instead of skipping.
+pub fn pushpin_available() -> bool {
+    let found = std::process::Command::new("pushpin")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("TACK_REQUIRE_PUSHPIN").is_none(),
+            "TACK_REQUIRE_PUSHPIN is set but `pushpin` is not installed"
+        );
+        eprintln!("*** pushpin not installed: the Pushpin half of this differential test is SKIPPED (apt-get install pushpin) ***");
+    }
+    found
+}
+
+impl Pushpin {
+    /// Start Pushpin with `routes` (a routes file's text) and wait until its proxy and its
+    /// publish port answer (the readiness signal: a request gets a response).
+    pub fn start(routes: &str, sig_key: &str) -> Pushpin {
+        let dir = temp_file("routes", routes)
+            .parent()
+            .expect("temp dir")
+            .to_path_buf();
+        for sub in ["run", "log"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("pushpin dirs");
+        }
+        let port = || free_addr().port();
+        let (http, publish) = (port(), port());
+        let (push_in, push_sub, command) = (port(), port(), port());
+        let conf = format!(
+            "[global]\ninclude={{libdir}}/internal.conf\nrundir={run}\nipc_prefix=pushpin-\n\
+             port_offset=0\nstats_connection_ttl=120\n\n\
+             [runner]\nservices=condure,zurl,pushpin-proxy,pushpin-handler\n\
+             http_port=127.0.0.1:{http}\nlogdir={log}\nlog_level=1\nclient_buffer_size=8192\n\
+             client_maxconn=1000\ncondure_bin=condure\nzurl_bin=zurl\n\n\
+             [proxy]\nroutesfile=routes\ndebug=false\nauto_cross_origin=false\n\
+             accept_x_forwarded_protocol=false\nset_x_forwarded_protocol=proto-only\n\
+             log_from=false\nlog_user_agent=false\nsig_iss=pushpin\nsig_key={sig_key}\n\
+             updates_check=off\n\
+             zurl_out_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-in\n\
+             zurl_out_stream_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-in-stream\n\
+             zurl_in_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-out\n\n\
+             [handler]\npush_in_spec=tcp://127.0.0.1:{push_in}\n\
+             push_in_sub_specs=tcp://127.0.0.1:{push_sub}\npush_in_sub_connect=false\n\
+             push_in_http_addr=127.0.0.1\npush_in_http_port={publish}\n\
+             stats_spec=ipc://{{rundir}}/{{ipc_prefix}}stats\n\
+             command_spec=tcp://127.0.0.1:{command}\nmessage_rate=100000\nmessage_hwm=100000\n\
+             id_cache_ttl=60\n",
+            run = dir.join("run").display(),
+            log = dir.join("log").display(),
+        );
+        let conf_path = dir.join("pushpin.conf");
+        std::fs::write(&conf_path, conf).expect("write pushpin.conf");
+        let child = std::process::Command::new("pushpin")
+            .arg("--config")
+            .arg(&conf_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn pushpin");
+        let p = Pushpin {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], http)),
+            publish: SocketAddr::from(([127, 0, 0, 1], publish)),
+            dir,
+        };
+        p.wait_ready();
+        p
+    }
+
+    /// Poll (every 20 ms, at most 20 s) until the proxy answers a request and the publish port
+    /// answers a publish of nothing.
+    fn wait_ready(&self) {
+        use std::io::{Read, Write};
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let answers = |addr: SocketAddr, req: &[u8]| {
+            let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let mut b = [0u8; 12];
+            s.write_all(req).is_ok()
+                && s.read(&mut b)
+                    .is_ok_and(|n| n >= 12 && b.starts_with(b"HTTP/1."))
+        };
+        let probe = b"GET /__ready HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+        let publish = b"POST /publish/ HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{\"items\":[]}";
+        while !(answers(self.addr, probe) && answers(self.publish, publish)) {
+            assert!(
+                std::time::Instant::now() < end,
+                "pushpin not ready within 20 s (logs in {})",
+                self.dir.join("log").display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Pushpin {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the runner we spawned (its pid, still our child: not reaped yet).
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

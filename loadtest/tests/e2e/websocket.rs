@@ -60,7 +60,7 @@ pub(crate) fn text(s: &str) -> Event {
 
 /// A WebSocket-over-HTTP backend: accepts with GRIP, subscribes the connection to `room`,
 /// greets, echoes text with an `echo:` prefix, answers CLOSE. Records every event it got.
-fn over_http_origin(seen: Arc<Mutex<Vec<String>>>) -> Origin {
+pub(crate) fn over_http_origin(seen: Arc<Mutex<Vec<String>>>) -> Origin {
     Origin::start_with(move |req| {
         let events = decode_events(&req.body).unwrap_or_default();
         let mut log = seen.lock().expect("lock");
@@ -178,7 +178,7 @@ fn websocket_over_http_both_ways_with_grip_and_publish() {
 }
 
 /// A raw client handshake; returns the socket after the 101.
-fn raw_ws_connect(addr: SocketAddr, path: &str) -> RawClient {
+pub(crate) fn raw_ws_connect(addr: SocketAddr, path: &str) -> RawClient {
     let mut c = RawClient::connect(addr);
     c.send(
         format!(

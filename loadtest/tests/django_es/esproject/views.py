@@ -1,0 +1,56 @@
+"""Test endpoints of the django-eventstream e2e backend.
+
+- QueryUserMiddleware: `?user=NAME` (or header `X-User: NAME`) logs the request in as Django
+  user NAME (created on first use), so django-eventstream puts that user's id into the GRIP
+  `user` meta, which Pushpin's skip-users filter compares against publish meta `skip_users`.
+- send(): `POST /send/<channel>/?n=COUNT[&skip=alice,bob][&tag=T][&async=1]` calls
+  django_eventstream.send_event(channel, "message", {"n": i, "pct": "100%"[, "tag": T]})
+  for i = 1..COUNT (publishing blocking unless async=1) and answers JSON
+  {"channel", "sent", "last_id", "skip_user_ids"}.
+"""
+
+import json
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
+from django.http import HttpResponse, HttpResponseNotAllowed
+from django_eventstream import send_event
+from django_eventstream.utils import get_storage
+
+
+def _user(name):
+    return get_user_model().objects.get_or_create(username=name)[0]
+
+
+class QueryUserMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path.startswith("/events/") and not request.grip.proxied:
+            body = "GRIP proxy required (no Grip-Sig header)\n"
+            return HttpResponse(body, status=501, content_type="text/plain")
+        name = request.GET.get("user") or request.headers.get("X-User")
+        request.user = _user(name) if name else AnonymousUser()
+        return self.get_response(request)
+
+
+def send(request, channel):
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    count = int(request.GET.get("n", "1"))
+    skip = [str(_user(u).pk) for u in request.GET.get("skip", "").split(",") if u]
+    tag = request.GET.get("tag")
+    blocking = request.GET.get("async") != "1"
+    for i in range(1, count + 1):
+        data = {"n": i, "pct": "100%"}
+        if tag is not None:
+            data["tag"] = tag
+        send_event(channel, "message", data, skip_user_ids=skip, async_publish=not blocking)
+    body = {
+        "channel": channel,
+        "sent": count,
+        "last_id": get_storage().get_current_id(channel),
+        "skip_user_ids": skip,
+    }
+    return HttpResponse(json.dumps(body) + "\n", content_type="application/json")
