@@ -34,12 +34,7 @@ use crate::ws::Opcode;
 /// publish request, not per item or subscriber).
 static PUBLISH_SEQ: AtomicU64 = AtomicU64::new(1);
 
-/// Items of one publish request, shared by every shard.
-#[derive(Debug)]
-pub struct PublishBatch {
-    pub seq: u64,
-    pub items: Vec<PublishItem>,
-}
+pub use crate::publish::item::{ItemRef, PublishBatch};
 
 /// Deliveries pushed between two driver turns during a large fan-out.
 pub const DELIVERY_BUDGET: usize = 2048;
@@ -179,9 +174,6 @@ pub fn drain_rings(ctx: &Rc<ShardCtx>) -> usize {
     n
 }
 
-/// One published item, by reference into its shared batch.
-pub type ItemRef = (Arc<PublishBatch>, usize);
-
 /// The shard's delivery task: take pipeline batches in order, pass their items through the
 /// shard's sequencer (de-duplication and `prev-id` ordering), and deliver what it releases.
 pub async fn delivery_loop(ctx: Rc<ShardCtx>) {
@@ -275,6 +267,8 @@ pub(crate) struct Rendered {
     pub(crate) stream: Option<HoldEvent>,
     pub(crate) response: Option<HoldEvent>,
     pub(crate) ws: Option<HoldEvent>,
+    /// The item, for subscribers with filters: made for the first of them only.
+    pub(crate) item: std::cell::OnceCell<crate::hold::FilteredItem>,
 }
 
 /// The event each kind of hold gets for `item` (`None`: that kind ignores it).
@@ -292,6 +286,7 @@ pub(crate) fn render(item: &PublishItem) -> Rendered {
                 chunk,
                 raw: f.content.clone(),
                 ids: ids.clone(),
+                item: None,
             })
         }
         Action::Close => Some(HoldEvent::StreamClose),
@@ -302,6 +297,7 @@ pub(crate) fn render(item: &PublishItem) -> Rendered {
         Action::Send => Some(HoldEvent::Response {
             resp: Rc::new(f.clone()),
             ids: ids.clone(),
+            item: None,
         }),
         Action::Hint => Some(HoldEvent::Hint),
         // Close is ignored for response holds, as Pushpin: a real response is better.
@@ -328,6 +324,7 @@ pub(crate) fn render(item: &PublishItem) -> Rendered {
                 payload: f.content.clone(),
                 frame: bytes::Bytes::from(frame),
                 ids: ids.clone(),
+                item: None,
             })
         }
         Action::Close => Some(HoldEvent::WsClose {
@@ -342,6 +339,7 @@ pub(crate) fn render(item: &PublishItem) -> Rendered {
         stream,
         response,
         ws,
+        item: std::cell::OnceCell::new(),
     }
 }
 
@@ -390,15 +388,21 @@ async fn deliver_items(ctx: &Rc<ShardCtx>, items: &[ItemRef], keys: &mut Vec<Hol
             {
                 let mut holds = ctx.holds.borrow_mut();
                 for &k in &keys[i..end] {
-                    let kind = holds.kind(k);
-                    for r in &rendered {
+                    let Some((kind, filtered)) = holds.delivery_kind(k) else {
+                        continue;
+                    };
+                    for (r, item) in rendered.iter().zip(run) {
                         let ev = match kind {
-                            Some(HoldKind::Stream) => r.stream.clone(),
-                            Some(HoldKind::Response) => r.response.clone(),
-                            Some(HoldKind::Ws) => r.ws.clone(),
-                            None => None,
+                            HoldKind::Stream => r.stream.clone(),
+                            HoldKind::Response => r.response.clone(),
+                            HoldKind::Ws => r.ws.clone(),
                         };
-                        let Some(ev) = ev else { continue };
+                        let Some(mut ev) = ev else { continue };
+                        if filtered {
+                            // Filters need the item itself: one shared reference per item.
+                            let shared = r.item.get_or_init(|| Rc::new(item.clone()));
+                            ev.attach_item(shared);
+                        }
                         match holds.push(k, ev) {
                             Pushed::Queued => ctx.counters().inc(Counter::MessageSent),
                             Pushed::Overflowed => {

@@ -70,6 +70,8 @@ counters! {
     KeepAliveSent => "tack_keep_alive_sent", counter, "Keep-alive payloads written to streams.";
     SlowSubscriberDropped => "tack_delivery_dropped_slow_subscriber", counter, "Deliveries not queued because the subscriber's queue was full (it is closed).";
     ClientWriteStalled => "tack_client_write_stalled", counter, "Held clients cut off because one write waited client_write_timeout (they stopped reading); also counted as slow subscribers.";
+    FilterDropped => "tack_filter_dropped", counter, "Published items a subscriber's filters did not send it (skip-self, skip-users, require-sub, or content-filters not its chain).";
+    FilterErrors => "tack_filter_errors", counter, "Deliveries a content filter or body-patch failed on (the stream ends, a long-poll gets 502, a WebSocket message is dropped).";
     SlowSubscriberClosed => "tack_slow_subscriber_closed", counter, "Subscribers closed because their delivery queue overflowed.";
     WsUnprefixedDropped => "tack_ws_unprefixed_dropped", counter, "Backend WebSocket messages dropped in GRIP mode for lacking the message prefix (as Pushpin).";
     ItemsSequenced => "tack_items_sequenced", counter, "Published items that went through this shard's sequencer (every shard sees every item).";
@@ -90,6 +92,8 @@ counters! {
     RecoveryShared => "tack_recovery_shared", counter, "Recovery fetches (long-poll retries, next links) answered by an identical request already in flight on the shard.";
     RecoveryUnsharedFull => "tack_recovery_unshared_full", counter, "Shareable recovery fetches sent unshared because the shard's share table was full.";
     LongPollRecoveries => "tack_longpoll_recoveries", counter, "Reliable long-polls that re-asked their backend because a published item's prev-id did not follow the client's id.";
+    NextLinkThrottled => "tack_next_link_throttled", counter, "Next-link fetches that waited for the connection's next_link_rate budget (a backend answering each link with another).";
+    NextLinkChainCut => "tack_next_link_chain_cut", counter, "Grip-Link chains without a hold stopped at next_link_chain_max links.";
     NextLinkRetries => "tack_next_link_retries", counter, "Next-link fetches retried after a network error or a 502/503/504 (at most 5 per fetch, 1-2 s apart).";
     StreamRecoveryUnplaced => "tack_stream_recovery_unplaced", counter, "Reliable streams whose recovery answer carried no prev-id: their channels stop being tracked (delivered as published from then on).";
     SequencerChannelsForgotten => "tack_sequencer_channels_forgotten", counter, "Channels whose last id and id cache the shard's sequencer forgot to stay within sequencer_channels_max.";

@@ -77,6 +77,7 @@ pub async fn handle(
                 body: Vec::new(),
             },
             channels_dropped: dropped,
+            filters: None,
         };
         return Reply::Hold(Box::new(HoldPlan {
             instruction,

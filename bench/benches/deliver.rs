@@ -64,6 +64,7 @@ fn fan_out(reg: &mut HoldRegistry, content: &Bytes, scratch: &mut Vec<HolderKey>
         chunk,
         raw: content.clone(),
         ids: None,
+        item: None,
     };
     let mut queued = 0;
     for &k in scratch.iter() {
@@ -107,6 +108,7 @@ fn deliver(c: &mut Criterion) {
             chunk: prerender_chunk(&content).unwrap_or_default(),
             raw: content.clone(),
             ids: None,
+            item: None,
         };
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;

@@ -115,6 +115,12 @@ pub const DEFAULT_BACKEND_RESPONSE_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_CLIENT_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// Slowloris guard: a request head still incomplete after 10 s gets 408.
 pub const DEFAULT_CLIENT_HEAD_TIMEOUT_MS: u64 = 10_000;
+/// Links followed for one chained response: 1000 pages (django-eventstream pages 100 events,
+/// so a 100,000-event replay) before tack stops a backend that never ends its chain.
+pub const DEFAULT_NEXT_LINK_CHAIN_MAX: usize = 1000;
+/// Next-link fetches per second per connection past a burst of as many: replays of a few
+/// pages run at full speed, a link loop costs the backend 20 requests a second at most.
+pub const DEFAULT_NEXT_LINK_RATE: u32 = 20;
 /// A write to a held client still pending after 30 s is given up: a client that reads nothing
 /// for that long (its socket buffers full) cannot keep its hold, however few publishes arrive.
 /// Longer than any keep-alive interval a backend sensibly asks for (Pushpin's default 55 s

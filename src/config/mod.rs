@@ -237,6 +237,10 @@ pub struct ShardConfig {
     pub access_log: bool,
     /// Published items queued per held connection.
     pub hold_queue_max: usize,
+    /// Links followed for one response without a hold (a `Grip-Link` chain).
+    pub next_link_chain_max: usize,
+    /// Next-link fetches per second per connection, after a burst of as many.
+    pub next_link_rate: u32,
     /// Publish batches waiting for delivery on this shard.
     pub pipeline_max: usize,
     /// How long a publish waits for queue room before 503.
@@ -419,6 +423,8 @@ impl Config {
             drain_timeout: t.drain_timeout,
             access_log: t.access_log,
             hold_queue_max: t.hold_queue_max,
+            next_link_chain_max: t.next_link_chain_max,
+            next_link_rate: t.next_link_rate,
             pipeline_max: t.pipeline_max,
             publish_wait: t.publish_wait,
             ws_message_bytes_max: t.ws_message_bytes_max,

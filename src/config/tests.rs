@@ -145,6 +145,8 @@ fn shard_configs_apply_overrides() {
             drain_timeout: Duration::from_secs(5),
             access_log: false,
             hold_queue_max: 1024,
+            next_link_chain_max: 1000,
+            next_link_rate: 20,
             pipeline_max: 4096,
             publish_wait: Duration::from_secs(5),
             ws_message_bytes_max: 1 << 20,

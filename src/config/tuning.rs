@@ -42,6 +42,11 @@
 //!                                     # get one
 //! hold_queue_max = 1024               # published items queued per held connection, 1..=65536;
 //!                                     # a subscriber whose queue overflows is closed (counted)
+//! next_link_chain_max = 1000          # links followed for one response without a hold (a
+//!                                     # Grip-Link chain); longer chains end there (counted);
+//!                                     # 1..=1000000
+//! next_link_rate = 20                 # next-link fetches per second per connection, after a
+//!                                     # burst of as many (loop brake; waits counted); 1..=100000
 //! pipeline_max = 4096                 # publish batches waiting for delivery per shard, 1..=1048576
 //! publish_wait_ms = 5000              # a publish waits this long for queue room, then 503
 //!                                     # with Retry-After; 0..=3600000
@@ -126,6 +131,8 @@ pub struct TackSection {
     pub access_log: Option<bool>,
     pub http_connection_id: Option<bool>,
     pub hold_queue_max: Option<usize>,
+    pub next_link_chain_max: Option<usize>,
+    pub next_link_rate: Option<u32>,
     pub pipeline_max: Option<usize>,
     pub publish_wait_ms: Option<u64>,
     pub ws_message_bytes_max: Option<usize>,
@@ -198,6 +205,10 @@ pub struct Tuning {
     pub http_connection_id: bool,
     /// Published items queued per held connection.
     pub hold_queue_max: usize,
+    /// Links followed for one response without a hold.
+    pub next_link_chain_max: usize,
+    /// Next-link fetches per second per connection (after a burst of as many).
+    pub next_link_rate: u32,
     /// Publish batches waiting for delivery per shard.
     pub pipeline_max: usize,
     /// How long a publish waits for queue room before 503.
@@ -316,6 +327,16 @@ impl Tuning {
             t.hold_queue_max.unwrap_or(DEFAULT_HOLD_QUEUE_MAX) as u64,
             (1, 65536),
         )? as usize;
+        let next_link_chain_max = range(
+            "next_link_chain_max",
+            t.next_link_chain_max.unwrap_or(DEFAULT_NEXT_LINK_CHAIN_MAX) as u64,
+            (1, 1_000_000),
+        )? as usize;
+        let next_link_rate = range(
+            "next_link_rate",
+            u64::from(t.next_link_rate.unwrap_or(DEFAULT_NEXT_LINK_RATE)),
+            (1, 100_000),
+        )? as u32;
         let pipeline_max = range(
             "pipeline_max",
             t.pipeline_max.unwrap_or(DEFAULT_PIPELINE_MAX) as u64,
@@ -430,6 +451,8 @@ impl Tuning {
             access_log: t.access_log.unwrap_or(false),
             http_connection_id: t.http_connection_id.unwrap_or(true),
             hold_queue_max,
+            next_link_chain_max,
+            next_link_rate,
             pipeline_max,
             ws_message_bytes_max,
             sequencer_channels_max,
@@ -515,6 +538,8 @@ mod tests {
                 access_log: false,
                 http_connection_id: true,
                 hold_queue_max: 1024,
+                next_link_chain_max: 1000,
+                next_link_rate: 20,
                 pipeline_max: 4096,
                 publish_wait: Duration::from_millis(5000),
                 ws_message_bytes_max: 1 << 20,

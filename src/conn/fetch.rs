@@ -53,17 +53,37 @@ pub fn resolve_link(base_path: &str, uri: &str) -> String {
     format!("{dir}{uri}")
 }
 
-/// The request of a next-link fetch: a `GET` of `path` with the original request's headers
-/// (it goes through the original route, as Pushpin does since 1.35).
+/// The request of a next-link (or gone-link) fetch: tack's own `GET` of `path` through the
+/// original route (as Pushpin does since 1.35), never the client's request again. Pushpin
+/// builds a fresh request too: a client's `Last-Event-ID`, cookies or credentials must not
+/// reach a link, whose position is its URL (and `Grip-Last`). It carries `Host` as the client
+/// gave it (the route may override it), `Accept: */*` and `Accept-Encoding: identity`; the
+/// forwarded head adds `Grip-Sig`, `Grip-Feature` and the route's headers, and the caller
+/// `Grip-Last`. tack: Pushpin's zurl asks for compressed bodies and decodes them; tack appends
+/// link bodies to the client's response as they are, so it asks for none.
 pub fn link_request(original: &RequestHead, path: String) -> RequestHead {
-    let mut head = original.clone();
-    head.method = "GET".to_string();
-    head.target = path.clone();
-    head.path = path;
-    head.framing = BodyFraming::None;
-    head.expect_continue = false;
-    head.upgrade = None;
-    head
+    let header = |name: &str, value: &[u8]| crate::http1::Header {
+        name: name.to_string(),
+        value: value.to_vec(),
+    };
+    let mut headers = Vec::with_capacity(3);
+    if let Some(host) = &original.host {
+        headers.push(header("Host", host.as_bytes()));
+    }
+    headers.push(header("Accept", b"*/*"));
+    headers.push(header("Accept-Encoding", b"identity"));
+    RequestHead {
+        method: "GET".to_string(),
+        target: path.clone(),
+        path,
+        version: crate::http1::Version::Http11,
+        headers,
+        host: original.host.clone(),
+        framing: BodyFraming::None,
+        keep_alive: true,
+        expect_continue: false,
+        upgrade: None,
+    }
 }
 
 /// Send `head` (which must have no body) to `route`'s backend and buffer the answer.
@@ -235,7 +255,8 @@ pub fn route_of<'r>(routes: &'r crate::route::RouteTable, head: &RequestHead) ->
 
 #[cfg(test)]
 mod tests {
-    use super::resolve_link;
+    use super::{link_request, resolve_link};
+    use crate::http1::parse_request_head;
 
     #[test]
     fn links_resolve_like_urls() {
@@ -244,5 +265,26 @@ mod tests {
         assert_eq!(resolve_link("/", "c"), "/c");
         assert_eq!(resolve_link("/a", "http://example.com/z?q"), "/z?q");
         assert_eq!(resolve_link("/a", "https://example.com"), "/");
+    }
+
+    #[test]
+    fn link_requests_carry_none_of_the_clients_headers() {
+        let (client, _) = parse_request_head(
+            b"POST /events/?x=1 HTTP/1.0\r\nHost: app.example\r\nLast-Event-ID: a:1\r\n\
+Cookie: s=1\r\nAuthorization: Bearer t\r\nContent-Length: 2\r\n\r\nhi",
+            8192,
+            64,
+        )
+        .unwrap()
+        .unwrap();
+        let r = link_request(&client, "/events/?link=next".into());
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("GET", "/events/?link=next")
+        );
+        let names: Vec<&str> = r.headers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["Host", "Accept", "Accept-Encoding"]);
+        assert_eq!(r.host.as_deref(), Some("app.example"));
+        assert_eq!(r.framing, crate::http1::BodyFraming::None);
     }
 }

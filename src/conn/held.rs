@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 use crate::conn::fetch;
+use crate::grip::filter::Delivery;
 use crate::grip::{self, HeldResponse, Instruction, KeepAliveMode};
 use crate::hold::lastids::{LastIds, Verdict};
 use crate::hold::{HoldEvent, HoldKind, ItemIds, TimerKind};
@@ -57,9 +58,6 @@ pub struct HoldPlan {
 
 /// Retries of a failed next-link fetch (Pushpin's count), 1–2 s apart.
 const LINK_RETRIES: u32 = 5;
-
-/// Longest chain of `rel=next` links followed for one response (a loop guard).
-pub const NEXT_CHAIN_MAX: usize = 100;
 
 /// A backend answer as the client will see it: hop-by-hop, framing and `Grip-*` headers removed.
 pub fn plain_response(head: &ResponseHead, body: Vec<u8>) -> HeldResponse {
@@ -283,6 +281,9 @@ fn start(
     ctx.counters().inc(Counter::HoldsActive);
     ctx.counters().inc(kind_gauge(kind));
     subscribe_all(ctx, key, plan);
+    if plan.instruction.filters.is_some() {
+        ctx.holds.borrow_mut().set_filtered(key, true);
+    }
     // A reliable stream tracks its channels' ids (every channel is known, so that a recovery
     // answer may start tracking one); a long-poll keeps the prev-ids the backend gave.
     let mut ids = LastIds::new(ctx.config.handler.connection_subscription_max.max(1));
@@ -449,6 +450,7 @@ where
             Some(HoldEvent::Response {
                 resp: published,
                 ids,
+                item,
             }) => {
                 // Reliable long-poll: an item that does not follow the client's id on its
                 // channel means the client missed something: ask the backend instead.
@@ -463,6 +465,18 @@ where
                     }
                     continue;
                 }
+                let body = match &published.body_patch {
+                    None => published.body.to_vec(),
+                    Some(patch) => match grip::patch_body(&plan.instruction.response.body, patch) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            // Pushpin 1.36: the held client gets 502.
+                            ctx.counters().inc(Counter::FilterErrors);
+                            tracing::warn!(shard = %ctx.id, route = %plan.route_id, "http-response body-patch not applied: {e}");
+                            break (Some(proxy_error(ctx, plan, &e)), false);
+                        }
+                    },
+                };
                 let p = grip::PublishedResponse {
                     code: published.code,
                     reason: published.reason.clone(),
@@ -471,15 +485,27 @@ where
                         .iter()
                         .map(|(n, v)| (n.clone(), v.to_vec()))
                         .collect(),
-                    body: published.body.to_vec(),
+                    body,
                 };
-                break (
-                    Some(grip::merge_published_response(
-                        &plan.instruction.response,
-                        &p,
-                    )),
-                    false,
-                );
+                let mut merged = grip::merge_published_response(&plan.instruction.response, &p);
+                if let (Some(f), Some(src)) = (plan.instruction.filters.as_deref_mut(), &item) {
+                    let it = &src.0.items[src.1];
+                    let body = Bytes::from(std::mem::take(&mut merged.body));
+                    let cf = published.content_filters.as_deref();
+                    match f.deliver(&it.channel, it.id.as_deref(), &it.meta, cf, &body) {
+                        Delivery::Send(b) => merged.body = b.to_vec(),
+                        Delivery::Dropped | Delivery::Skipped => {
+                            ctx.counters().inc(Counter::FilterDropped);
+                            continue;
+                        }
+                        Delivery::Error(e) => {
+                            ctx.counters().inc(Counter::FilterErrors);
+                            tracing::warn!(shard = %ctx.id, route = %plan.route_id, channel = %it.channel, "long-poll answered 502: {e}");
+                            break (Some(proxy_error(ctx, plan, &e)), false);
+                        }
+                    }
+                }
+                break (Some(merged), false);
             }
             Some(HoldEvent::Hint) => {
                 if let Some(resp) = Box::pin(retry(ctx, key, plan)).await {
@@ -531,6 +557,31 @@ fn notify_gone(ctx: &Rc<ShardCtx>, plan: &HoldPlan) {
             tracing::debug!(route = %route_id, error = ?e, "gone link failed");
         }
     });
+}
+
+/// The `502` a held long-poll gets when what was published cannot be given to it (a filter or
+/// `body-patch` failed), as Pushpin: its body, or on a `debug` route the error itself.
+fn proxy_error(ctx: &ShardCtx, plan: &HoldPlan, msg: &str) -> HeldResponse {
+    let body = if route_debug(ctx, plan) {
+        format!("{msg}\n")
+    } else {
+        super::BODY_PROXY_ERROR.to_string()
+    };
+    HeldResponse {
+        code: 502,
+        reason: grip::reason_phrase(502).to_string(),
+        headers: vec![("Content-Type".to_string(), b"text/plain".to_vec())],
+        body: body.into_bytes(),
+    }
+}
+
+/// Whether the hold's route has `debug` (errors are shown to the client).
+fn route_debug(ctx: &ShardCtx, plan: &HoldPlan) -> bool {
+    let routes = ctx.config.routes.clone();
+    plan.request
+        .as_ref()
+        .and_then(|r| fetch::route_of(&routes, r))
+        .is_some_and(|r| r.debug)
 }
 
 /// Write a long-poll's answer (serialized here; the future returned holds only the write).
@@ -744,6 +795,8 @@ where
     let mut gap_item: Option<(Bytes, Rc<ItemIds>)> = None;
     // A recovery already asked once more after an answer that did not reach the gap's item.
     let mut refetched = false;
+    // Hints and gaps can come as fast as publishes: link fetches are spaced past a burst.
+    let mut budget = grip::LinkBudget::new(ctx.cfg.next_link_rate, ctx.clock_ms());
     loop {
         if !fetch_link {
             let ev = next_event(ctx, key, watcher, watch_done, &mut plan.client_gone).await;
@@ -752,23 +805,60 @@ where
                     chunk,
                     raw,
                     ids: item,
+                    item: filtered,
                 }) => {
-                    let first = if http11 { chunk } else { raw };
                     let verdict = item
                         .as_ref()
                         .map(|it| ids.check(&it.channel, Some(&it.id), it.prev_id.as_deref()));
-                    match (item, verdict) {
+                    if verdict == Some(Verdict::Skip) {
                         // A late duplicate of what the client has (e.g. from a recovery answer).
-                        (_, Some(Verdict::Skip)) => continue,
+                        continue;
+                    }
+                    // A hold with filters: what this subscriber gets of the item, if anything.
+                    let first = match (plan.instruction.filters.as_deref_mut(), &filtered) {
+                        (Some(f), Some(src)) => {
+                            let it = &src.0.items[src.1];
+                            let cf = it
+                                .http_stream
+                                .as_ref()
+                                .and_then(|s| s.content_filters.as_deref());
+                            match f.deliver(&it.channel, it.id.as_deref(), &it.meta, cf, &raw) {
+                                Delivery::Send(b)
+                                    if b.as_ptr() == raw.as_ptr() && b.len() == raw.len() =>
+                                {
+                                    Some(if http11 { chunk } else { raw })
+                                }
+                                Delivery::Send(b) => Some(frame(http11, &b)),
+                                Delivery::Dropped | Delivery::Skipped => {
+                                    ctx.counters().inc(Counter::FilterDropped);
+                                    None
+                                }
+                                Delivery::Error(e) => {
+                                    // Pushpin 1.36: the stream ends (with the error on a debug route).
+                                    ctx.counters().inc(Counter::FilterErrors);
+                                    return Box::pin(end_with_error(ctx, plan, wr, status, &e))
+                                        .await;
+                                }
+                            }
+                        }
+                        _ => Some(if http11 { chunk } else { raw }),
+                    };
+                    match (item, verdict) {
                         (Some(item), Some(Verdict::Gap)) => {
                             tracing::debug!(shard = %ctx.id, channel = %item.channel, expected = ?ids.get(&item.channel), prev_id = ?item.prev_id, "reliable stream: gap, fetching the next link");
-                            gap_item = Some((first, item));
+                            gap_item = first.map(|f| (f, item));
                             fetch_link = true;
                             why = LinkWhy::Recover;
                         }
                         _ => {
-                            if !write_backlog(ctx, key, wr, http11, first, !ids.is_tracking()).await
-                            {
+                            let Some(first) = first else { continue };
+                            // Items for a hold with filters come one by one (never batched).
+                            let written = if filtered.is_some() {
+                                wr.write(ctx, first).await
+                            } else {
+                                write_backlog(ctx, key, wr, http11, first, !ids.is_tracking()).await
+                            };
+                            if !written {
                                 return (status, After::Close);
                             }
                             last_write = ctx.clock_ms();
@@ -840,6 +930,11 @@ where
             let reliable = ids.is_tracking();
             if why == LinkWhy::Recover {
                 ctx.counters().inc(Counter::StreamRecoveries);
+            }
+            let wait = budget.take(ctx.clock_ms());
+            if wait > 0 {
+                ctx.counters().inc(Counter::NextLinkThrottled);
+                Box::pin(monoio::time::sleep(std::time::Duration::from_millis(wait))).await;
             }
             match Box::pin(follow_link(ctx, key, plan, ids)).await {
                 Link::Body(body, moved) => {
@@ -964,13 +1059,7 @@ async fn end_with_error(
 ) -> (u16, After) {
     tracing::warn!(shard = %ctx.id, route = %plan.route_id, "stream ended: {msg}");
     let http11 = plan.version == Version::Http11;
-    let routes = ctx.config.routes.clone();
-    let debug = plan
-        .request
-        .as_ref()
-        .and_then(|r| fetch::route_of(&routes, r))
-        .is_some_and(|r| r.debug);
-    if debug
+    if route_debug(ctx, plan)
         && !wr
             .write(ctx, frame(http11, format!("\n\n{msg}\n").as_bytes()))
             .await
@@ -1053,7 +1142,18 @@ async fn follow_link(
         return Link::Failed;
     }
     if !is_grip_head(&f.head) {
-        return Link::Body(f.body.clone(), false);
+        // A plain answer goes through the stream's own `build-id` (Pushpin 1.36).
+        let body = match plan
+            .instruction
+            .filters
+            .as_deref()
+            .map(|fl| fl.initial_body(&f.body))
+        {
+            Some(Ok(Some(b))) => b,
+            Some(Err(e)) => return Link::Error(e),
+            _ => f.body.clone(),
+        };
+        return Link::Body(body, false);
     }
     let per_conn = ctx.config.handler.connection_subscription_max;
     let parsed = grip::parse_instruction(
@@ -1064,7 +1164,7 @@ async fn follow_link(
         route.prefix.as_deref(),
         per_conn,
     );
-    let i = match parsed {
+    let mut i = match parsed {
         Ok(i) => i,
         Err(e) => return Link::Error(e.0),
     };
@@ -1088,6 +1188,11 @@ async fn follow_link(
             }
         }
         resubscribe(ctx, key, plan, &i.channels);
+        // Its channels, filters, prev-ids and meta replace the stream's (as in Pushpin).
+        ctx.holds
+            .borrow_mut()
+            .set_filtered(key, i.filters.is_some());
+        plan.instruction.filters = i.filters.take();
     }
     if i.next.is_some() || stream {
         plan.instruction.next = i.next;

@@ -944,14 +944,26 @@ async fn next_chain(
         return Reply::Done(After::Close, status);
     }
     let mut link = instruction.next;
+    // Plain linked bodies go through the last instruction's `build-id` (as in Pushpin 1.36).
+    let mut filters = instruction.filters;
+    let mut budget = crate::grip::LinkBudget::new(ctx.cfg.next_link_rate, ctx.clock_ms());
+    // Links resolve against the URL fetched last, as in Pushpin.
+    let mut base = head.path.clone();
     let mut hops = 0;
     while let Some(l) = link.take() {
         hops += 1;
-        if hops > held::NEXT_CHAIN_MAX {
-            tracing::warn!(route = %route.id, "next-link chain longer than {} links: stopped", held::NEXT_CHAIN_MAX);
+        if hops > ctx.cfg.next_link_chain_max {
+            ctx.counters().inc(Counter::NextLinkChainCut);
+            tracing::warn!(route = %route.id, max = ctx.cfg.next_link_chain_max, "next-link chain longer than next_link_chain_max: stopped");
             break;
         }
-        let req = fetch::link_request(head, fetch::resolve_link(&head.path, &l.uri));
+        let wait = budget.take(ctx.clock_ms());
+        if wait > 0 {
+            ctx.counters().inc(Counter::NextLinkThrottled);
+            Box::pin(monoio::time::sleep(std::time::Duration::from_millis(wait))).await;
+        }
+        base = fetch::resolve_link(&base, &l.uri);
+        let req = fetch::link_request(head, base.clone());
         let f = match fetch::fetch(ctx, route, &req, conn.peer_addr.ip()).await {
             Ok(f) if (200..300).contains(&f.head.status) => f,
             Ok(f) => {
@@ -976,6 +988,7 @@ async fn next_chain(
             );
             match parsed {
                 Ok(mut i) => {
+                    filters = i.filters.clone();
                     if i.hold == Some(crate::grip::HoldMode::Stream) {
                         let mut out = Vec::new();
                         if !i.response.body.is_empty() {
@@ -1013,7 +1026,15 @@ async fn next_chain(
                 }
             }
         } else {
-            f.body
+            match filters.as_deref().map(|fl| fl.initial_body(&f.body)) {
+                Some(Ok(Some(b))) => b,
+                Some(Err(e)) => {
+                    ctx.counters().inc(Counter::FilterErrors);
+                    tracing::warn!(route = %route.id, "next link body: {e}: chain ended");
+                    break;
+                }
+                _ => f.body,
+            }
         };
         if !body.is_empty() {
             let mut out = Vec::with_capacity(body.len() + 16);

@@ -40,6 +40,7 @@ use monoio::net::TcpStream;
 
 use crate::conn::fetch::{self, Fetched};
 use crate::conn::guard::ClientWriter;
+use crate::grip::filter::{Delivery, HoldFilters};
 use crate::hold::{HoldEvent, HoldKind, TimerKind};
 use crate::http1::{self, BodyFraming, Header, RequestHead};
 use crate::metrics::Counter;
@@ -223,6 +224,9 @@ struct Session {
     close_sent: bool,
     /// Reliable WebSockets: the channels subscribed with a `prev-id`.
     reliable: Tracker<WsItem>,
+    /// GRIP filters (`subscribe` with `filters`) and the meta they read (`set-meta`); made on
+    /// the first of either, so that sessions without filters keep the shared fast path.
+    filters: Option<Box<HoldFilters>>,
 }
 
 /// A published `ws-message` for this session (as in [`HoldEvent::Ws`]).
@@ -408,6 +412,7 @@ async fn open(
         keep_alive: None,
         last_client_write_ms: ctx.clock_ms(),
         close_sent: false,
+        filters: None,
         reliable: Tracker::new(
             ctx.config.handler.connection_subscription_max,
             reliable::HELD_PER_CHANNEL_MAX,
@@ -894,13 +899,25 @@ impl Session {
     async fn control(&mut self, backend: &mut Backend, msg: ControlMessage) -> bool {
         match msg {
             ControlMessage::Subscribe {
-                channel, prev_id, ..
+                channel,
+                prev_id,
+                filters,
             } => {
+                let full = format!("{}{channel}", self.channel_prefix);
+                if !filters.is_empty() || self.filters.is_some() {
+                    let f = self.filters.get_or_insert_with(Default::default);
+                    f.subscribe(&full, &channel, &filters);
+                    let on = f.any();
+                    self.ctx.holds.borrow_mut().set_filtered(self.key, on);
+                }
                 return self
                     .subscribe_control(backend, &channel, prev_id.as_deref())
-                    .await
+                    .await;
             }
             ControlMessage::Unsubscribe { channel } => {
+                if let Some(f) = self.filters.as_deref_mut() {
+                    f.unsubscribe(&format!("{}{channel}", self.channel_prefix));
+                }
                 for item in self.unsubscribe(&channel) {
                     if !self.deliver(item).await {
                         return false;
@@ -940,6 +957,11 @@ impl Session {
                 return self.send(message_type.opcode(), &c).await;
             }
             ControlMessage::SetMeta { name, value } => {
+                // The meta filters read (Pushpin's handler) ...
+                self.filters
+                    .get_or_insert_with(Default::default)
+                    .set_meta(&name, value.as_deref());
+                // ... and, over HTTP, echoed as `Meta-*` on later requests.
                 if let Backend::OverHttp(oh) = backend {
                     wsevents::apply_set_meta(&mut oh.meta, &[(name, value)]);
                 }
@@ -1404,6 +1426,70 @@ impl Session {
         }
     }
 
+    /// What this session's filters make of a published message (`None`: not for it). A
+    /// content filter that fails drops the message for this session, as Pushpin does.
+    fn filter_item(
+        &mut self,
+        opcode: Opcode,
+        payload: Bytes,
+        frame: Bytes,
+        filtered: Option<crate::hold::FilteredItem>,
+    ) -> Option<WsItem> {
+        let (Some(f), Some(src)) = (self.filters.as_deref_mut(), filtered) else {
+            return Some(WsItem {
+                opcode,
+                payload,
+                frame,
+            });
+        };
+        let it = &src.0.items[src.1];
+        let cf = it
+            .ws_message
+            .as_ref()
+            .and_then(|w| w.content_filters.as_deref());
+        let (holds, key, prefix) = (&self.ctx.holds, self.key, &self.channel_prefix);
+        let subscribed = |name: &str| {
+            holds
+                .borrow()
+                .subs
+                .is_subscribed(&format!("{prefix}{name}"), key)
+        };
+        match f.deliver_with(
+            &it.channel,
+            it.id.as_deref(),
+            &it.meta,
+            cf,
+            &payload,
+            &subscribed,
+        ) {
+            Delivery::Send(b) if b.as_ptr() == payload.as_ptr() && b.len() == payload.len() => {
+                Some(WsItem {
+                    opcode,
+                    payload,
+                    frame,
+                })
+            }
+            Delivery::Send(b) => {
+                let mut out = Vec::with_capacity(b.len() + 16);
+                ws::encode_message(&mut out, opcode, &b, ws::DEFAULT_FRAME_MAX, None);
+                Some(WsItem {
+                    opcode,
+                    payload: b,
+                    frame: Bytes::from(out),
+                })
+            }
+            Delivery::Dropped | Delivery::Skipped => {
+                self.ctx.counters().inc(Counter::FilterDropped);
+                None
+            }
+            Delivery::Error(e) => {
+                self.ctx.counters().inc(Counter::FilterErrors);
+                tracing::debug!(shard = %self.ctx.id, channel = %it.channel, "WebSocket message dropped: {e}");
+                None
+            }
+        }
+    }
+
     /// Something from the hold registry: a publish, a timer, shutdown, or overflow.
     async fn on_hold_event(&mut self, backend: &mut Backend, ev: Option<HoldEvent>) -> bool {
         match ev {
@@ -1412,11 +1498,10 @@ impl Session {
                 payload,
                 frame,
                 ids,
+                item: filtered,
             }) => {
-                let item = WsItem {
-                    opcode,
-                    payload,
-                    frame,
+                let Some(item) = self.filter_item(opcode, payload, frame, filtered) else {
+                    return true;
                 };
                 match ids {
                     Some(ids) if !self.reliable.is_empty() => {

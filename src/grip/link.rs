@@ -80,6 +80,51 @@ fn parse_uri(token: &[u8]) -> Result<String, GripError> {
     Ok(uri)
 }
 
+/// One connection's budget of next-link fetches: a token bucket of `rate` fetches a second
+/// with a burst of as many, so that a backend answering each link with another cannot make
+/// tack fetch as fast as round trips allow (Pushpin's chains have no brake but the client).
+/// A replay of a few pages (django-eventstream pages 100 events) goes at full speed; past the
+/// burst, fetches are spaced `1000 / rate` ms apart. Pure: the clock is passed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkBudget {
+    /// Tokens in thousandths (so a refill of less than one whole token per call adds up).
+    milli: u64,
+    last_ms: u64,
+    rate: u32,
+}
+
+impl LinkBudget {
+    /// A full bucket at `now_ms`; `rate` (≥ 1) fetches a second.
+    pub fn new(rate: u32, now_ms: u64) -> Self {
+        let rate = rate.max(1);
+        LinkBudget {
+            milli: u64::from(rate) * 1000,
+            last_ms: now_ms,
+            rate,
+        }
+    }
+
+    /// Take one fetch at `now_ms`: how many ms to wait before it (0: at once). The wait is
+    /// charged in advance, so calls in a row are spaced evenly.
+    pub fn take(&mut self, now_ms: u64) -> u64 {
+        let cap = u64::from(self.rate) * 1000;
+        let elapsed = now_ms.saturating_sub(self.last_ms);
+        self.milli = (self.milli + elapsed * u64::from(self.rate)).min(cap);
+        self.last_ms = self.last_ms.max(now_ms);
+        if self.milli >= 1000 {
+            self.milli -= 1000;
+            return 0;
+        }
+        // Not enough: wait until one whole token has accrued, and spend it then.
+        let short = 1000 - self.milli;
+        let wait = short.div_ceil(u64::from(self.rate));
+        self.milli = 0;
+        self.last_ms += wait;
+        debug_assert!(wait >= 1 && wait <= 1000);
+        wait
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +242,29 @@ mod tests {
         assert_eq!(
             links(&["<a>; rel=gone; timeout=x"]).unwrap().gone,
             gone("a")
+        );
+    }
+
+    #[test]
+    fn link_budget_allows_a_burst_then_spaces_fetches() {
+        let mut b = super::LinkBudget::new(10, 1_000);
+        for _ in 0..10 {
+            assert_eq!(b.take(1_000), 0);
+        }
+        // The eleventh in the same millisecond waits one refill (100 ms at 10/s), the next
+        // another 100 ms after that.
+        assert_eq!(b.take(1_000), 100);
+        assert_eq!(b.take(1_100), 100);
+        // After a quiet second the burst is back.
+        let mut waited = 0;
+        for _ in 0..10 {
+            waited += b.take(3_000);
+        }
+        assert_eq!(waited, 0);
+        assert_eq!(
+            super::LinkBudget::new(0, 0).take(0),
+            0,
+            "rate 0 is treated as 1"
         );
     }
 }

@@ -7,6 +7,7 @@
 //! `Instruct::fromResponse` (see `/work/shared/grip-spec.md` §1–§2, §11–§12); the few places
 //! where tack is deliberately stricter are marked "tack:" in the item docs.
 
+pub mod filter;
 mod json;
 mod keepalive;
 mod link;
@@ -19,7 +20,7 @@ pub use keepalive::{
     decode_base64_lenient, parse_keep_alive_header, unescape_cstring, DEFAULT_KEEP_ALIVE_TIMEOUT_S,
     MIN_KEEP_ALIVE_TIMEOUT_S,
 };
-pub use link::{parse_links, Links, DEFAULT_NEXT_LINK_TIMEOUT_S};
+pub use link::{parse_links, LinkBudget, Links, DEFAULT_NEXT_LINK_TIMEOUT_S};
 pub use status::reason_phrase;
 
 use params::{find_param, parse_int, parse_params, split_elements, trim};
@@ -141,6 +142,9 @@ pub struct Instruction {
     pub response: HeldResponse,
     /// Distinct channels beyond `channel_max` that were dropped (Pushpin drops them silently).
     pub channels_dropped: usize,
+    /// The hold's filter state, when a channel names a known filter (boxed: most holds have
+    /// none). The response body of a stream or no-hold answer has been through `build-id`.
+    pub filters: Option<Box<filter::HoldFilters>>,
 }
 
 /// Why a backend response is not a valid GRIP instruction. The message follows Pushpin's.
@@ -519,6 +523,21 @@ pub fn parse_instruction(
         String::from_utf8_lossy(&res_reason).into_owned()
     };
     let (channels, channels_dropped) = finish_channels(channels, prefix, channel_max);
+    let meta = dedup_meta(meta);
+    let filters = filter::HoldFilters::needed(&channels).then(|| {
+        Box::new(filter::HoldFilters::new(
+            &channels,
+            prefix.unwrap_or_default(),
+            &meta,
+        ))
+    });
+    // Initial bodies go through `build-id` (Pushpin: `%%` becomes `%`); a long-poll's timeout
+    // body does not.
+    if let (Some(f), false) = (&filters, hold == Some(HoldMode::Response)) {
+        if let Some(body) = f.initial_body(&res_body).map_err(GripError)? {
+            res_body = body;
+        }
+    }
     let instruction = Instruction {
         hold,
         channels,
@@ -527,7 +546,7 @@ pub fn parse_instruction(
             .max(MIN_RESPONSE_TIMEOUT_S),
         keep_alive: keep_alive
             .and_then(|(data, t)| keepalive::keep_alive(data, t, keep_alive_mode)),
-        meta: dedup_meta(meta),
+        meta,
         next: links.next,
         gone: links.gone,
         response: HeldResponse {
@@ -537,11 +556,48 @@ pub fn parse_instruction(
             body: res_body,
         },
         channels_dropped,
+        filters,
     };
     debug_assert!(instruction.timeout_s >= MIN_RESPONSE_TIMEOUT_S);
     debug_assert!(!instruction.response.reason.is_empty());
     debug_assert!(instruction.channels.iter().all(|c| !c.name.is_empty()));
     Ok(instruction)
+}
+
+/// A published `http-response` `body-patch` applied to the held response's original body
+/// (RFC 6902, by the `json-patch` crate, the maintained implementation serde_json users
+/// share). As in Pushpin: the body must be a JSON object or array; the result is written
+/// compact with object keys sorted (Pushpin's Qt JSON writer sorts them too), and a trailing
+/// newline of the original is kept. The error is the text tack logs; the client gets 502.
+pub fn patch_body(original: &[u8], patch: &serde_json::Value) -> Result<Vec<u8>, String> {
+    let mut doc: serde_json::Value = serde_json::from_slice(original)
+        .map_err(|e| format!("held response body is not JSON: {e}"))?;
+    if !(doc.is_object() || doc.is_array()) {
+        return Err("held response body is not a JSON object or array".into());
+    }
+    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+        .map_err(|e| format!("body-patch is not a JSON Patch: {e}"))?;
+    json_patch::patch(&mut doc, &ops).map_err(|e| format!("body-patch failed: {e}"))?;
+    let mut out = serde_json::to_vec(&sort_keys(doc)).map_err(|e| e.to_string())?;
+    if original.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// The value with every object's keys in sorted order (whatever order the map type keeps).
+fn sort_keys(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut pairs: Vec<(String, serde_json::Value)> = m.into_iter().collect();
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(pairs.into_iter().map(|(k, v)| (k, sort_keys(v))).collect())
+        }
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(sort_keys).collect())
+        }
+        other => other,
+    }
 }
 
 /// Merges a published `http-response` into the held response, per Pushpin: the held headers

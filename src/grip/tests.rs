@@ -531,6 +531,7 @@ fn json_instruct_observed_example() {
                 body: b"timed out\n".to_vec(),
             },
             channels_dropped: 0,
+            filters: None,
         }
     );
 }
@@ -931,4 +932,68 @@ fn fuzz_no_panic() {
     }
     // The mutations must leave a fair share of valid instructions, or the loop tests little.
     assert!(ok > 2_000, "only {ok} valid instructions");
+}
+
+#[test]
+fn django_eventstream_headers_parse() {
+    // What django-eventstream 5.3 answers an SSE request with (one Grip-Channel header, meta
+    // values quoted with a comma inside the quotes).
+    let i = parse(
+        &[
+            ("Grip-Hold", "stream"),
+            (
+                "Grip-Channel",
+                "events-a; prev-id=5; filter=build-id; filter=skip-users, user-anonymous; filter=require-sub",
+            ),
+            ("Grip-Keep-Alive", "event: keep-alive\\ndata:\\n\\n; format=cstring; timeout=20"),
+            ("Grip-Set-Meta", "id_format=\"a:%(events-a)s,b:%(events-b)s\", user=\"anonymous\""),
+            ("Grip-Link", "</events/?link=next&recover=true>; rel=next"),
+        ],
+        "body",
+    )
+    .unwrap();
+    assert_eq!(
+        i.channels,
+        vec![
+            ch("events-a", Some("5"), &["build-id", "skip-users"]),
+            ch("user-anonymous", None, &["require-sub"]),
+        ]
+    );
+    assert_eq!(
+        i.meta,
+        vec![
+            (
+                "id_format".to_string(),
+                "a:%(events-a)s,b:%(events-b)s".to_string()
+            ),
+            ("user".to_string(), "anonymous".to_string()),
+        ]
+    );
+    assert_eq!(
+        i.keep_alive.unwrap().data,
+        b"event: keep-alive\ndata:\n\n".to_vec()
+    );
+}
+
+#[test]
+fn body_patch_applies_to_the_held_json_body() {
+    let patch = serde_json::json!([
+        {"op": "replace", "path": "/count", "value": 2},
+        {"op": "add", "path": "/items/-", "value": "b"}
+    ]);
+    assert_eq!(
+        patch_body(b"{\"items\":[\"a\"],\"count\":1,\"z\":null}\n", &patch).unwrap(),
+        b"{\"count\":2,\"items\":[\"a\",\"b\"],\"z\":null}\n".to_vec()
+    );
+    assert_eq!(
+        patch_body(b"{\"count\":1}", &patch).unwrap_err(),
+        "body-patch failed: operation '/1' failed at path '/items/-': path is invalid"
+    );
+    assert!(patch_body(b"not json", &patch)
+        .unwrap_err()
+        .starts_with("held response body is not JSON"));
+    assert_eq!(
+        patch_body(b"\"str\"", &patch).unwrap_err(),
+        "held response body is not a JSON object or array"
+    );
 }

@@ -51,6 +51,10 @@ pub struct ItemIds {
     pub prev_id: Option<String>,
 }
 
+/// A published item as a hold with filters sees it (channel, id, publish meta, formats): one per
+/// item and shard, shared by that shard's filtered subscribers.
+pub type FilteredItem = std::rc::Rc<crate::publish::item::ItemRef>;
+
 /// Something that happened to a held connection, in the order it must be acted on.
 #[derive(Clone, Debug)]
 pub enum HoldEvent {
@@ -59,6 +63,9 @@ pub enum HoldEvent {
         chunk: Bytes,
         raw: Bytes,
         ids: Option<std::rc::Rc<ItemIds>>,
+        /// The item itself, for a hold with filters ([`HoldRegistry::set_filtered`]); `None`
+        /// on the shared fast path.
+        item: Option<FilteredItem>,
     },
     /// Stream close (`action: close`).
     StreamClose,
@@ -66,6 +73,7 @@ pub enum HoldEvent {
     Response {
         resp: std::rc::Rc<crate::publish::HttpResponseFormat>,
         ids: Option<std::rc::Rc<ItemIds>>,
+        item: Option<FilteredItem>,
     },
     /// A published `ws-message`: `frame` is the pre-encoded server frame (shared by every
     /// subscriber without compression), `payload` the message for per-connection compression.
@@ -74,6 +82,7 @@ pub enum HoldEvent {
         payload: Bytes,
         frame: Bytes,
         ids: Option<std::rc::Rc<ItemIds>>,
+        item: Option<FilteredItem>,
     },
     /// A published `ws-message` with `action: close`.
     WsClose { code: u16, reason: String },
@@ -86,6 +95,18 @@ pub enum HoldEvent {
     Timer(TimerKind),
     /// The shard is shutting down.
     Shutdown,
+}
+
+impl HoldEvent {
+    /// Give a published-data event the item it came from (for a hold with filters).
+    pub fn attach_item(&mut self, shared: &FilteredItem) {
+        match self {
+            HoldEvent::Stream { item, .. }
+            | HoldEvent::Response { item, .. }
+            | HoldEvent::Ws { item, .. } => *item = Some(shared.clone()),
+            _ => {}
+        }
+    }
 }
 
 /// Which timer fired.
@@ -114,6 +135,8 @@ struct Slot {
     cid: Option<ConnectionId>,
     /// A close was queued by [`HoldRegistry::close`] (queued once).
     closing: bool,
+    /// The hold filters what it gets: its events carry the item ([`HoldEvent::Stream::item`]).
+    filtered: bool,
     /// When the client write now waiting began (shard clock, ms; 0: none waits). Set by
     /// [`HoldRegistry::watch_write`], read by [`HoldRegistry::sweep_stalled_writes`].
     write_since_ms: u64,
@@ -208,6 +231,7 @@ impl HoldRegistry {
                     timer: None,
                     cid: None,
                     closing: false,
+                    filtered: false,
                     write_since_ms: 0,
                 });
                 (self.slots.len() - 1) as u32
@@ -222,6 +246,7 @@ impl HoldRegistry {
         s.timer = None;
         s.cid = None;
         s.closing = false;
+        s.filtered = false;
         s.write_since_ms = 0;
         self.live += 1;
         Some(HolderKey { slot, gen: s.gen })
@@ -332,12 +357,12 @@ impl HoldRegistry {
     pub fn pop_stream(&mut self, key: HolderKey, with_ids: bool) -> Option<(Bytes, Bytes)> {
         let s = self.slot_mut(key)?;
         match s.queue.front() {
-            Some(HoldEvent::Stream { ids, .. }) if with_ids || ids.is_none() => {
-                match s.queue.pop_front() {
-                    Some(HoldEvent::Stream { chunk, raw, .. }) => Some((chunk, raw)),
-                    _ => None,
-                }
-            }
+            Some(HoldEvent::Stream {
+                ids, item: None, ..
+            }) if with_ids || ids.is_none() => match s.queue.pop_front() {
+                Some(HoldEvent::Stream { chunk, raw, .. }) => Some((chunk, raw)),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -367,30 +392,28 @@ impl HoldRegistry {
     pub fn pop_ws_frame(&mut self, key: HolderKey, with_ids: bool) -> Option<Bytes> {
         let s = self.slot_mut(key)?;
         match s.queue.front() {
-            Some(HoldEvent::Ws { ids, .. }) if with_ids || ids.is_none() => {
-                match s.queue.pop_front() {
-                    Some(HoldEvent::Ws { frame, .. }) => Some(frame),
-                    _ => None,
-                }
-            }
+            Some(HoldEvent::Ws {
+                ids, item: None, ..
+            }) if with_ids || ids.is_none() => match s.queue.pop_front() {
+                Some(HoldEvent::Ws { frame, .. }) => Some(frame),
+                _ => None,
+            },
             _ => None,
         }
     }
 
-    /// While the hold's task waits for a write: true when the hold overflowed (or is gone), so
-    /// the write is given up; otherwise the task's waker is registered (the next push wakes it).
-    pub fn watch_overflow(&mut self, key: HolderKey, cx: &mut Context<'_>) -> bool {
-        let Some(s) = self.slot_mut(key) else {
-            return true;
-        };
-        if s.overflowed {
-            return true;
+    /// Mark a hold as filtering (or not): the fan-out then hands it the items themselves.
+    pub fn set_filtered(&mut self, key: HolderKey, on: bool) {
+        if let Some(s) = self.slot_mut(key) {
+            s.filtered = on;
         }
-        match &s.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => s.waker = Some(cx.waker().clone()),
-        }
-        false
+    }
+
+    /// Whether the hold filters what it gets.
+    pub fn is_filtered(&self, key: HolderKey) -> bool {
+        self.slots
+            .get(key.slot as usize)
+            .is_some_and(|s| s.live && s.gen == key.gen && s.filtered)
     }
 
     /// While the hold's task waits for a client write: register its waker, note when the wait
@@ -612,6 +635,11 @@ impl HoldRegistry {
     pub fn kind(&mut self, key: HolderKey) -> Option<HoldKind> {
         self.slot_mut(key).map(|s| s.kind)
     }
+
+    /// The hold's kind and whether it filters (one lookup for the fan-out).
+    pub fn delivery_kind(&mut self, key: HolderKey) -> Option<(HoldKind, bool)> {
+        self.slot_mut(key).map(|s| (s.kind, s.filtered))
+    }
 }
 
 #[cfg(test)]
@@ -649,6 +677,7 @@ mod tests {
                     prev_id: None,
                 })
             }),
+            item: None,
         }
     }
 
@@ -661,6 +690,7 @@ mod tests {
                 chunk: frame.clone(),
                 raw: frame,
                 ids,
+                item: None,
             },
             _ => unreachable!(),
         };

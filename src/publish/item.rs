@@ -131,3 +131,13 @@ impl PublishItem {
         self.http_response.is_some() || self.http_stream.is_some() || self.ws_message.is_some()
     }
 }
+
+/// Items of one publish request, shared by every shard.
+#[derive(Debug)]
+pub struct PublishBatch {
+    pub seq: u64,
+    pub items: Vec<PublishItem>,
+}
+
+/// One item of a shared batch.
+pub type ItemRef = (std::sync::Arc<PublishBatch>, usize);

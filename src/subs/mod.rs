@@ -441,6 +441,12 @@ impl SubTable {
         self.nodes_live
     }
 
+    /// Whether `holder` is subscribed to the channel `name`. O(1).
+    pub fn is_subscribed(&self, name: &str, holder: HolderKey) -> bool {
+        self.find_channel(name)
+            .is_some_and(|slot| self.find_pair(slot, holder).is_some())
+    }
+
     /// Number of subscriptions held by `holder`.
     pub fn subscriptions_of(&self, holder: HolderKey) -> usize {
         self.holders.get(&holder).map_or(0, |l| l.count as usize)
