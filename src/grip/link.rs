@@ -120,7 +120,7 @@ impl LinkBudget {
         let wait = short.div_ceil(u64::from(self.rate));
         self.milli = 0;
         self.last_ms += wait;
-        debug_assert!(wait >= 1 && wait <= 1000);
+        debug_assert!((1..=1000).contains(&wait));
         wait
     }
 }
