@@ -108,6 +108,7 @@ pub async fn fetch_with_grip_last(
     ctx: &Rc<ShardCtx>,
     route: &Route,
     head: &RequestHead,
+    body: &[u8],
     peer_ip: IpAddr,
     last_ids: &[(String, String)],
 ) -> Result<Fetched, FetchError> {
@@ -121,7 +122,7 @@ pub async fn fetch_with_grip_last(
         }
         _ => grip_last_lines(last_ids),
     };
-    fetch_inner(ctx, route, head, &[], peer_ip, GRIP_BODY_MAX, &extra).await
+    fetch_inner(ctx, route, head, body, peer_ip, GRIP_BODY_MAX, &extra).await
 }
 
 /// One `Grip-Last: <channel>; last-id=<id>` header line (with CRLF) per entry; an entry that

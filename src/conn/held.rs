@@ -41,7 +41,7 @@ pub struct HoldPlan {
     /// The client's request, for hint retries and next-link fetches (`None`: the built-in test
     /// handler, which has no backend to ask). Boxed: a stream without links drops it, and the
     /// plan is kept for the whole hold.
-    pub request: Option<Box<RequestHead>>,
+    pub request: Option<Box<HeldRequest>>,
     /// The client's address (forwarded to the backend, and the connection's after the hold).
     pub peer: SocketAddr,
     /// A stream's response head (and first body) already went out (a next-link chain that
@@ -55,6 +55,27 @@ pub struct HoldPlan {
     /// `Connection-Id`); `None` when the request got none.
     pub connection_id: Option<crate::hold::ConnectionId>,
 }
+
+/// The client's request as a hold keeps it: the head, and the body when it was small enough to
+/// keep (at most [`REQUEST_BODY_KEEP_MAX`]) so that a retry re-sends it, as Pushpin does.
+#[derive(Clone, Debug)]
+pub struct HeldRequest {
+    pub head: RequestHead,
+    /// `None`: the request had a body that was not kept (over the limit, or chunked), so it
+    /// cannot be re-sent.
+    pub body: Option<Bytes>,
+}
+
+impl std::ops::Deref for HeldRequest {
+    type Target = RequestHead;
+    fn deref(&self) -> &RequestHead {
+        &self.head
+    }
+}
+
+/// Largest request body kept for re-sending a held request (Pushpin's
+/// `MAX_ACCEPT_REQUEST_BODY`); a larger one still reaches the backend once.
+pub const REQUEST_BODY_KEEP_MAX: usize = 100_000;
 
 /// Retries of a failed next-link fetch (Pushpin's count), 1–2 s apart.
 const LINK_RETRIES: u32 = 5;
@@ -619,9 +640,11 @@ async fn retry(ctx: &Rc<ShardCtx>, key: HolderKey, plan: &mut HoldPlan) -> Optio
     let last_ids = plan.last_ids.clone();
     let last_ids = &last_ids[..];
     let request = plan.request.clone()?;
-    if request.framing != http1::BodyFraming::None {
+    // A request whose body was not kept cannot be re-sent (logged once here).
+    let Some(body) = request.body.clone() else {
+        tracing::warn!(shard = %ctx.id, route = %plan.route_id, "long-poll retry impossible: its request body was not kept (over 100,000 bytes, or chunked)");
         return None;
-    }
+    };
     let routes = ctx.config.routes.clone();
     let route = fetch::route_of(&routes, &request)?;
     // Identical retries of other holds on this shard share one backend request.
@@ -631,6 +654,7 @@ async fn retry(ctx: &Rc<ShardCtx>, key: HolderKey, plan: &mut HoldPlan) -> Optio
         &request,
         plan.peer.ip(),
         last_ids,
+        &body,
     ))
     .await;
     let f = match fetched {
@@ -1112,7 +1136,7 @@ async fn follow_link(
     let last = ids.grip_last();
     let mut attempt = 0;
     let f = loop {
-        let r = share::fetch_shared(ctx, route, &req, plan.peer.ip(), &last).await;
+        let r = share::fetch_shared(ctx, route, &req, plan.peer.ip(), &last, &[]).await;
         let retryable = match &r {
             Err(
                 fetch::FetchError::Connect | fetch::FetchError::Io | fetch::FetchError::Timeout,

@@ -55,6 +55,7 @@ pub const BODY_PROXY_ERROR: &str = "Error while proxying to origin.\n";
 const BODY_ROUTE_NOT_FOUND: &str = "Route not found.\n";
 const BODY_BACKEND_TIMEOUT: &str = "Timed out waiting for origin.\n";
 const BODY_HEAD_TIMEOUT: &str = "Request head not received in time.\n";
+const BODY_BODY_TIMEOUT: &str = "Request body not received in time.\n";
 const BODY_SHUTTING_DOWN: &str = "Server shutting down.\n";
 const BODY_FORGED_EVENTS: &str =
     "Forbidden: application/websocket-events requests come only from the proxy's WebSocket sessions.\n";
@@ -678,6 +679,13 @@ async fn proxy(
         strip_connection_id(&mut head);
         (!route.no_grip && ctx.config.tuning.http_connection_id).then(|| ctx.mint_connection_id())
     };
+    // A body small enough to keep is read whole before it is forwarded: a held request is
+    // re-sent with it (a hint, a gap), as Pushpin does. Larger or chunked bodies stream through
+    // and such a hold cannot be retried.
+    let kept_body = match keep_request_body(ctx, conn, &head).await {
+        Ok(kept) => kept,
+        Err(reply) => return reply,
+    };
     // A request without a body can be re-sent on a fresh connection if a pooled one turns out
     // dead before any response byte arrived.
     let mut attempts_left = if has_body { 1 } else { 2 };
@@ -802,9 +810,49 @@ async fn proxy(
         .any(|h| h.name.len() >= 5 && h.name[..5].eq_ignore_ascii_case("grip-"));
     let is_grip = grip_headers || crate::grip::is_grip(&resp.headers);
     if is_grip && !route.no_grip && !trusted {
-        return grip_answer(ctx, conn, &head, route, backend, resp, connection_id).await;
+        let request = held::HeldRequest {
+            head,
+            body: kept_body,
+        };
+        return grip_answer(ctx, conn, request, route, backend, resp, connection_id).await;
     }
     respond(ctx, conn, &head, backend, &resp).await.into()
+}
+
+/// Read a `Content-Length` body of at most [`held::REQUEST_BODY_KEEP_MAX`] bytes whole (within
+/// `client_head_timeout`) and keep a copy: `Ok(Some(body))` (empty for no body), `Ok(None)` for
+/// a body that is not kept. `Err`: the client went away or was too slow (answered).
+async fn keep_request_body(
+    ctx: &ShardCtx,
+    conn: &mut Conn,
+    head: &RequestHead,
+) -> Result<Option<bytes::Bytes>, Reply> {
+    let n = match head.framing {
+        BodyFraming::None => return Ok(Some(bytes::Bytes::new())),
+        BodyFraming::Length(n)
+            if n as usize <= held::REQUEST_BODY_KEEP_MAX && !head.expect_continue =>
+        {
+            n as usize
+        }
+        _ => return Ok(None),
+    };
+    let deadline = Instant::now() + ctx.cfg.client_head_timeout;
+    while conn.client.pending().len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, conn.client.fill(n.max(ctx.cfg.header_bytes_max))).await {
+            Ok(Ok(r)) if r > 0 => {}
+            Ok(_) => return Err(Reply::Done(After::Close, 0)),
+            Err(_) => {
+                ctx.counters().inc(Counter::ClientHeadTimeout);
+                let _ =
+                    send_simple(&mut conn.client, head.version, 408, BODY_BODY_TIMEOUT, true).await;
+                return Err(Reply::Done(After::Close, 408));
+            }
+        }
+    }
+    Ok(Some(bytes::Bytes::copy_from_slice(
+        &conn.client.pending()[..n],
+    )))
 }
 
 fn keep_or_close(head: &RequestHead) -> After {
@@ -820,12 +868,13 @@ fn keep_or_close(head: &RequestHead) -> After {
 async fn grip_answer(
     ctx: &Rc<ShardCtx>,
     conn: &mut Conn,
-    head: &RequestHead,
+    request: held::HeldRequest,
     route: &Route,
     mut be: Connected,
     resp: ResponseHead,
     connection_id: Option<ConnectionId>,
 ) -> Reply {
+    let head = &request.head;
     let mut body = Vec::new();
     let framing = if head.method.eq_ignore_ascii_case("HEAD") {
         BodyFraming::None
@@ -891,7 +940,7 @@ async fn grip_answer(
         }
     };
     if instruction.hold.is_none() && instruction.next.is_some() {
-        return next_chain(ctx, conn, head, route, instruction, connection_id).await;
+        return next_chain(ctx, conn, &request, route, instruction, connection_id).await;
     }
     if instruction.hold.is_none() {
         // No hold: the instruction's response is the answer.
@@ -916,7 +965,7 @@ async fn grip_answer(
         version: head.version,
         keep_alive: head.keep_alive,
         route_id: route.id.clone(),
-        request: Some(Box::new(head.clone())),
+        request: Some(Box::new(request.clone())),
         peer: conn.peer_addr,
         head_sent: false,
         last_ids: Vec::new(),
@@ -931,11 +980,12 @@ async fn grip_answer(
 async fn next_chain(
     ctx: &Rc<ShardCtx>,
     conn: &mut Conn,
-    head: &RequestHead,
+    request: &held::HeldRequest,
     route: &Route,
     instruction: crate::grip::Instruction,
     connection_id: Option<ConnectionId>,
 ) -> Reply {
+    let head = &request.head;
     let http11 = head.version == Version::Http11;
     let status = instruction.response.code;
     let mut out = Vec::with_capacity(256 + instruction.response.body.len());
@@ -1008,7 +1058,7 @@ async fn next_chain(
                             version: head.version,
                             keep_alive: head.keep_alive,
                             route_id: route.id.clone(),
-                            request: Some(Box::new(head.clone())),
+                            request: Some(Box::new(request.clone())),
                             peer: conn.peer_addr,
                             head_sent: true,
                             last_ids: Vec::new(),

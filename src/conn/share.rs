@@ -5,10 +5,11 @@
 //! `Rc` (never a copy per waiter).
 //!
 //! Requests are identical when they have the same **share key**: method (`GET` only; other
-//! methods are never shared), route, path without its query, and the sorted `Grip-Last` values
-//! (Pushpin's auto-share key, plus the route so that two backends never share). Like Pushpin,
-//! the query string and the other request headers are not part of the key: a backend must
-//! answer a recovery request from its path and `Grip-Last` alone.
+//! methods are never shared), route, path with its query, and the sorted `Grip-Last` values
+//! (Pushpin's auto-share key, plus the route so that two backends never share). tack: Pushpin
+//! leaves the query out, and so hands one client's answer to another whose link differs only
+//! in its query (django-eventstream puts the user, signed, in its next links' query); the
+//! other request headers are not part of the key.
 //!
 //! The table of requests in flight is bounded ([`SHARES_MAX`] per shard); when it is full, a
 //! request goes out unshared (counted).
@@ -47,7 +48,6 @@ pub fn share_key(
     if !method.eq_ignore_ascii_case("GET") || last_ids.is_empty() {
         return None;
     }
-    let path = path.split('?').next().unwrap_or_default();
     let mut lasts: Vec<String> = last_ids
         .iter()
         .map(|(ch, id)| format!("{ch}; last-id={id}"))
@@ -200,8 +200,10 @@ pub async fn fetch_shared(
     head: &RequestHead,
     peer_ip: IpAddr,
     last_ids: &[(String, String)],
+    body: &[u8],
 ) -> SharedFetch {
-    let key = share_key(&head.method, &route.id, &head.path, last_ids);
+    // A request with a body is never shared (it is not a plain `GET`).
+    let key = share_key(&head.method, &route.id, &head.path, last_ids).filter(|_| body.is_empty());
     let joined = match &key {
         Some(k) => ctx.shares.borrow_mut().join(k),
         None => Joined::Full,
@@ -216,7 +218,7 @@ pub async fn fetch_shared(
                 ctx: ctx.as_ref(),
                 key,
             };
-            let r = fetch::fetch_with_grip_last(ctx, route, head, peer_ip, last_ids)
+            let r = fetch::fetch_with_grip_last(ctx, route, head, body, peer_ip, last_ids)
                 .await
                 .map(Rc::new);
             lead.finish(r.clone());
@@ -226,7 +228,7 @@ pub async fn fetch_shared(
             if key.is_some() {
                 ctx.counters().inc(Counter::RecoveryUnsharedFull);
             }
-            fetch::fetch_with_grip_last(ctx, route, head, peer_ip, last_ids)
+            fetch::fetch_with_grip_last(ctx, route, head, body, peer_ip, last_ids)
                 .await
                 .map(Rc::new)
         }
@@ -249,9 +251,17 @@ mod tests {
     #[test]
     fn the_key_is_method_route_path_and_sorted_grip_last() {
         let a = share_key("GET", "r", "/s?x=1", &pairs(&[("b", "2"), ("a", "1")]));
-        let b = share_key("get", "r", "/s?x=2", &pairs(&[("a", "1"), ("b", "2")]));
-        assert_eq!(a, b, "query and Grip-Last order do not matter");
-        assert_eq!(a.as_deref(), Some("1:r2:/s12:a; last-id=112:b; last-id=2"));
+        let b = share_key("get", "r", "/s?x=1", &pairs(&[("a", "1"), ("b", "2")]));
+        assert_eq!(a, b, "method case and Grip-Last order do not matter");
+        assert_eq!(
+            a.as_deref(),
+            Some("1:r6:/s?x=112:a; last-id=112:b; last-id=2")
+        );
+        // tack: the query is part of the key (another user's link is another request).
+        assert_ne!(
+            a,
+            share_key("GET", "r", "/s?x=2", &pairs(&[("a", "1"), ("b", "2")]))
+        );
         assert_ne!(a, share_key("GET", "r", "/s", &pairs(&[("a", "1")])));
         assert_ne!(
             a,

@@ -9,6 +9,7 @@ mod connections;
 mod errors;
 mod grip;
 mod holds;
+mod parity;
 mod proxy;
 mod reliable;
 mod reliable_ws;

@@ -227,6 +227,9 @@ pub struct Pushpin {
     pub addr: SocketAddr,
     pub publish: SocketAddr,
     dir: PathBuf,
+    /// Answers `/__tack_ready` with a GRIP instruction: the readiness probe goes through
+    /// Pushpin's handler, which is up later than its proxy.
+    _ready: loadtest::origin::Origin,
 }
 
 /// Whether differential tests can run: `pushpin` is installed. `.ci/run` installs it and sets
@@ -250,7 +253,11 @@ impl Pushpin {
     /// Start Pushpin with `routes` (a routes file's text) and wait until its proxy and its
     /// publish port answer (the readiness signal: a request gets a response).
     pub fn start(routes: &str, sig_key: &str) -> Pushpin {
-        let dir = temp_file("routes", routes)
+        let ready = loadtest::origin::Origin::start_with(|_| {
+            loadtest::origin::OriginResponse::text(200, "ready\n").with_header("Grip-Status", "200")
+        });
+        let routes = format!("*,path_beg=/__tack_ready {}\n{routes}", ready.addr());
+        let dir = temp_file("routes", &routes)
             .parent()
             .expect("temp dir")
             .to_path_buf();
@@ -297,29 +304,33 @@ impl Pushpin {
             addr: SocketAddr::from(([127, 0, 0, 1], http)),
             publish: SocketAddr::from(([127, 0, 0, 1], publish)),
             dir,
+            _ready: ready,
         };
         p.wait_ready();
         p
     }
 
-    /// Poll (every 20 ms, at most 20 s) until the proxy answers a request and the publish port
-    /// answers a publish of nothing.
+    /// Poll (every 20 ms, at most 20 s) until a GRIP answer comes back through the proxy and
+    /// the handler (`ready`) and the publish port answers a publish of nothing.
     fn wait_ready(&self) {
         use std::io::{Read, Write};
         let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let answers = |addr: SocketAddr, req: &[u8]| {
+        let answer = |addr: SocketAddr, req: &[u8]| -> Vec<u8> {
             let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-                return false;
+                return Vec::new();
             };
             let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-            let mut b = [0u8; 12];
-            s.write_all(req).is_ok()
-                && s.read(&mut b)
-                    .is_ok_and(|n| n >= 12 && b.starts_with(b"HTTP/1."))
+            let mut out = Vec::new();
+            if s.write_all(req).is_ok() {
+                let _ = s.read_to_end(&mut out);
+            }
+            out
         };
-        let probe = b"GET /__ready HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+        let probe = b"GET /__tack_ready HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
         let publish = b"POST /publish/ HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{\"items\":[]}";
-        while !(answers(self.addr, probe) && answers(self.publish, publish)) {
+        while !(answer(self.addr, probe).ends_with(b"\r\n\r\nready\n")
+            && answer(self.publish, publish).starts_with(b"HTTP/1.1 200"))
+        {
             assert!(
                 std::time::Instant::now() < end,
                 "pushpin not ready within 20 s (logs in {})",

@@ -1,0 +1,406 @@
+//! Pushpin parity details: filters on held streams, next-link requests that are tack's own (and
+//! bounded), `body-patch`, and hint retries that re-send the original request. Scenarios that
+//! Pushpin 1.36 handles the same way also run against it, and the bytes are compared.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use loadtest::client::RawClient;
+use loadtest::origin::{Origin, OriginResponse};
+
+use crate::grip::{publish, read_stream_until};
+use crate::support::{
+    metric, pushpin_available, start, start_routed, temp_file, wait_metric, Pushpin, DRIVERS,
+};
+
+const T: Duration = Duration::from_secs(10);
+
+/// Chunk payloads of a chunked body read so far (after the head), concatenated.
+fn dechunk(raw: &[u8]) -> Vec<u8> {
+    let Some(start) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Vec::new();
+    };
+    let mut rest = &raw[start + 4..];
+    let mut out = Vec::new();
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let Ok(n) = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap_or("x"), 16)
+        else {
+            break;
+        };
+        if n == 0 || rest.len() < eol + 2 + n + 2 {
+            break;
+        }
+        out.extend_from_slice(&rest[eol + 2..eol + 2 + n]);
+        rest = &rest[eol + 2 + n + 2..];
+    }
+    out
+}
+
+/// A stream origin whose channel `f` carries filters, with the subscription meta given per
+/// request: `/s?user=NAME` holds `f` (build-id, skip-self, skip-users, var-subst) and
+/// `other` (no filters).
+fn filter_origin() -> Origin {
+    Origin::start_with(|req| {
+        let user = req.path.split("user=").nth(1).unwrap_or("").to_string();
+        OriginResponse::text(200, "open 100%%\n")
+            .with_header("Grip-Hold", "stream")
+            .with_header(
+                "Grip-Channel",
+                "f; prev-id=0; filter=build-id; filter=skip-self; filter=skip-users; filter=var-subst, other",
+            )
+            .with_header("Grip-Set-Meta", &format!("id_format=\"f-%(f)s\", user=\"{user}\""))
+            .with_header("Grip-Link", "</next>; rel=next")
+    })
+}
+
+/// Open a filtered stream; returns the client and the bytes read so far (head included).
+fn open_filtered(addr: std::net::SocketAddr, user: &str) -> (RawClient, Vec<u8>) {
+    let mut c = RawClient::connect(addr);
+    c.send(format!("GET /s?user={user} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+    let got = read_stream_until(&mut c, b"open 100%\n", T);
+    assert!(
+        String::from_utf8_lossy(&got).contains("open 100%\n"),
+        "initial body through build-id: {}",
+        String::from_utf8_lossy(&got)
+    );
+    (c, got)
+}
+
+/// The items of the filter scenario, in order; what `al` and `bo` must receive.
+const FILTER_ITEMS: [&str; 5] = [
+    // build-id renders the id, var-subst the user (its directive escaped for build-id).
+    r#"{"channel":"f","id":"1","prev-id":"0","http-stream":{"content":"%I %%(user)s 5%%%%\n"}}"#,
+    // skip-self: not to the sender.
+    r#"{"channel":"f","id":"2","prev-id":"1","meta":{"sender":"al"},"http-stream":{"content":"from al %I\n"}}"#,
+    // skip-users: not to bo.
+    r#"{"channel":"f","id":"3","prev-id":"2","meta":{"skip_users":"x, bo"},"http-stream":{"content":"not bo %I\n"}}"#,
+    // content-filters that are not this chain: skipped by every subscriber.
+    r#"{"channel":"f","id":"4","prev-id":"3","http-stream":{"content-filters":["var-subst"],"content":"never\n"}}"#,
+    // A channel without filters: the published bytes as they are (no % parsing).
+    r#"{"channel":"other","http-stream":{"content":"raw 100% %I\n"}}"#,
+];
+
+/// Hold `al` and `bo`, make sure both are subscribed (a probe on `other`, published until both
+/// got it: Pushpin reports no subscription), publish [`FILTER_ITEMS`]; returns what each got
+/// after the probe.
+fn filter_scenario(
+    addr: std::net::SocketAddr,
+    publish_addr: std::net::SocketAddr,
+    until: [&[u8]; 2],
+) -> (String, String) {
+    let (mut al, mut seen_a) = open_filtered(addr, "al");
+    let (mut bo, mut seen_b) = open_filtered(addr, "bo");
+    let probe = r#"{"items":[{"channel":"other","http-stream":{"content":"probe\n"}}]}"#;
+    let end = std::time::Instant::now() + T;
+    while !(String::from_utf8_lossy(&dechunk(&seen_a)).contains("probe\n")
+        && String::from_utf8_lossy(&dechunk(&seen_b)).contains("probe\n"))
+    {
+        assert!(std::time::Instant::now() < end, "never subscribed");
+        assert_eq!(publish(publish_addr, probe).0, 200);
+        seen_a.extend(read_stream_until(
+            &mut al,
+            b"probe\n",
+            Duration::from_millis(100),
+        ));
+        seen_b.extend(read_stream_until(
+            &mut bo,
+            b"probe\n",
+            Duration::from_millis(100),
+        ));
+    }
+    for item in FILTER_ITEMS {
+        assert_eq!(
+            publish(publish_addr, &format!(r#"{{"items":[{item}]}}"#)).0,
+            200
+        );
+    }
+    seen_a.extend(read_stream_until(&mut al, until[0], T));
+    seen_b.extend(read_stream_until(&mut bo, until[1], T));
+    let after_probe = |raw: &[u8]| {
+        let text = String::from_utf8_lossy(&dechunk(raw)).into_owned();
+        let at = text.rfind("probe\n").map_or(0, |i| i + "probe\n".len());
+        text[at..].to_string()
+    };
+    (after_probe(&seen_a), after_probe(&seen_b))
+}
+
+#[test]
+fn stream_filters_render_ids_and_drop_per_subscriber() {
+    let want_al = "f-1 al 5%\nnot bo f-3\nraw 100% %I\n";
+    let want_bo = "f-1 bo 5%\nfrom al f-2\nraw 100% %I\n";
+    for (driver, _) in DRIVERS {
+        let origin = filter_origin();
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let last: &[u8] = b"raw 100% %I\n";
+        let (a, b) = filter_scenario(tack.addr, tack.publish, [last, last]);
+        assert_eq!((a.as_str(), b.as_str()), (want_al, want_bo), "{driver}");
+        // Skipped for both (content-filters), skip-self for al, skip-users for bo.
+        wait_metric(
+            tack.metrics,
+            "tack_filter_dropped",
+            4,
+            T,
+            "filter drops counted",
+        );
+    }
+    if pushpin_available() {
+        let origin = filter_origin();
+        let pp = Pushpin::start(&format!("* {}\n", origin.addr()), "changeme");
+        let (a, b) = filter_scenario(pp.addr, pp.publish, [b"not bo f-3\n", b"from al f-2\n"]);
+        // Pushpin 1.36 ends the stream on a content-filters mismatch (the fourth item); tack
+        // skips the item for that subscriber (Pushpin 1.41's rule). Up to it they agree.
+        assert!(
+            a.starts_with("f-1 al 5%\nnot bo f-3\n"),
+            "pushpin al: {a:?}"
+        );
+        assert!(
+            b.starts_with("f-1 bo 5%\nfrom al f-2\n"),
+            "pushpin bo: {b:?}"
+        );
+    }
+}
+
+#[test]
+fn next_link_requests_are_tacks_own_and_bounded() {
+    for (driver, _) in DRIVERS {
+        // Every answer links to another page and never holds: a loop tack must not follow
+        // for ever, nor at full speed.
+        let origin = Origin::start_with(|req| {
+            let n: u32 = req
+                .path
+                .split("page=")
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            OriginResponse::text(200, &format!("page {n}\n"))
+                .with_header("Grip-Link", &format!("</list?page={}>; rel=next", n + 1))
+        });
+        let tuning = temp_file(
+            "tuning.toml",
+            "[tack]\nnext_link_chain_max = 12\nnext_link_rate = 10\n",
+        );
+        let conf = temp_file(
+            "pushpin.conf",
+            "[proxy]\nsig_key=test-secret\nroutesfile=routes\n",
+        );
+        std::fs::write(
+            conf.parent().expect("dir").join("routes"),
+            format!("* {}\n", origin.addr()),
+        )
+        .expect("routes");
+        let tack = start(
+            driver,
+            &[
+                "--config".into(),
+                conf.display().to_string(),
+                "--tuning".into(),
+                tuning.display().to_string(),
+            ],
+        );
+        let mut c = RawClient::connect(tack.addr);
+        c.send(
+            b"GET /list HTTP/1.1\r\nHost: app.test\r\nCookie: session=secret\r\n\
+Authorization: Bearer t\r\nLast-Event-ID: a:7\r\nUser-Agent: ua\r\n\r\n",
+        );
+        let r = c.read_response(T).expect("chained answer");
+        let body = r.text();
+        // The first page and 12 links, then the chain is cut (counted).
+        assert!(body.starts_with("page 0\npage 1\n"), "{driver}: {body}");
+        assert!(body.ends_with("page 12\n"), "{driver}: {body}");
+        assert_eq!(
+            metric(tack.metrics, "tack_next_link_chain_cut"),
+            1,
+            "{driver}"
+        );
+        // A burst of 10, then spaced: at least one fetch waited.
+        assert!(
+            metric(tack.metrics, "tack_next_link_throttled") >= 1,
+            "{driver}"
+        );
+        let reqs = origin.last_requests();
+        assert_eq!(reqs.len(), 13, "{driver}");
+        assert_eq!(reqs[0].header("cookie"), Some("session=secret"));
+        for link in &reqs[1..] {
+            assert_eq!(link.method, "GET");
+            for never in ["cookie", "authorization", "last-event-id", "user-agent"] {
+                assert_eq!(
+                    link.header(never),
+                    None,
+                    "{driver}: {never} reached {}",
+                    link.path
+                );
+            }
+            assert_eq!(link.header("host"), Some("app.test"), "{driver}");
+            assert_eq!(link.header("accept"), Some("*/*"), "{driver}");
+            assert_eq!(link.header("accept-encoding"), Some("identity"), "{driver}");
+            assert!(
+                link.header("grip-sig").is_some(),
+                "{driver}: links are signed"
+            );
+            assert!(link.header("grip-feature").is_some(), "{driver}");
+        }
+    }
+    // Pushpin 1.36 sends none of the client's headers on a next link either (it follows the
+    // chain without a bound, so it is not run on the loop).
+    if pushpin_available() {
+        let origin = Origin::start_with(|req| match req.path.as_str() {
+            "/first" => {
+                OriginResponse::text(200, "one\n").with_header("Grip-Link", "</second>; rel=next")
+            }
+            _ => OriginResponse::text(200, "two\n"),
+        });
+        let pp = Pushpin::start(&format!("* {}\n", origin.addr()), "changeme");
+        let mut c = RawClient::connect(pp.addr);
+        c.send(b"GET /first HTTP/1.1\r\nHost: app.test\r\nCookie: session=secret\r\nLast-Event-ID: a:7\r\n\r\n");
+        assert_eq!(
+            c.read_response(T).expect("pushpin chain").text(),
+            "one\ntwo\n"
+        );
+        let reqs = origin.last_requests();
+        let link = reqs
+            .iter()
+            .find(|q| q.path == "/second")
+            .expect("link fetched");
+        for never in ["cookie", "last-event-id"] {
+            assert_eq!(link.header(never), None, "pushpin: {never}");
+        }
+    }
+}
+
+/// `/json` holds a long-poll whose timeout body is JSON; anything else answers at once.
+fn patch_origin() -> Origin {
+    Origin::start_with(|req| match req.path.as_str() {
+        "/json" => OriginResponse {
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            ..OriginResponse::text(200, "{\"items\":[\"a\"],\"count\":1}\n")
+        }
+        .with_header("Grip-Hold", "response")
+        .with_header("Grip-Channel", "p"),
+        _ => OriginResponse::text(200, "other\n"),
+    })
+}
+
+fn patch_once(
+    addr: std::net::SocketAddr,
+    publish_addr: std::net::SocketAddr,
+    patch: &str,
+    ready: Option<&dyn Fn()>,
+) -> (u16, String, Option<String>) {
+    let mut c = RawClient::connect(addr);
+    c.send(b"GET /json HTTP/1.1\r\nHost: a\r\n\r\n");
+    let item = format!(
+        r#"{{"items":[{{"channel":"p","formats":{{"http-response":{{"body-patch":{patch}}}}}}}]}}"#
+    );
+    let r = match ready {
+        Some(wait) => {
+            wait();
+            assert_eq!(publish(publish_addr, &item).0, 200);
+            c.read_response(T).expect("patched answer")
+        }
+        None => {
+            let end = std::time::Instant::now() + T;
+            loop {
+                assert_eq!(publish(publish_addr, &item).0, 200);
+                if let Ok(r) = c.read_response(Duration::from_millis(200)) {
+                    break r;
+                }
+                assert!(std::time::Instant::now() < end, "never answered");
+            }
+        }
+    };
+    (
+        r.status,
+        r.text(),
+        r.header("content-type").map(str::to_string),
+    )
+}
+
+#[test]
+fn body_patch_applies_to_the_held_json_body() {
+    let good = r#"[{"op":"replace","path":"/count","value":2},{"op":"add","path":"/items/-","value":"b"}]"#;
+    let bad = r#"[{"op":"remove","path":"/missing"}]"#;
+    let want = (
+        200,
+        "{\"count\":2,\"items\":[\"a\",\"b\"]}\n".to_string(),
+        Some("application/json".to_string()),
+    );
+    for (driver, _) in DRIVERS {
+        let origin = patch_origin();
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let metrics = tack.metrics;
+        let wait = || {
+            crate::grip::wait_holds(metrics, 1);
+        };
+        assert_eq!(
+            patch_once(tack.addr, tack.publish, good, Some(&wait)),
+            want,
+            "{driver}"
+        );
+        wait_metric(tack.metrics, "tack_holds_active", 0, T, "answered");
+        // A patch that does not apply: 502 with Pushpin's body, counted.
+        let (status, body, _) = patch_once(tack.addr, tack.publish, bad, Some(&wait));
+        assert_eq!(
+            (status, body.as_str()),
+            (502, "Error while proxying to origin.\n"),
+            "{driver}"
+        );
+        assert_eq!(metric(tack.metrics, "tack_filter_errors"), 1, "{driver}");
+    }
+    if pushpin_available() {
+        let origin = patch_origin();
+        let pp = Pushpin::start(&format!("* {}\n", origin.addr()), "changeme");
+        assert_eq!(patch_once(pp.addr, pp.publish, good, None), want, "pushpin");
+        let (status, body, _) = patch_once(pp.addr, pp.publish, bad, None);
+        assert_eq!(
+            (status, body.as_str()),
+            (502, "Error while proxying to origin.\n"),
+            "pushpin"
+        );
+    }
+}
+
+#[test]
+fn hint_resends_a_held_post_with_its_body() {
+    for (driver, _) in DRIVERS {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let origin = Origin::start_with(move |req| {
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                OriginResponse::text(200, "stale")
+                    .with_header("Grip-Hold", "response")
+                    .with_header("Grip-Channel", "h")
+            } else {
+                OriginResponse::text(
+                    201,
+                    &format!(
+                        "{} {} body={}\n",
+                        req.method,
+                        req.path,
+                        String::from_utf8_lossy(&req.body)
+                    ),
+                )
+            }
+        });
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let mut c = RawClient::connect(tack.addr);
+        c.send(b"POST /poll?x=1 HTTP/1.1\r\nHost: a\r\nX-Custom: kept\r\nContent-Type: text/plain\r\nContent-Length: 7\r\n\r\nq=hello");
+        crate::grip::wait_holds(tack.metrics, 1);
+        let hint = r#"{"items":[{"channel":"h","formats":{"http-response":{"action":"hint"}}}]}"#;
+        assert_eq!(publish(tack.publish, hint).0, 200);
+        let r = c.read_response(T).expect("retried answer");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (201, "POST /poll?x=1 body=q=hello\n"),
+            "{driver}"
+        );
+        let reqs = origin.last_requests();
+        assert_eq!(reqs.len(), 2, "{driver}");
+        assert_eq!(
+            reqs[1].header("x-custom"),
+            Some("kept"),
+            "{driver}: the client's headers"
+        );
+        assert_eq!(reqs[1].header("content-length"), Some("7"), "{driver}");
+    }
+}
