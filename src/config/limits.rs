@@ -115,6 +115,8 @@ pub const DEFAULT_BACKEND_RESPONSE_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_CLIENT_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// Slowloris guard: a request head still incomplete after 10 s gets 408.
 pub const DEFAULT_CLIENT_HEAD_TIMEOUT_MS: u64 = 10_000;
+/// Largest backend body tack buffers to parse: Pushpin's `MAX_ACCEPT_RESPONSE_BODY`.
+pub const DEFAULT_GRIP_BODY_MAX: usize = 100_000;
 /// Links followed for one chained response: 1000 pages (django-eventstream pages 100 events,
 /// so a 100,000-event replay) before tack stops a backend that never ends its chain.
 pub const DEFAULT_NEXT_LINK_CHAIN_MAX: usize = 1000;

@@ -239,6 +239,8 @@ pub struct ShardConfig {
     pub hold_queue_max: usize,
     /// Links followed for one response without a hold (a `Grip-Link` chain).
     pub next_link_chain_max: usize,
+    /// Largest backend body buffered to be parsed (GRIP instruct, timeout response, link).
+    pub grip_body_max: usize,
     /// Next-link fetches per second per connection, after a burst of as many.
     pub next_link_rate: u32,
     /// Publish batches waiting for delivery on this shard.
@@ -424,6 +426,7 @@ impl Config {
             access_log: t.access_log,
             hold_queue_max: t.hold_queue_max,
             next_link_chain_max: t.next_link_chain_max,
+            grip_body_max: t.grip_body_max,
             next_link_rate: t.next_link_rate,
             pipeline_max: t.pipeline_max,
             publish_wait: t.publish_wait,

@@ -146,6 +146,7 @@ fn shard_configs_apply_overrides() {
             access_log: false,
             hold_queue_max: 1024,
             next_link_chain_max: 1000,
+            grip_body_max: 100_000,
             next_link_rate: 20,
             pipeline_max: 4096,
             publish_wait: Duration::from_secs(5),

@@ -42,6 +42,10 @@
 //!                                     # get one
 //! hold_queue_max = 1024               # published items queued per held connection, 1..=65536;
 //!                                     # a subscriber whose queue overflows is closed (counted)
+//! grip_body_max = 100000              # largest backend body tack must parse (a GRIP instruct
+//!                                     # body, a long-poll's timeout response, a next link's
+//!                                     # answer); over it: 502. Stream-hold bodies stream through
+//!                                     # in any size; 1024..=67108864
 //! next_link_chain_max = 1000          # links followed for one response without a hold (a
 //!                                     # Grip-Link chain); longer chains end there (counted);
 //!                                     # 1..=1000000
@@ -132,6 +136,7 @@ pub struct TackSection {
     pub http_connection_id: Option<bool>,
     pub hold_queue_max: Option<usize>,
     pub next_link_chain_max: Option<usize>,
+    pub grip_body_max: Option<usize>,
     pub next_link_rate: Option<u32>,
     pub pipeline_max: Option<usize>,
     pub publish_wait_ms: Option<u64>,
@@ -207,6 +212,8 @@ pub struct Tuning {
     pub hold_queue_max: usize,
     /// Links followed for one response without a hold.
     pub next_link_chain_max: usize,
+    /// Largest backend body buffered to be parsed.
+    pub grip_body_max: usize,
     /// Next-link fetches per second per connection (after a burst of as many).
     pub next_link_rate: u32,
     /// Publish batches waiting for delivery per shard.
@@ -332,6 +339,11 @@ impl Tuning {
             t.next_link_chain_max.unwrap_or(DEFAULT_NEXT_LINK_CHAIN_MAX) as u64,
             (1, 1_000_000),
         )? as usize;
+        let grip_body_max = range(
+            "grip_body_max",
+            t.grip_body_max.unwrap_or(DEFAULT_GRIP_BODY_MAX) as u64,
+            (1024, 64 << 20),
+        )? as usize;
         let next_link_rate = range(
             "next_link_rate",
             u64::from(t.next_link_rate.unwrap_or(DEFAULT_NEXT_LINK_RATE)),
@@ -452,6 +464,7 @@ impl Tuning {
             http_connection_id: t.http_connection_id.unwrap_or(true),
             hold_queue_max,
             next_link_chain_max,
+            grip_body_max,
             next_link_rate,
             pipeline_max,
             ws_message_bytes_max,
@@ -539,6 +552,7 @@ mod tests {
                 http_connection_id: true,
                 hold_queue_max: 1024,
                 next_link_chain_max: 1000,
+                grip_body_max: 100_000,
                 next_link_rate: 20,
                 pipeline_max: 4096,
                 publish_wait: Duration::from_millis(5000),

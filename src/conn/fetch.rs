@@ -12,7 +12,7 @@ use crate::route::{HttpTarget, Route, Target};
 use crate::shard::ShardCtx;
 
 use super::io::{relay_body, OutEncoding, Sink};
-use super::{connect_targets, forward_head, read_response_head, GRIP_BODY_MAX};
+use super::{connect_targets, forward_head, read_response_head};
 
 /// Why an internal request failed (the caller decides what the client sees).
 #[derive(Clone, Copy, Debug)]
@@ -98,7 +98,7 @@ pub async fn fetch(
         BodyFraming::None,
         "internal requests carry no body"
     );
-    fetch_inner(ctx, route, head, &[], peer_ip, GRIP_BODY_MAX, &[]).await
+    fetch_inner(ctx, route, head, &[], peer_ip, ctx.cfg.grip_body_max, &[]).await
 }
 
 /// [`fetch`] with one `Grip-Last: <channel>; last-id=<id>` header per entry of `last_ids`
@@ -122,7 +122,16 @@ pub async fn fetch_with_grip_last(
         }
         _ => grip_last_lines(last_ids),
     };
-    fetch_inner(ctx, route, head, body, peer_ip, GRIP_BODY_MAX, &extra).await
+    fetch_inner(
+        ctx,
+        route,
+        head,
+        body,
+        peer_ip,
+        ctx.cfg.grip_body_max,
+        &extra,
+    )
+    .await
 }
 
 /// One `Grip-Last: <channel>; last-id=<id>` header line (with CRLF) per entry; an entry that

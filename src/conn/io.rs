@@ -137,6 +137,9 @@ pub enum OutEncoding {
     Identity,
     /// Re-framed as chunked, ended by the last chunk.
     Chunked,
+    /// Re-framed as chunks of a body that goes on (a stream hold's initial body): no last
+    /// chunk.
+    ChunkedOpen,
 }
 
 /// Where a relayed body goes.
@@ -239,7 +242,7 @@ fn encode_data(outbuf: &mut Vec<u8>, data: &[u8], out: OutEncoding) {
     }
     match out {
         OutEncoding::Identity => outbuf.extend_from_slice(data),
-        OutEncoding::Chunked => {
+        OutEncoding::Chunked | OutEncoding::ChunkedOpen => {
             http1::write_chunk_header(outbuf, data.len());
             outbuf.extend_from_slice(data);
             outbuf.extend_from_slice(http1::CHUNK_TRAILER);

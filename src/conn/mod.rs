@@ -43,10 +43,6 @@ use crate::shard::ShardCtx;
 use held::{write_full_response, HoldPlan};
 use io::{relay_body, OutEncoding, Peer, RelayError, Sink};
 
-/// Largest backend response body buffered as a GRIP instruction (Pushpin's
-/// `MAX_ACCEPT_RESPONSE_BODY`); over it the client gets 502.
-pub(crate) const GRIP_BODY_MAX: usize = 100_000;
-
 /// Most headers a request head may carry (over it: 431).
 const REQUEST_HEADERS_MAX: usize = 128;
 
@@ -881,11 +877,46 @@ async fn grip_answer(
     } else {
         resp.framing
     };
+    let per_conn = ctx.config.handler.connection_subscription_max;
+    let max = ctx.cfg.grip_body_max;
+    // A stream hold's body (one not known to fit the buffer) streams through in any size.
+    let known_small = match framing {
+        BodyFraming::None => true,
+        BodyFraming::Length(n) => n <= max as u64,
+        BodyFraming::Chunked | BodyFraming::CloseDelimited => false,
+    };
+    if !known_small {
+        let prefix = route.prefix.as_deref();
+        let headers_only = crate::grip::parse_instruction(
+            resp.status,
+            &resp.reason,
+            &resp.headers,
+            b"",
+            prefix,
+            per_conn,
+        );
+        if let Ok(i) = headers_only {
+            if crate::grip::body_streams(&i, &resp.headers) {
+                return stream_through(
+                    ctx,
+                    conn,
+                    request,
+                    route,
+                    be,
+                    resp,
+                    framing,
+                    i,
+                    connection_id,
+                )
+                .await;
+            }
+        }
+    }
     let read = relay_body(
         &mut be.peer,
         Sink::Buffer {
             buf: &mut body,
-            max: GRIP_BODY_MAX,
+            max,
         },
         framing,
         OutEncoding::Identity,
@@ -907,12 +938,22 @@ async fn grip_answer(
         }
         Err(e) => {
             ctx.counters().inc(Counter::GripInvalid);
-            fail(&format!("body: {e:?}"));
-            let _ = send_simple(&mut conn.client, head.version, 502, BODY_PROXY_ERROR, false).await;
+            let why = match e {
+                RelayError::TooLarge => {
+                    format!("GRIP instruct response too large (over grip_body_max = {max} bytes)")
+                }
+                other => format!("body: {other:?}"),
+            };
+            fail(&why);
+            let text = if route.debug {
+                format!("{why}\n")
+            } else {
+                BODY_PROXY_ERROR.to_string()
+            };
+            let _ = send_simple(&mut conn.client, head.version, 502, &text, false).await;
             return Reply::Done(keep_or_close(head), 502);
         }
     }
-    let per_conn = ctx.config.handler.connection_subscription_max;
     let parsed = crate::grip::parse_instruction(
         resp.status,
         &resp.reason,
@@ -940,7 +981,16 @@ async fn grip_answer(
         }
     };
     if instruction.hold.is_none() && instruction.next.is_some() {
-        return next_chain(ctx, conn, &request, route, instruction, connection_id).await;
+        return next_chain(
+            ctx,
+            conn,
+            &request,
+            route,
+            instruction,
+            connection_id,
+            false,
+        )
+        .await;
     }
     if instruction.hold.is_none() {
         // No hold: the instruction's response is the answer.
@@ -960,19 +1010,106 @@ async fn grip_answer(
         return Reply::Done(after, instruction.response.code);
     }
     ctx.counters().inc(Counter::HoldsStarted);
-    Reply::Hold(Box::new(HoldPlan {
+    Reply::Hold(hold_plan(
+        conn,
+        &request,
+        route,
         instruction,
-        version: head.version,
-        keep_alive: head.keep_alive,
+        connection_id,
+        false,
+    ))
+}
+/// The plan of a hold of `request` on `conn` (the GRIP answers' one way into a hold).
+fn hold_plan(
+    conn: &Conn,
+    request: &held::HeldRequest,
+    route: &Route,
+    instruction: crate::grip::Instruction,
+    connection_id: Option<ConnectionId>,
+    head_sent: bool,
+) -> Box<HoldPlan> {
+    Box::new(HoldPlan {
+        version: request.head.version,
+        keep_alive: request.head.keep_alive,
         route_id: route.id.clone(),
         request: Some(Box::new(request.clone())),
         peer: conn.peer_addr,
-        head_sent: false,
+        head_sent,
         last_ids: Vec::new(),
         client_gone: false,
         connection_id,
-    }))
+        instruction,
+    })
 }
+
+/// A stream hold (or a link chain without a hold) whose body is larger than tack buffers, or of
+/// unknown size: the head goes out, the body streams through as it arrives (re-chunked for
+/// HTTP/1.1, raw for 1.0) in constant memory, then the hold (or the chain) goes on, as
+/// Pushpin's proxy does past its 100 kB buffer.
+#[allow(clippy::too_many_arguments)]
+async fn stream_through(
+    ctx: &Rc<ShardCtx>,
+    conn: &mut Conn,
+    request: held::HeldRequest,
+    route: &Route,
+    mut be: Connected,
+    resp: ResponseHead,
+    framing: BodyFraming,
+    instruction: crate::grip::Instruction,
+    connection_id: Option<ConnectionId>,
+) -> Reply {
+    let head = &request.head;
+    let status = instruction.response.code;
+    let mut out = Vec::with_capacity(256);
+    held::write_stream_start(&mut out, &instruction.response, head.version);
+    if conn.client.write_all(out).await.0.is_err() {
+        return Reply::Done(After::Close, status);
+    }
+    let enc = match head.version {
+        Version::Http11 => OutEncoding::ChunkedOpen,
+        Version::Http10 => OutEncoding::Identity,
+    };
+    let relayed = relay_body(
+        &mut be.peer,
+        Sink::Stream(&mut conn.client.stream),
+        framing,
+        enc,
+        ctx.cfg.body_buffer_bytes,
+        ctx.cfg.backend_response_timeout,
+    )
+    .await;
+    match relayed {
+        Ok(_) => {
+            if resp.keep_alive
+                && framing != BodyFraming::CloseDelimited
+                && be.peer.pending().is_empty()
+            {
+                ctx.pool.put(be.addr, be.peer.stream, Instant::now());
+            }
+        }
+        Err(e) => {
+            // Part of the body is out: the stream cannot go on.
+            if !matches!(e, RelayError::Sink(_)) {
+                ctx.counters().inc(Counter::BackendError);
+            }
+            tracing::warn!(route = %route.id, error = ?e, "stream hold body failed while streaming through");
+            return Reply::Done(After::Close, status);
+        }
+    }
+    if instruction.hold.is_none() {
+        return next_chain(ctx, conn, &request, route, instruction, connection_id, true).await;
+    }
+    ctx.counters().inc(Counter::HoldsStarted);
+    Reply::Hold(hold_plan(
+        conn,
+        &request,
+        route,
+        instruction,
+        connection_id,
+        true,
+    ))
+}
+
 /// A GRIP answer without a hold but with `Grip-Link: <…>; rel=next`: the client gets one
 /// response made of this body and the bodies of the linked responses, fetched one after the
 /// other (Pushpin's chaining). A linked response that holds a stream turns the rest into a
@@ -984,14 +1121,17 @@ async fn next_chain(
     route: &Route,
     instruction: crate::grip::Instruction,
     connection_id: Option<ConnectionId>,
+    head_sent: bool,
 ) -> Reply {
     let head = &request.head;
     let http11 = head.version == Version::Http11;
     let status = instruction.response.code;
-    let mut out = Vec::with_capacity(256 + instruction.response.body.len());
-    held::write_stream_start(&mut out, &instruction.response, head.version);
-    if conn.client.write_all(out).await.0.is_err() {
-        return Reply::Done(After::Close, status);
+    if !head_sent {
+        let mut out = Vec::with_capacity(256 + instruction.response.body.len());
+        held::write_stream_start(&mut out, &instruction.response, head.version);
+        if conn.client.write_all(out).await.0.is_err() {
+            return Reply::Done(After::Close, status);
+        }
     }
     let mut link = instruction.next;
     // Plain linked bodies go through the last instruction's `build-id` (as in Pushpin 1.36).
@@ -1053,18 +1193,14 @@ async fn next_chain(
                         }
                         i.response.code = status;
                         ctx.counters().inc(Counter::HoldsStarted);
-                        return Reply::Hold(Box::new(HoldPlan {
-                            instruction: i,
-                            version: head.version,
-                            keep_alive: head.keep_alive,
-                            route_id: route.id.clone(),
-                            request: Some(Box::new(request.clone())),
-                            peer: conn.peer_addr,
-                            head_sent: true,
-                            last_ids: Vec::new(),
-                            client_gone: false,
+                        return Reply::Hold(hold_plan(
+                            conn,
+                            request,
+                            route,
+                            i,
                             connection_id,
-                        }));
+                            true,
+                        ));
                     }
                     link = i.next.take();
                     i.response.body

@@ -171,6 +171,13 @@ impl HoldFilters {
         }
     }
 
+    /// Whether a channel has `build-id` (initial bodies must then be parsed, not streamed).
+    pub fn has_build_id(&self) -> bool {
+        self.channels
+            .iter()
+            .any(|c| c.filters.contains(&Filter::BuildId))
+    }
+
     /// Whether any channel has a filter (else the hold can use the fast path).
     pub fn any(&self) -> bool {
         self.channels.iter().any(|c| !c.filters.is_empty())

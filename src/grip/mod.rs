@@ -230,6 +230,21 @@ fn is_instruct_content_type(headers: &[Header]) -> bool {
         .is_some_and(|v| crate::http1::media_type_is(v, INSTRUCT_CONTENT_TYPE))
 }
 
+/// Whether the body of a backend answer whose instruction (parsed from its headers alone) is
+/// `instruction` may stream through to the client unparsed, in any size (Pushpin's fallback
+/// over its 100 kB buffer): a stream hold, or a `Grip-Link` chain without a hold, whose body
+/// is not a JSON instruct and needs no `build-id`.
+pub fn body_streams(instruction: &Instruction, headers: &[Header]) -> bool {
+    let streams = instruction.hold == Some(HoldMode::Stream)
+        || (instruction.hold.is_none() && instruction.next.is_some());
+    streams
+        && !is_instruct_content_type(headers)
+        && !instruction
+            .filters
+            .as_ref()
+            .is_some_and(|f| f.has_build_id())
+}
+
 /// True when a backend response is a GRIP instruction: any `Grip-*` header, or Content-Type
 /// `application/grip-instruct` (media type compared case-insensitively, parameters ignored).
 pub fn is_grip(headers: &[Header]) -> bool {

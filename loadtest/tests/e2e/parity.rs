@@ -404,3 +404,119 @@ fn hint_resends_a_held_post_with_its_body() {
         assert_eq!(reqs[1].header("content-length"), Some("7"), "{driver}");
     }
 }
+
+/// Read a held stream (appending to `raw`) until its decoded body is at least `len` bytes and
+/// ends with `tail`; returns the decoded body. Bounded by 3 × `T`.
+fn read_decoded(c: &mut RawClient, raw: &mut Vec<u8>, len: usize, tail: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let end = std::time::Instant::now() + T * 3;
+    let mut buf = vec![0u8; 1 << 16];
+    c.stream()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    loop {
+        // The decoded body is never longer than what was read: decode only once it may be done.
+        if raw.len() >= len {
+            let body = dechunk(raw);
+            if body.len() >= len && body.ends_with(tail) {
+                return body;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "read {} bytes, want {len} decoded",
+            raw.len()
+        );
+        match c.stream().read(&mut buf) {
+            Ok(0) => return dechunk(raw),
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+}
+
+#[test]
+fn stream_holds_with_large_initial_bodies_stream_through() {
+    for (driver, _) in DRIVERS {
+        let origin = Origin::start_with(|req| {
+            let (len, chunked) = match req.path.as_str() {
+                "/big" => (300_000, false),
+                "/huge" => (30_000_000, true),
+                _ => (0, false),
+            };
+            let r = OriginResponse::text(200, "")
+                .with_body(loadtest::origin::OriginBody::Pattern { len, chunked })
+                .with_header("Grip-Hold", "stream")
+                .with_header(
+                    "Grip-Channel",
+                    if req.path == "/built" {
+                        "b; filter=build-id"
+                    } else {
+                        "big"
+                    },
+                );
+            if req.path == "/built" {
+                return r.with_body(loadtest::origin::OriginBody::Pattern {
+                    len: 200_000,
+                    chunked: false,
+                });
+            }
+            if req.path == "/poll" {
+                return OriginResponse::text(200, &"x".repeat(200_000))
+                    .with_header("Grip-Hold", "response")
+                    .with_header("Grip-Channel", "p");
+            }
+            r
+        });
+        let tack = start(
+            driver,
+            &["--route".into(), format!("*,debug {}", origin.addr())],
+        );
+        for (path, len) in [("/big", 300_000usize), ("/huge", 30_000_000)] {
+            let mut c = RawClient::connect(tack.addr);
+            c.send(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+            // The whole initial body first (the client reads as it streams through) ...
+            let mut raw = Vec::new();
+            let first = read_decoded(&mut c, &mut raw, len, b"");
+            assert_eq!(first.len(), len, "{driver} {path}");
+            // ... then the stream goes on.
+            wait_metric(
+                tack.metrics,
+                "tack_holds_active",
+                1,
+                T,
+                "held after its body",
+            );
+            let tail = format!("after {path}\n");
+            let item = format!(
+                r#"{{"items":[{{"channel":"big","http-stream":{{"content":"{}"}}}}]}}"#,
+                tail.escape_default()
+            );
+            assert_eq!(publish(tack.publish, &item).0, 200);
+            let body = read_decoded(&mut c, &mut raw, len + tail.len(), tail.as_bytes());
+            assert_eq!(body.len(), len + tail.len(), "{driver} {path}");
+            assert!(
+                body[..len]
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &b)| b == (i % 251) as u8),
+                "{driver} {path}: the body arrived whole and in order"
+            );
+            drop(c);
+            wait_metric(tack.metrics, "tack_holds_active", 0, T, "released");
+        }
+        // Bodies tack must parse are bounded (grip_body_max, 100,000 by default), with the
+        // reason on a debug route: a build-id stream body, a long-poll's timeout body.
+        for path in ["/built", "/poll"] {
+            let mut c = RawClient::connect(tack.addr);
+            c.send(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+            let r = c.read_response(T).expect("502");
+            assert_eq!(r.status, 502, "{driver} {path}");
+            assert_eq!(
+                r.text(),
+                "GRIP instruct response too large (over grip_body_max = 100000 bytes)\n",
+                "{driver} {path}"
+            );
+        }
+    }
+}
