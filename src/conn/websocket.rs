@@ -227,7 +227,22 @@ struct Session {
     /// GRIP filters (`subscribe` with `filters`) and the meta they read (`set-meta`); made on
     /// the first of either, so that sessions without filters keep the shared fast path.
     filters: Option<Box<HoldFilters>>,
+    /// A `send-delayed` message waiting for its time (one slot, as in Pushpin).
+    delayed: Option<Box<Delayed>>,
+    /// The backend closed (a `CLOSE` event): the client's reply close is awaited until then
+    /// (shard clock, ms; 0: not closing), to be passed on as a `CLOSE` event.
+    close_reply_due_ms: u64,
 }
+
+/// A `send-delayed` message (Pushpin's `WsSession::sendDelayed`).
+struct Delayed {
+    opcode: Opcode,
+    content: Bytes,
+    due_ms: u64,
+}
+
+/// How long a session waits for the client's reply to a close the backend asked for.
+const CLOSE_REPLY_TIMEOUT_MS: u64 = 5_000;
 
 /// A published `ws-message` for this session (as in [`HoldEvent::Ws`]).
 struct WsItem {
@@ -413,6 +428,8 @@ async fn open(
         last_client_write_ms: ctx.clock_ms(),
         close_sent: false,
         filters: None,
+        delayed: None,
+        close_reply_due_ms: 0,
         reliable: Tracker::new(
             ctx.config.handler.connection_subscription_max,
             reliable::HELD_PER_CHANNEL_MAX,
@@ -890,7 +907,14 @@ impl Session {
             Backend::Ws { .. } => self.reliable.next_deadline_ms(WS_RECOVERY_TIMEOUT_MS),
             _ => None,
         };
-        if let Some(at) = keep_alive.into_iter().chain(recovery).min() {
+        let delayed = self.delayed.as_ref().map(|d| d.due_ms);
+        let close_reply = (self.close_reply_due_ms > 0).then_some(self.close_reply_due_ms);
+        let due = keep_alive
+            .into_iter()
+            .chain(recovery)
+            .chain(delayed)
+            .chain(close_reply);
+        if let Some(at) = due.min() {
             self.ctx.arm_timer(self.key, at, TimerKind::KeepAlive);
         }
     }
@@ -949,13 +973,23 @@ impl Session {
                 self.arm_timers(backend);
             }
             ControlMessage::SendDelayed {
-                content: Some(c),
+                content,
                 message_type,
-                ..
+                timeout_s,
             } => {
-                // tack sends delayed messages at once (documented difference).
-                return self.send(message_type.opcode(), &c).await;
+                // Pushpin: a message already waiting goes out now; the new one waits its
+                // timeout (at least 1 s; no content sends an empty message).
+                if !self.flush_delayed().await {
+                    return false;
+                }
+                self.delayed = Some(Box::new(Delayed {
+                    opcode: message_type.opcode(),
+                    content: content.unwrap_or_default(),
+                    due_ms: self.ctx.clock_ms() + u64::from(timeout_s.max(1)) * 1000,
+                }));
+                self.arm_timers(backend);
             }
+            ControlMessage::FlushDelayed => return self.flush_delayed().await,
             ControlMessage::SetMeta { name, value } => {
                 // The meta filters read (Pushpin's handler) ...
                 self.filters
@@ -966,14 +1000,20 @@ impl Session {
                     wsevents::apply_set_meta(&mut oh.meta, &[(name, value)]);
                 }
             }
-            ControlMessage::SendDelayed { content: None, .. }
-            | ControlMessage::FlushDelayed
-            | ControlMessage::Session { .. } => {}
+            ControlMessage::Session { .. } => {}
             ControlMessage::Unknown(t) => {
                 tracing::debug!("unknown GRIP control message type {t:?} ignored")
             }
         }
         true
+    }
+
+    /// Send the `send-delayed` message now, if one waits. False: the write failed.
+    async fn flush_delayed(&mut self) -> bool {
+        match self.delayed.take() {
+            Some(d) => self.send(d.opcode, &d.content).await,
+            None => true,
+        }
     }
 
     /// A data message from the backend: GRIP rules, then to the client.
@@ -1020,7 +1060,17 @@ impl Session {
                 let _ = self
                     .send_close(code.unwrap_or(close_code::NO_STATUS), &reason)
                     .await;
-                false
+                // The backend closed first: the client's reply close goes back to it as a
+                // `CLOSE` event (as in Pushpin), and the reply to that ends the session. A
+                // CLOSE answering the client's own close ends it now.
+                match backend {
+                    Backend::OverHttp(oh) if !oh.close_queued && !oh.closing => {
+                        self.close_reply_due_ms = self.ctx.clock_ms() + CLOSE_REPLY_TIMEOUT_MS;
+                        self.arm_timers(backend);
+                        true
+                    }
+                    _ => false,
+                }
             }
             Event::Disconnect => false,
             Event::Open => true,
@@ -1042,7 +1092,7 @@ impl Session {
             .keep_alive_ms
             .is_some_and(|ms| now >= oh.last_request_ms + ms);
         let recover = self.reliable.wants_request();
-        if oh.queue.is_empty() && !ka_due && !recover && !oh.refresh {
+        if !oh.queue.has_new() && !ka_due && !recover && !oh.refresh {
             return;
         }
         oh.refresh = false;
@@ -1057,9 +1107,13 @@ impl Session {
             self.ctx.counters().inc(Counter::WsRecoveriesSent);
             tracing::debug!(channel = %name, last_id = %last, "reliable WebSocket gap: Grip-Last request to the backend");
         }
-        let extra = fetch::grip_last_lines(&last_ids);
+        let mut extra = fetch::grip_last_lines(&last_ids);
         let mut body = Vec::new();
         oh.queue.take_batch(&mut body);
+        let replayed = oh.queue.replayed();
+        if replayed > 0 {
+            extra.push(format!("Content-Bytes-Replayed: {replayed}\r\n"));
+        }
         if oh.close_queued && oh.queue.is_empty() {
             // This request carries the CLOSE (always the last event of its batch).
             oh.closing = true;
@@ -1364,6 +1418,19 @@ impl Session {
         };
         let (closing, disconnected) = match backend {
             Backend::OverHttp(oh) => {
+                // What the backend did not take is offered again first (Pushpin 1.41).
+                if let Err(e) = oh.queue.accept(reply.content_bytes_accepted) {
+                    self.ctx.counters().inc(Counter::BackendError);
+                    tracing::warn!(error = %e, "WebSocket-over-HTTP reply refused: closing 1011");
+                    let _ = self
+                        .send_close(close_code::INTERNAL_ERROR, "backend error")
+                        .await;
+                    return false;
+                }
+                if oh.closing && oh.queue.has_close() {
+                    // The close was not taken with the rest: it goes again later.
+                    oh.closing = false;
+                }
                 wsevents::apply_set_meta(&mut oh.meta, &reply.set_meta);
                 if let Some(s) = reply.keep_alive_interval_s {
                     oh.keep_alive_ms = Some(u64::from(s) * 1000);
@@ -1518,6 +1585,15 @@ impl Session {
             }
             Some(HoldEvent::Timer(_)) => {
                 let now = self.ctx.clock_ms();
+                if self.close_reply_due_ms > 0 && now >= self.close_reply_due_ms {
+                    tracing::debug!(shard = %self.ctx.id, "no close reply from the client in time: session ended");
+                    return false;
+                }
+                if self.delayed.as_ref().is_some_and(|d| now >= d.due_ms)
+                    && !self.flush_delayed().await
+                {
+                    return false;
+                }
                 if let Some((frame, every)) = self.keep_alive.clone() {
                     if now >= self.last_client_write_ms + every {
                         if !self.send_raw_frame(frame).await {

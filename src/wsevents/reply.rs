@@ -65,6 +65,10 @@ pub struct BackendReply {
     /// `Sec-WebSocket-Accept` (tack writes its own) and hop-by-hop headers. Empty unless
     /// accepted now.
     pub accept_headers: Vec<(String, Vec<u8>)>,
+    /// `Content-Bytes-Accepted` (Pushpin 1.41): how much of the request's content the backend
+    /// took ([`super::OutQueue::accept`]); `None` (absent, or not a non-negative integer, as
+    /// Pushpin ignores it then): all of it.
+    pub content_bytes_accepted: Option<usize>,
 }
 
 impl BackendReply {
@@ -201,6 +205,9 @@ pub fn interpret_reply_shared(
             }
             _ => reply.keep_alive_off = true,
         }
+    }
+    if let Some(v) = header(headers, "content-bytes-accepted") {
+        reply.content_bytes_accepted = parse_int(v).and_then(|x| usize::try_from(x).ok());
     }
     for (n, v) in headers {
         if let Some(meta) = set_meta_name(n) {

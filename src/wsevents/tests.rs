@@ -505,6 +505,7 @@ fn accepting_reply() {
             keep_alive_off: false,
             grip: Some("m:".to_owned()),
             accept_headers: vec![h("X-Custom", "1"), h("Sec-WebSocket-Protocol", "chat")],
+            content_bytes_accepted: None,
         }
     );
     assert!(reply.accepted());
@@ -1015,4 +1016,70 @@ fn interpret_reply_shared_slices_the_body() {
             body: body.clone(),
         })
     );
+}
+
+// ---- Content-Bytes-Accepted (Pushpin 1.41) ---------------------------------------------------
+
+fn text_ev(s: &str) -> Event {
+    Event::Text(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+#[test]
+fn partly_accepted_content_is_replayed_first() {
+    // Pushpin's own vector (websocketoverhttptest `replay`), paraphrased.
+    let mut q = OutQueue::new(REQUEST_CONTENT_MAX, 16, false);
+    q.push(text_ev("[foo][hello")).unwrap();
+    let mut body = Vec::new();
+    q.take_batch(&mut body);
+    assert_eq!(body, b"TEXT b\r\n[foo][hello\r\n");
+    assert_eq!(q.replayed(), 0);
+    q.accept(Some(5)).unwrap();
+    // The tail waits, but is no reason for a request by itself.
+    assert!(!q.has_new());
+    q.push(text_ev(" world]")).unwrap();
+    assert!(q.has_new());
+    let mut body = Vec::new();
+    q.take_batch(&mut body);
+    assert_eq!(body, b"TEXT 6\r\n[hello\r\nTEXT 7\r\n world]\r\n");
+    assert_eq!(q.replayed(), 6);
+    q.accept(None).unwrap();
+    assert!(q.is_empty() && !q.has_new());
+}
+
+#[test]
+fn accepting_too_much_or_all_but_the_close_is_an_error() {
+    let mut q = OutQueue::new(REQUEST_CONTENT_MAX, 16, false);
+    q.push(text_ev("abc")).unwrap();
+    q.take_batch(&mut Vec::new());
+    assert_eq!(
+        q.accept(Some(4)),
+        Err("Content-Bytes-Accepted 4 is more than the 3 bytes offered".into())
+    );
+    q.push(text_ev("ab")).unwrap();
+    q.push(Event::Close {
+        code: Some(1000),
+        reason: Bytes::from_static(b"x"),
+    })
+    .unwrap();
+    q.take_batch(&mut Vec::new());
+    assert_eq!(
+        q.accept(Some(2)),
+        Err("Content-Bytes-Accepted took the messages but not the close".into())
+    );
+    // Less than the messages: the rest and the close go again.
+    q.push(text_ev("ab")).unwrap();
+    q.push(Event::Close {
+        code: Some(1000),
+        reason: Bytes::new(),
+    })
+    .unwrap();
+    q.take_batch(&mut Vec::new());
+    q.accept(Some(1)).unwrap();
+    assert!(q.has_close());
+    let mut body = Vec::new();
+    q.take_batch(&mut body);
+    assert_eq!(body, b"TEXT 1\r\nb\r\nCLOSE 2\r\n\x03\xe8\r\n");
+    // All of it, the close included: nothing left.
+    q.accept(Some(3)).unwrap();
+    assert!(q.is_empty());
 }

@@ -17,3 +17,4 @@ mod routes;
 mod security;
 mod shutdown;
 mod websocket;
+mod ws_events;
