@@ -41,6 +41,15 @@ pub enum Filter {
 }
 
 impl Filter {
+    /// Every filter tack implements (each is advertised in `Grip-Feature`).
+    pub const ALL: [Filter; 5] = [
+        Filter::SkipSelf,
+        Filter::SkipUsers,
+        Filter::RequireSub,
+        Filter::BuildId,
+        Filter::VarSubst,
+    ];
+
     /// The filter a name denotes; `None` for names tack (like Pushpin) ignores.
     pub fn parse(name: &str) -> Option<Filter> {
         Some(match name {
