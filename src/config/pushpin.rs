@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use super::limits::*;
 use super::{parse_listen, ConfigError, HandlerConfig, ProxyConfig, XffRule, XfpMode};
-use crate::route::{RouteEnv, SigKey};
+use crate::route::{parse_key, KeyUse, RouteEnv, SigKey};
 
 /// Where `{libdir}` points: Pushpin's Debian/Ubuntu package layout.
 pub const LIBDIR: &str = "/usr/lib/pushpin";
@@ -343,7 +343,7 @@ impl PushpinSettings {
         s.routes_file = Some(dir.join(routes));
         let p = &mut s.proxy;
         if let Some(e) = get("proxy", "sig_key") {
-            p.sig_key = key_bytes(e, dir, env)?;
+            p.sig_key = key(e, dir, env, KeyUse::Sign)?;
             if e.value == STOCK_SIG_KEY {
                 s.notes.push(format!(
                     "{}:{}: sig_key is Pushpin's stock \"{STOCK_SIG_KEY}\": anyone can forge Grip-Sig; set a real secret",
@@ -355,7 +355,7 @@ impl PushpinSettings {
             p.sig_iss = e.value.clone();
         }
         if let Some(e) = get("proxy", "upstream_key") {
-            p.upstream_key = key_bytes(e, dir, env)?;
+            p.upstream_key = key(e, dir, env, KeyUse::Verify)?;
         }
         if let Some(e) = get("proxy", "x_forwarded_for") {
             p.xff = xff_rules(&e.value).map_err(|m| e.error(m))?;
@@ -499,10 +499,14 @@ fn boolean(e: &IniEntry) -> Result<bool, ConfigError> {
     }
 }
 
-fn key_bytes(e: &IniEntry, dir: &Path, env: &dyn RouteEnv) -> Result<Option<Vec<u8>>, ConfigError> {
-    Ok(SigKey::parse(&e.value, dir, env)
-        .map_err(|m| e.error(m))?
-        .map(|k| k.secret().to_vec()))
+/// A `sig_key` / `upstream_key` value (`file:` relative to the config file's directory).
+fn key(
+    e: &IniEntry,
+    dir: &Path,
+    env: &dyn RouteEnv,
+    key_use: KeyUse,
+) -> Result<Option<SigKey>, ConfigError> {
+    parse_key(&e.value, dir, env, key_use).map_err(|m| e.error(m))
 }
 
 /// `truncate:N` / `append` comma list.
@@ -683,7 +687,7 @@ mod tests {
         assert_eq!(s.proxy.xff, vec![XffRule::Truncate(0), XffRule::Append]);
         assert_eq!(s.proxy.xfp, XfpMode::Both);
         assert_eq!(s.proxy.max_open_requests, None);
-        assert_eq!(s.proxy.upstream_key, Some(vec![1, 2]));
+        assert_eq!(s.proxy.upstream_key, Some(SigKey::Secret(vec![1, 2])));
         assert_eq!(
             s.routes_file,
             Some(PathBuf::from("/etc/pushpin/../r/routes"))
