@@ -664,6 +664,54 @@ mod tests {
     }
 
     #[test]
+    fn pem_and_hex_key_files_relative_to_the_config() {
+        let mut env = FakeEnv::default();
+        env.files.insert(
+            "/etc/pushpin/keys/ec.pem".into(),
+            include_bytes!("../sig/testdata/ec.pem").to_vec(),
+        );
+        env.files.insert(
+            "/etc/pushpin/pub.pem".into(),
+            include_bytes!("../sig/testdata/rsa-pub.pem").to_vec(),
+        );
+        env.files
+            .insert("/etc/pushpin/secret.hex".into(), b"6b6579\n".to_vec());
+        env.files.insert(
+            "/etc/pushpin/bad.pem".into(),
+            b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n".to_vec(),
+        );
+        let path = Path::new("/etc/pushpin/pushpin.conf");
+        let load = |text: &str| PushpinSettings::from_ini(&doc(text, &env)?, path, &env);
+        let s = load("[proxy]\nsig_key=file:keys/ec.pem\nupstream_key=file:pub.pem\n").unwrap();
+        let sig_key = s.proxy.sig_key.unwrap();
+        assert_eq!(sig_key.alg(), crate::sig::Alg::Es256);
+        assert!(sig_key.can_sign());
+        let upstream = s.proxy.upstream_key.unwrap();
+        assert_eq!(upstream.alg(), crate::sig::Alg::Rs256);
+        assert!(!upstream.can_sign());
+        let s =
+            load("[proxy]\nsig_key=file:secret.hex\nupstream_key=file:/etc/pushpin/secret.hex\n")
+                .unwrap();
+        assert_eq!(s.proxy.sig_key, Some(SigKey::Secret(b"key".to_vec())));
+        assert_eq!(s.proxy.upstream_key, Some(SigKey::Secret(b"key".to_vec())));
+        // A bad key is an error naming the config line and the key file.
+        assert_eq!(
+            load("[proxy]\n\nsig_key=file:pub.pem\n").unwrap_err().to_string(),
+            "/etc/pushpin/pushpin.conf:3: sig_key = \"file:pub.pem\": key file /etc/pushpin/pub.pem: \
+             line 1: a public key cannot sign: a signing key must be the private key (PRIVATE KEY, \
+             EC PRIVATE KEY or RSA PRIVATE KEY); the public key is for the backend (or a \
+             downstream proxy's upstream_key) to verify with"
+        );
+        assert_eq!(
+            load("[proxy]\nupstream_key=file:bad.pem\n")
+                .unwrap_err()
+                .to_string(),
+            "/etc/pushpin/pushpin.conf:2: upstream_key = \"file:bad.pem\": key file \
+             /etc/pushpin/bad.pem: line 1: malformed DER: expected a SubjectPublicKeyInfo"
+        );
+    }
+
+    #[test]
     fn typed_values_and_errors() {
         let env = FakeEnv::default();
         let path = Path::new("/etc/pushpin/pushpin.conf");
