@@ -51,9 +51,10 @@
 //!   P-256 arithmetic are constant-time;
 //! - *speed*: RustCrypto measured 9x slower for ES256 signing (200 µs), 6x for verifying
 //!   (340 µs) and 7x for RS256 signing (5.2 ms) in the same run;
-//! - *build*: ring adds 4 crates (ring, untrusted, getrandom, cfg-if) and about 13 s of CPU to a
-//!   clean release build; `p256` 0.13 + `rsa` 0.9 add about 30 crates and 28 s; `p256` 0.14 +
-//!   `rsa` 0.10 also bring a second `digest`/`sha2` generation beside `hmac` 0.12;
+//! - *build*: ring adds 3 crates to the lock file (ring, untrusted, getrandom; `cc` and
+//!   `cfg-if` were there) and about 13 s of CPU to a clean release build; `p256` 0.13 + `rsa`
+//!   0.9 add about 30 crates and 28 s; `p256` 0.14 + `rsa` 0.10 also bring a second
+//!   `digest`/`sha2` generation beside `hmac` 0.12;
 //! - *not pure Rust*: ring compiles C and assembly with `cc`. tack already needs a C compiler
 //!   (mimalloc), so the build needs nothing new.
 //!
@@ -324,13 +325,13 @@ impl SigKey {
     /// or the signer fails (the OS gave no randomness); the request then goes unsigned, as
     /// Pushpin's "failed to sign request".
     pub fn mint(&self, iss: &str, now_unix_s: u64) -> Option<String> {
-        let rng = SystemRandom::new();
         let token = match self {
             SigKey::Secret(s) => {
                 return (!s.is_empty()).then(|| mint_grip_sig(s, iss, now_unix_s));
             }
             SigKey::Ec(k) => {
                 let pair = k.pair.as_ref()?;
+                let rng = SystemRandom::new();
                 let mut token = signing_input(Alg::Es256, iss, now_unix_s, 87);
                 let sig = pair.sign(&rng, token.as_bytes()).ok()?;
                 debug_assert_eq!(sig.as_ref().len(), 64, "fixed r||s, not DER");
@@ -340,6 +341,7 @@ impl SigKey {
             }
             SigKey::Rsa(k) => {
                 let pair = k.pair.as_ref()?;
+                let rng = SystemRandom::new();
                 let mut sig = vec![0; pair.public().modulus_len()];
                 let mut token =
                     signing_input(Alg::Rs256, iss, now_unix_s, sig.len().div_ceil(3) * 4 + 1);
