@@ -35,7 +35,8 @@
 //! queues) ─▶ `conn::held` tasks write the shared bytes.
 //!
 //! Pure modules (no I/O, no clock reads): `http1`, `route`, `config`, `sig`, `grip`, `publish`,
-//! `subs`, `timer`, `hold`, `ws`, `wsevents`, `gather`.
+//! `subs`, `timer`, `hold`, `ws`, `wsevents`, `gather`. (`sig` draws ECDSA nonces and RSA
+//! blinding from the OS's random source; `config` and `route` read files through `RouteEnv`.)
 //! I/O modules (monoio): `shard`, `accept`, `conn`, `backend`, `testbackend`, `control`,
 //! `conncontrol`, `fanout`, `metrics_http`.
 

@@ -74,6 +74,9 @@ pub struct ShardCtx {
     pub shares: RefCell<crate::conn::share::ShareTable<crate::conn::share::SharedFetch>>,
     /// Single-connection control requests taken here, waiting for the shards' answers.
     pub gather: RefCell<GatherTable>,
+    /// This shard's ES256/RS256 `Grip-Sig` tokens, one signature per key, issuer and second
+    /// (see `sig`).
+    pub sig_tokens: RefCell<crate::sig::TokenCache>,
     /// Connection ids minted so far on this shard.
     conn_seq: Cell<u64>,
     pipeline_notify: LocalNotify,
@@ -215,6 +218,7 @@ pub async fn run(shard: Shard, shared: Arc<Shared>, ready: Sender<Result<(), Str
             crate::conn::share::SHARES_MAX,
         )),
         gather: RefCell::new(GatherTable::new(GATHER_MAX)),
+        sig_tokens: RefCell::new(crate::sig::TokenCache::default()),
         conn_seq: Cell::new(0),
         pipeline_notify: LocalNotify::default(),
         timer_notify: LocalNotify::default(),

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::Cli;
-use crate::route::{RouteEnv, RouteError, RouteTable, SystemEnv};
+use crate::route::{RouteEnv, RouteError, RouteTable, SigKey, SystemEnv};
 use limits::*;
 use pushpin::{IniDoc, PushpinSettings};
 use tuning::{Tuning, TuningFile, TuningInputs};
@@ -81,12 +81,13 @@ pub use crate::http1::forward::{XffRule, XfpMode};
 /// `[proxy]` settings.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ProxyConfig {
-    /// Global `Grip-Sig` signing secret; `None` = do not sign.
-    pub sig_key: Option<Vec<u8>>,
+    /// Global `Grip-Sig` signing key (secret → HS256, EC → ES256, RSA → RS256); `None` = do
+    /// not sign.
+    pub sig_key: Option<SigKey>,
     /// JWT issuer.
     pub sig_iss: String,
-    /// Secret that verifies an upstream GRIP proxy's `Grip-Sig`.
-    pub upstream_key: Option<Vec<u8>>,
+    /// Key that verifies an upstream GRIP proxy's `Grip-Sig` (a secret, or a public key).
+    pub upstream_key: Option<SigKey>,
     /// `x_forwarded_for` (untrusted clients); empty = pass through.
     pub xff: Vec<XffRule>,
     /// `x_forwarded_for_trusted` (signed upstream).

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use super::limits::*;
 use super::{parse_listen, ConfigError, HandlerConfig, ProxyConfig, XffRule, XfpMode};
-use crate::route::{RouteEnv, SigKey};
+use crate::route::{parse_key, KeyUse, RouteEnv, SigKey};
 
 /// Where `{libdir}` points: Pushpin's Debian/Ubuntu package layout.
 pub const LIBDIR: &str = "/usr/lib/pushpin";
@@ -343,7 +343,7 @@ impl PushpinSettings {
         s.routes_file = Some(dir.join(routes));
         let p = &mut s.proxy;
         if let Some(e) = get("proxy", "sig_key") {
-            p.sig_key = key_bytes(e, dir, env)?;
+            p.sig_key = key(e, dir, env, KeyUse::Sign)?;
             if e.value == STOCK_SIG_KEY {
                 s.notes.push(format!(
                     "{}:{}: sig_key is Pushpin's stock \"{STOCK_SIG_KEY}\": anyone can forge Grip-Sig; set a real secret",
@@ -355,7 +355,7 @@ impl PushpinSettings {
             p.sig_iss = e.value.clone();
         }
         if let Some(e) = get("proxy", "upstream_key") {
-            p.upstream_key = key_bytes(e, dir, env)?;
+            p.upstream_key = key(e, dir, env, KeyUse::Verify)?;
         }
         if let Some(e) = get("proxy", "x_forwarded_for") {
             p.xff = xff_rules(&e.value).map_err(|m| e.error(m))?;
@@ -499,10 +499,14 @@ fn boolean(e: &IniEntry) -> Result<bool, ConfigError> {
     }
 }
 
-fn key_bytes(e: &IniEntry, dir: &Path, env: &dyn RouteEnv) -> Result<Option<Vec<u8>>, ConfigError> {
-    Ok(SigKey::parse(&e.value, dir, env)
-        .map_err(|m| e.error(m))?
-        .map(|k| k.secret().to_vec()))
+/// A `sig_key` / `upstream_key` value (`file:` relative to the config file's directory).
+fn key(
+    e: &IniEntry,
+    dir: &Path,
+    env: &dyn RouteEnv,
+    key_use: KeyUse,
+) -> Result<Option<SigKey>, ConfigError> {
+    parse_key(&e.value, dir, env, key_use).map_err(|m| e.error(m))
 }
 
 /// `truncate:N` / `append` comma list.
@@ -660,6 +664,54 @@ mod tests {
     }
 
     #[test]
+    fn pem_and_hex_key_files_relative_to_the_config() {
+        let mut env = FakeEnv::default();
+        env.files.insert(
+            "/etc/pushpin/keys/ec.pem".into(),
+            include_bytes!("../sig/testdata/ec.pem").to_vec(),
+        );
+        env.files.insert(
+            "/etc/pushpin/pub.pem".into(),
+            include_bytes!("../sig/testdata/rsa-pub.pem").to_vec(),
+        );
+        env.files
+            .insert("/etc/pushpin/secret.hex".into(), b"6b6579\n".to_vec());
+        env.files.insert(
+            "/etc/pushpin/bad.pem".into(),
+            b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n".to_vec(),
+        );
+        let path = Path::new("/etc/pushpin/pushpin.conf");
+        let load = |text: &str| PushpinSettings::from_ini(&doc(text, &env)?, path, &env);
+        let s = load("[proxy]\nsig_key=file:keys/ec.pem\nupstream_key=file:pub.pem\n").unwrap();
+        let sig_key = s.proxy.sig_key.unwrap();
+        assert_eq!(sig_key.alg(), crate::sig::Alg::Es256);
+        assert!(sig_key.can_sign());
+        let upstream = s.proxy.upstream_key.unwrap();
+        assert_eq!(upstream.alg(), crate::sig::Alg::Rs256);
+        assert!(!upstream.can_sign());
+        let s =
+            load("[proxy]\nsig_key=file:secret.hex\nupstream_key=file:/etc/pushpin/secret.hex\n")
+                .unwrap();
+        assert_eq!(s.proxy.sig_key, Some(SigKey::Secret(b"key".to_vec())));
+        assert_eq!(s.proxy.upstream_key, Some(SigKey::Secret(b"key".to_vec())));
+        // A bad key is an error naming the config line and the key file.
+        assert_eq!(
+            load("[proxy]\n\nsig_key=file:pub.pem\n").unwrap_err().to_string(),
+            "/etc/pushpin/pushpin.conf:3: sig_key = \"file:pub.pem\": key file /etc/pushpin/pub.pem: \
+             line 1: a public key cannot sign: a signing key must be the private key (PRIVATE KEY, \
+             EC PRIVATE KEY or RSA PRIVATE KEY); the public key is for the backend (or a \
+             downstream proxy's upstream_key) to verify with"
+        );
+        assert_eq!(
+            load("[proxy]\nupstream_key=file:bad.pem\n")
+                .unwrap_err()
+                .to_string(),
+            "/etc/pushpin/pushpin.conf:2: upstream_key = \"file:bad.pem\": key file \
+             /etc/pushpin/bad.pem: line 1: malformed DER: expected a SubjectPublicKeyInfo"
+        );
+    }
+
+    #[test]
     fn typed_values_and_errors() {
         let env = FakeEnv::default();
         let path = Path::new("/etc/pushpin/pushpin.conf");
@@ -683,7 +735,7 @@ mod tests {
         assert_eq!(s.proxy.xff, vec![XffRule::Truncate(0), XffRule::Append]);
         assert_eq!(s.proxy.xfp, XfpMode::Both);
         assert_eq!(s.proxy.max_open_requests, None);
-        assert_eq!(s.proxy.upstream_key, Some(vec![1, 2]));
+        assert_eq!(s.proxy.upstream_key, Some(SigKey::Secret(vec![1, 2])));
         assert_eq!(
             s.routes_file,
             Some(PathBuf::from("/etc/pushpin/../r/routes"))

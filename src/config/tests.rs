@@ -388,7 +388,7 @@ fn stock_pushpin_1_36_config_loads_from_disk() {
     );
     assert_eq!(c.publish_listen, "127.0.0.1:5561".parse().unwrap());
     assert_eq!(c.log_level, tracing::Level::INFO);
-    assert_eq!(c.proxy.sig_key, Some(b"changeme".to_vec()));
+    assert_eq!(c.proxy.sig_key, Some(SigKey::Secret(b"changeme".to_vec())));
     assert_eq!(c.proxy.sig_iss, "pushpin");
     assert_eq!(c.proxy.upstream_key, None);
     assert_eq!(c.proxy.xff, vec![]);

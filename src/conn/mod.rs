@@ -563,7 +563,7 @@ fn is_trusted_upstream(ctx: &ShardCtx, head: &RequestHead) -> bool {
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case("grip-sig"))
             .and_then(|h| std::str::from_utf8(&h.value).ok())
-            .is_some_and(|tok| crate::sig::verify_grip_sig(tok, key, unix_now())),
+            .is_some_and(|tok| key.verify(tok, unix_now())),
         None => false,
     }
 }
@@ -599,13 +599,16 @@ fn forward_head_with(
     let sig = if route.no_grip || trusted {
         None
     } else {
-        let key: Option<&[u8]> = match &route.sig_key {
-            Some(SigKey::Secret(k)) => Some(k),
-            None => proxy.sig_key.as_deref(),
-        };
+        // Pushpin 1.38+: a route's sig_key and sig_iss each override the global on their own.
+        let key: Option<&SigKey> = route.sig_key.as_ref().or(proxy.sig_key.as_ref());
         let iss = route.sig_iss.as_deref().unwrap_or(&proxy.sig_iss);
-        key.filter(|k| !k.is_empty())
-            .map(|k| crate::sig::mint_grip_sig(k, iss, now))
+        key.and_then(|k| {
+            let token = ctx.sig_tokens.borrow_mut().mint(k, iss, now);
+            if token.is_none() && k.can_sign() {
+                tracing::warn!(alg = k.alg().name(), "failed to sign request: no Grip-Sig");
+            }
+            token
+        })
     };
     let path = route.rewrite_path(&head.path);
     let default_host;

@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
-pub use key::SigKey;
+pub use key::{parse_key, KeyUse, SigKey};
 use lex::{Prop, Token};
 
 use crate::config::limits::ROUTES_MAX;
@@ -526,7 +526,7 @@ fn parse_rule(
             "path_beg" => r.path_beg = Some(nonempty(p)?.to_string()),
             "id" => id = Some(nonempty(p)?.to_string()),
             "sig_iss" => r.sig_iss = Some(value(p)?.to_string()),
-            "sig_key" => r.sig_key = SigKey::parse(value(p)?, base_dir, env)?,
+            "sig_key" => r.sig_key = parse_key(value(p)?, base_dir, env, KeyUse::Sign)?,
             "prefix" => r.prefix = Some(value(p)?.to_string()),
             "as_host" => r.as_host = Some(nonempty(p)?.to_string()),
             "path_rem" => {
@@ -878,15 +878,32 @@ pub(crate) mod tests {
             Some(SigKey::Secret(vec![0xab, 0xcd]))
         );
         env.files.insert(
-            "/etc/pushpin/key.pem".into(),
-            b"-----BEGIN RSA PRIVATE KEY-----".to_vec(),
+            "/etc/pushpin/keys/ec.pem".into(),
+            include_bytes!("../sig/testdata/ec.pem").to_vec(),
         );
-        let e = RouteTable::parse_with("*,sig_key=file:key.pem a:1", "/etc/pushpin/routes", &env)
-            .unwrap_err();
-        assert_eq!(e.line, 1);
+        let t = RouteTable::parse_with(
+            "*,sig_key=file:keys/ec.pem,sig_iss=r a:1",
+            "/etc/pushpin/routes",
+            &env,
+        )
+        .unwrap();
+        let key = t.routes()[0].sig_key.as_ref().unwrap();
+        assert_eq!(key.alg(), crate::sig::Alg::Es256);
+        assert!(key.can_sign());
+        env.files.insert(
+            "/etc/pushpin/key.pem".into(),
+            include_bytes!("../sig/testdata/rsa-pub.pem").to_vec(),
+        );
+        let e = RouteTable::parse_with(
+            "* a:1\n*,sig_key=file:key.pem a:1",
+            "/etc/pushpin/routes",
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 2);
         assert!(
             e.message
-                .contains("PEM keys (ES256/RS256) are not supported yet"),
+                .contains("key file /etc/pushpin/key.pem: line 1: a public key cannot sign"),
             "{e}"
         );
     }

@@ -16,5 +16,6 @@ mod reliable_ws;
 mod routes;
 mod security;
 mod shutdown;
+mod sig;
 mod websocket;
 mod ws_events;

@@ -106,9 +106,10 @@ pub fn echo_headers(v: &serde_json::Value, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// A Python interpreter that can `import gripcontrol` (the official GRIP library) and
-/// `websockets` (a real WebSocket client). Uses `TACK_TEST_PYTHON` if set; otherwise makes a
-/// virtualenv under `target/` and installs both from PyPI into it once.
+/// A Python interpreter that can `import gripcontrol` (the official GRIP library, which brings
+/// PyJWT), `websockets` (a real WebSocket client) and `cryptography` (PyJWT's ES256/RS256).
+/// Uses `TACK_TEST_PYTHON` if set; otherwise makes a virtualenv under `target/` and installs
+/// them from PyPI into it once.
 pub fn gripcontrol_python() -> PathBuf {
     if let Ok(p) = std::env::var("TACK_TEST_PYTHON") {
         return PathBuf::from(p);
@@ -118,7 +119,7 @@ pub fn gripcontrol_python() -> PathBuf {
     let py = venv.join("bin").join("python");
     let importable = |py: &PathBuf| {
         std::process::Command::new(py)
-            .args(["-c", "import gripcontrol, websockets"])
+            .args(["-c", "import gripcontrol, websockets, cryptography"])
             .status()
             .is_ok_and(|s| s.success())
     };
@@ -154,7 +155,13 @@ pub fn gripcontrol_python() -> PathBuf {
         .status()
         .is_ok_and(|s| s.success())
         && std::process::Command::new(venv.join("bin").join("pip"))
-            .args(["install", "--quiet", "gripcontrol", "websockets"])
+            .args([
+                "install",
+                "--quiet",
+                "gripcontrol",
+                "websockets",
+                "cryptography",
+            ])
             .status()
             .is_ok_and(|s| s.success());
     let _ = std::fs::remove_file(&lock);
