@@ -35,9 +35,11 @@ pub const FILTERS_PER_CHANNEL_MAX: usize = 5;
 /// The media type that marks a JSON instruction body.
 pub const INSTRUCT_CONTENT_TYPE: &str = "application/grip-instruct";
 
-/// The `Grip-Feature` value tack advertises on forwarded requests.
-pub const GRIP_FEATURES: &str =
-    "status, session, link:next, link:gone, filter:skip-self, filter:skip-users, filter:require-sub";
+/// The `Grip-Feature` value tack advertises on forwarded requests: Pushpin 1.41's list (1.36's
+/// plus `link:gone`), each entry implemented (a unit test ties the filters to
+/// [`filter::Filter::ALL`]).
+pub const GRIP_FEATURES: &str = "status, session, link:next, link:gone, filter:skip-self, \
+filter:skip-users, filter:require-sub, filter:build-id, filter:var-subst";
 
 /// Response headers never copied into a held response: hop-by-hop headers and `Content-Length`
 /// (the framing of the eventual response is the caller's).

@@ -997,3 +997,32 @@ fn body_patch_applies_to_the_held_json_body() {
         "held response body is not a JSON object or array"
     );
 }
+
+#[test]
+fn grip_feature_lists_what_tack_implements_and_all_pushpin_1_36_advertises() {
+    let advertised: Vec<&str> = GRIP_FEATURES.split(", ").collect();
+    // Every filter tack implements, and nothing else under `filter:`.
+    let filters: Vec<String> = filter::Filter::ALL
+        .iter()
+        .map(|f| format!("filter:{}", f.name()))
+        .collect();
+    let mut implemented: Vec<String> = ["status", "session", "link:next", "link:gone"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(filters)
+        .collect();
+    implemented.sort();
+    let mut sorted: Vec<String> = advertised.iter().map(|s| s.to_string()).collect();
+    sorted.sort();
+    assert_eq!(sorted, implemented);
+    // Each advertised filter parses as the filter it names.
+    for f in advertised.iter().filter_map(|f| f.strip_prefix("filter:")) {
+        assert_eq!(filter::Filter::parse(f).map(|k| k.name()), Some(f));
+    }
+    // What Pushpin 1.36 sends (observed on the wire), in its order.
+    let pushpin_136 = "status, session, link:next, filter:skip-self, filter:skip-users, \
+filter:require-sub, filter:build-id, filter:var-subst";
+    for f in pushpin_136.split(", ") {
+        assert!(advertised.contains(&f), "Pushpin 1.36 advertises {f}");
+    }
+}

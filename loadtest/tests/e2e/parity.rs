@@ -520,3 +520,36 @@ fn stream_holds_with_large_initial_bodies_stream_through() {
         }
     }
 }
+
+/// The `Grip-Feature` list a backend gets through `proxy` (via the built-in `/echo`).
+fn grip_features(proxy: std::net::SocketAddr) -> Vec<String> {
+    let mut c = RawClient::connect(proxy);
+    c.send(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n");
+    let v = crate::support::echo_json(&c.read_response(T).expect("echo").body);
+    let values = crate::support::echo_headers(&v, "grip-feature");
+    assert_eq!(values.len(), 1, "{values:?}");
+    values[0].split(", ").map(str::to_string).collect()
+}
+
+#[test]
+fn grip_feature_carries_everything_pushpin_advertises() {
+    for (driver, _) in DRIVERS {
+        let origin = Origin::start();
+        let tack = start_routed(driver, origin.addr(), &[]);
+        let got = grip_features(tack.addr);
+        assert_eq!(got.join(", "), tack::grip::GRIP_FEATURES, "{driver}");
+        if pushpin_available() {
+            let pp = Pushpin::start(&format!("* {}\n", origin.addr()), "changeme");
+            let theirs = grip_features(pp.addr);
+            for f in &theirs {
+                assert!(
+                    got.contains(f),
+                    "Pushpin 1.36 advertises {f}, tack does not: {got:?}"
+                );
+            }
+            // tack's extra: Pushpin 1.41's `link:gone`, which 1.36 lacks.
+            let extra: Vec<&String> = got.iter().filter(|f| !theirs.contains(f)).collect();
+            assert_eq!(extra, vec!["link:gone"], "{driver}");
+        }
+    }
+}
