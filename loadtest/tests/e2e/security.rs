@@ -317,3 +317,23 @@ fn a_held_client_that_stops_reading_is_cut_off_by_the_write_timeout() {
         drop((ws, stream));
     }
 }
+
+#[test]
+fn a_published_close_1005_is_a_close_without_a_code() {
+    for (driver, _) in DRIVERS {
+        let tack = start(driver, &["--route".into(), "* test".into()]);
+        let mut c = crate::websocket::raw_ws_connect(tack.addr, "/ws?channel=cl");
+        wait_metric(
+            tack.metrics,
+            "tack_subscriptions_started",
+            1,
+            T,
+            "subscribed",
+        );
+        let close = r#"{"items":[{"channel":"cl","ws-message":{"action":"close","code":1005}}]}"#;
+        assert_eq!(publish(tack.publish, close).0, 200, "{driver}");
+        // RFC 6455 §7.4.1: 1005 is never on the wire; it stands for a close frame with no code.
+        let raw = c.read_until_close(T);
+        assert_eq!(raw, b"\x88\x00", "{driver}");
+    }
+}
