@@ -132,17 +132,8 @@ pub fn write_full_response(
     version: Version,
     keep_alive: bool,
 ) {
-    let headers = resp.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
     let body = http1::BuiltBody::Length(resp.body.len());
-    if http1::write_built_head(
-        out,
-        version,
-        resp.code,
-        &resp.reason,
-        headers,
-        body,
-        keep_alive,
-    ) {
+    if write_held_head(out, resp, version, body, keep_alive) {
         out.extend_from_slice(&resp.body);
     }
 }
@@ -151,14 +142,24 @@ pub fn write_full_response(
 /// Stream holds never have a bodiless status: the instruction parser refuses them.
 fn write_stream_head(out: &mut Vec<u8>, resp: &HeldResponse, version: Version) {
     debug_assert!(http1::status_has_body(resp.code));
-    let headers = resp.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
     let body = match version {
         Version::Http11 => http1::BuiltBody::Chunked,
         Version::Http10 => http1::BuiltBody::UntilClose,
     };
     // HTTP/1.1: the connection outlives the stream (`action: close` ends the chunked body);
     // HTTP/1.0: the close ends the body.
-    let keep_alive = version == Version::Http11;
+    write_held_head(out, resp, version, body, version == Version::Http11);
+}
+
+/// A held response's head through the one serializer of responses tack builds.
+fn write_held_head(
+    out: &mut Vec<u8>,
+    resp: &HeldResponse,
+    version: Version,
+    body: http1::BuiltBody,
+    keep_alive: bool,
+) -> bool {
+    let headers = resp.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
     http1::write_built_head(
         out,
         version,
@@ -167,7 +168,7 @@ fn write_stream_head(out: &mut Vec<u8>, resp: &HeldResponse, version: Version) {
         headers,
         body,
         keep_alive,
-    );
+    )
 }
 
 /// What the client watcher saw.

@@ -1012,8 +1012,8 @@ async fn grip_answer(
         };
         return Reply::Done(after, instruction.response.code);
     }
-    ctx.counters().inc(Counter::HoldsStarted);
     Reply::Hold(hold_plan(
+        ctx,
         conn,
         &request,
         route,
@@ -1022,8 +1022,10 @@ async fn grip_answer(
         false,
     ))
 }
-/// The plan of a hold of `request` on `conn` (the GRIP answers' one way into a hold).
+/// The plan of a hold of `request` on `conn` (the GRIP answers' one way into a hold), counted
+/// as a hold started.
 fn hold_plan(
+    ctx: &ShardCtx,
     conn: &Conn,
     request: &held::HeldRequest,
     route: &Route,
@@ -1031,6 +1033,7 @@ fn hold_plan(
     connection_id: Option<ConnectionId>,
     head_sent: bool,
 ) -> Box<HoldPlan> {
+    ctx.counters().inc(Counter::HoldsStarted);
     Box::new(HoldPlan {
         version: request.head.version,
         keep_alive: request.head.keep_alive,
@@ -1102,8 +1105,8 @@ async fn stream_through(
     if instruction.hold.is_none() {
         return next_chain(ctx, conn, &request, route, instruction, connection_id, true).await;
     }
-    ctx.counters().inc(Counter::HoldsStarted);
     Reply::Hold(hold_plan(
+        ctx,
         conn,
         &request,
         route,
@@ -1195,8 +1198,8 @@ async fn next_chain(
                             return Reply::Done(After::Close, status);
                         }
                         i.response.code = status;
-                        ctx.counters().inc(Counter::HoldsStarted);
                         return Reply::Hold(hold_plan(
+                            ctx,
                             conn,
                             request,
                             route,

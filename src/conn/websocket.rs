@@ -1376,6 +1376,17 @@ impl Session {
         true
     }
 
+    /// A WebSocket-over-HTTP backend failed the session: counted, logged, the client closed
+    /// with 1011. Returns false (the session ends).
+    async fn over_http_failed(&mut self, why: std::fmt::Arguments<'_>) -> bool {
+        self.ctx.counters().inc(Counter::BackendError);
+        tracing::warn!("WebSocket-over-HTTP {why}: closing 1011");
+        let _ = self
+            .send_close(close_code::INTERNAL_ERROR, "backend error")
+            .await;
+        false
+    }
+
     /// The answer to a WebSocket-over-HTTP request.
     async fn on_http_reply(
         &mut self,
@@ -1385,12 +1396,9 @@ impl Session {
         let f = match r {
             Ok(f) => f,
             Err(e) => {
-                self.ctx.counters().inc(Counter::BackendError);
-                tracing::warn!(error = ?e, "WebSocket-over-HTTP request failed: closing 1011");
-                let _ = self
-                    .send_close(close_code::INTERNAL_ERROR, "backend error")
-                    .await;
-                return false;
+                return self
+                    .over_http_failed(format_args!("request failed: {e:?}"))
+                    .await
             }
         };
         let headers: Vec<(String, Vec<u8>)> = f
@@ -1408,24 +1416,18 @@ impl Session {
         ) {
             Ok(r) => r,
             Err(e) => {
-                self.ctx.counters().inc(Counter::BackendError);
-                tracing::warn!(error = %e, "WebSocket-over-HTTP reply refused: closing 1011");
-                let _ = self
-                    .send_close(close_code::INTERNAL_ERROR, "backend error")
-                    .await;
-                return false;
+                return self
+                    .over_http_failed(format_args!("reply refused: {e}"))
+                    .await
             }
         };
         let (closing, disconnected) = match backend {
             Backend::OverHttp(oh) => {
                 // What the backend did not take is offered again first (Pushpin 1.41).
                 if let Err(e) = oh.queue.accept(reply.content_bytes_accepted) {
-                    self.ctx.counters().inc(Counter::BackendError);
-                    tracing::warn!(error = %e, "WebSocket-over-HTTP reply refused: closing 1011");
-                    let _ = self
-                        .send_close(close_code::INTERNAL_ERROR, "backend error")
+                    return self
+                        .over_http_failed(format_args!("reply refused: {e}"))
                         .await;
-                    return false;
                 }
                 if oh.closing && oh.queue.has_close() {
                     // The close was not taken with the rest: it goes again later.

@@ -34,6 +34,30 @@ fn publish_with(addr: SocketAddr, json: &str, headers: &[&str]) -> (u16, String)
     (r.status, String::from_utf8_lossy(&r.body).into_owned())
 }
 
+/// Publish `item` to the long-poll `c` is held on and read its answer: once, after `ready` says
+/// the hold is registered (tack's metrics), or, with `None` (Pushpin, which reports no such
+/// thing), again until the client is answered (only the first publish after the hold counts).
+pub fn publish_for_answer(
+    c: &mut RawClient,
+    publish_addr: SocketAddr,
+    item: &str,
+    ready: Option<&dyn Fn()>,
+) -> loadtest::client::ClientResponse {
+    if let Some(wait) = ready {
+        wait();
+        assert_eq!(publish(publish_addr, item).0, 200);
+        return c.read_response(T).expect("published answer");
+    }
+    let end = Instant::now() + T;
+    loop {
+        assert_eq!(publish(publish_addr, item).0, 200);
+        if let Ok(r) = c.read_response(Duration::from_millis(200)) {
+            return r;
+        }
+        assert!(Instant::now() < end, "never answered");
+    }
+}
+
 /// An origin that answers every request with a stream hold on `ch` (or the `?ch=` given).
 fn stream_origin() -> Origin {
     Origin::start_with(|req| {

@@ -292,23 +292,7 @@ fn patch_once(
     let item = format!(
         r#"{{"items":[{{"channel":"p","formats":{{"http-response":{{"body-patch":{patch}}}}}}}]}}"#
     );
-    let r = match ready {
-        Some(wait) => {
-            wait();
-            assert_eq!(publish(publish_addr, &item).0, 200);
-            c.read_response(T).expect("patched answer")
-        }
-        None => {
-            let end = std::time::Instant::now() + T;
-            loop {
-                assert_eq!(publish(publish_addr, &item).0, 200);
-                if let Ok(r) = c.read_response(Duration::from_millis(200)) {
-                    break r;
-                }
-                assert!(std::time::Instant::now() < end, "never answered");
-            }
-        }
-    };
+    let r = crate::grip::publish_for_answer(&mut c, publish_addr, &item, ready);
     (
         r.status,
         r.text(),

@@ -110,8 +110,7 @@ fn long_poll_origin() -> Origin {
 /// Hold `/hold` on a keep-alive connection, publish `http-response` code `code` with a body,
 /// then send a second request on the same connection. Returns (raw head of the first answer,
 /// status and body of the second): a body after a 204/304 would be read as the second answer.
-/// `ready` waits until the hold is registered; `None` (Pushpin, which reports no such thing)
-/// re-publishes until the client is answered (only the first publish after the hold counts).
+/// `ready`: see [`crate::grip::publish_for_answer`].
 fn bodiless_publish(
     addr: std::net::SocketAddr,
     publish_addr: std::net::SocketAddr,
@@ -123,23 +122,7 @@ fn bodiless_publish(
     let item = format!(
         r#"{{"items":[{{"channel":"c","formats":{{"http-response":{{"code":{code},"body":"leak\n"}}}}}}]}}"#
     );
-    let first = match ready {
-        Some(wait) => {
-            wait();
-            assert_eq!(publish(publish_addr, &item).0, 200);
-            c.read_response(T).expect("published answer")
-        }
-        None => {
-            let end = std::time::Instant::now() + T;
-            loop {
-                assert_eq!(publish(publish_addr, &item).0, 200);
-                if let Ok(r) = c.read_response(Duration::from_millis(200)) {
-                    break r;
-                }
-                assert!(std::time::Instant::now() < end, "never answered");
-            }
-        }
-    };
+    let first = crate::grip::publish_for_answer(&mut c, publish_addr, &item, ready);
     assert_eq!(first.status, code);
     c.send(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n");
     let second = c.read_response(T).expect("second answer");
