@@ -107,60 +107,116 @@ pub fn echo_headers(v: &serde_json::Value, name: &str) -> Vec<String> {
 }
 
 /// A Python interpreter that can `import gripcontrol` (the official GRIP library) and
-/// `websockets` (a real WebSocket client). Uses `TACK_TEST_PYTHON` if set; otherwise makes a
-/// virtualenv under `target/` and installs both from PyPI into it once.
+/// `websockets` (a real WebSocket client). Uses `TACK_TEST_PYTHON` if set; otherwise a
+/// virtualenv under `target/` ([`python_venv`]), installed from PyPI once.
 pub fn gripcontrol_python() -> PathBuf {
     if let Ok(p) = std::env::var("TACK_TEST_PYTHON") {
         return PathBuf::from(p);
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let venv = root.join("target").join("gripcontrol-venv");
+    python_venv(
+        "gripcontrol-venv",
+        &PipInstall::Packages(&["gripcontrol", "websockets"]),
+        "import gripcontrol, websockets",
+    )
+}
+
+/// What [`python_venv`] installs.
+pub enum PipInstall<'a> {
+    /// Packages by name (whatever version PyPI serves): the venv is reused as long as the
+    /// import check passes.
+    Packages(&'a [&'a str]),
+    /// A requirements file (exact pins): the venv is reused only if it was installed from a
+    /// file with the same text (kept beside the venv as `<name>.requirements`), so a change of
+    /// pins rebuilds it.
+    Requirements(&'a std::path::Path),
+}
+
+/// The Python of a virtualenv `target/<name>` that has `what` installed and in which `check`
+/// (Python code, e.g. `import django`) runs without error. Made once with `python3 -m venv` and
+/// `pip`; tests running in parallel (or in several test binaries) wait on the lock file
+/// `target/<name>.lock`, which holds the installer's pid (a lock left by a process that is gone
+/// is taken over). Panics if the install fails.
+pub fn python_venv(name: &str, what: &PipInstall<'_>, check: &str) -> PathBuf {
+    use std::time::{Duration, Instant};
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+    let venv = target.join(name);
     let py = venv.join("bin").join("python");
-    let importable = |py: &PathBuf| {
-        std::process::Command::new(py)
-            .args(["-c", "import gripcontrol, websockets"])
-            .status()
-            .is_ok_and(|s| s.success())
+    let stamp = target.join(format!("{name}.requirements"));
+    let wanted = match what {
+        PipInstall::Packages(_) => None,
+        PipInstall::Requirements(file) => Some(
+            std::fs::read_to_string(file)
+                .unwrap_or_else(|e| panic!("read {}: {e}", file.display())),
+        ),
     };
-    if importable(&py) {
+    let ready = || {
+        let stamped = match &wanted {
+            None => true,
+            Some(text) => std::fs::read_to_string(&stamp).is_ok_and(|s| s == *text),
+        };
+        stamped
+            && std::process::Command::new(&py)
+                .args(["-c", check])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+    };
+    if ready() {
         return py;
     }
-    // Tests run in parallel: one creates the venv, the others wait on the lock file.
-    let lock = root.join("target").join("gripcontrol-venv.lock");
-    let _ = std::fs::create_dir_all(root.join("target"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let _ = std::fs::create_dir_all(&target);
+    let lock = target.join(format!("{name}.lock"));
+    let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        match std::fs::OpenOptions::new()
+        let created = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&lock)
-        {
-            Ok(_) => break,
-            Err(_) => {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "gripcontrol venv lock held too long"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(200));
-                if importable(&py) {
-                    return py;
-                }
-            }
+            .open(&lock);
+        if let Ok(mut f) = created {
+            use std::io::Write;
+            let _ = write!(f, "{}", std::process::id());
+            break;
+        }
+        // The installer died without removing its lock: take it over.
+        let holder = std::fs::read_to_string(&lock).unwrap_or_default();
+        let alive = holder.trim().parse::<u32>().is_ok_and(|pid| {
+            pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists()
+        });
+        if !alive && !holder.is_empty() {
+            let _ = std::fs::remove_file(&lock);
+            continue;
+        }
+        assert!(Instant::now() < deadline, "{name}: venv lock held too long");
+        std::thread::sleep(Duration::from_millis(200));
+        if ready() {
+            return py;
         }
     }
+    // Another process may have finished the install between our check and the lock.
+    if ready() {
+        let _ = std::fs::remove_file(&lock);
+        return py;
+    }
+    let _ = std::fs::remove_file(&stamp);
+    let mut pip = std::process::Command::new(venv.join("bin").join("pip"));
+    pip.args(["install", "--quiet"]);
+    match what {
+        PipInstall::Packages(names) => pip.args(*names),
+        PipInstall::Requirements(file) => pip.arg("-r").arg(file),
+    };
     let ok = std::process::Command::new("python3")
         .args(["-m", "venv"])
         .arg(&venv)
         .status()
         .is_ok_and(|s| s.success())
-        && std::process::Command::new(venv.join("bin").join("pip"))
-            .args(["install", "--quiet", "gripcontrol", "websockets"])
-            .status()
-            .is_ok_and(|s| s.success());
+        && pip.status().is_ok_and(|s| s.success());
+    if let (true, Some(text)) = (ok, &wanted) {
+        std::fs::write(&stamp, text).expect("write requirements stamp");
+    }
     let _ = std::fs::remove_file(&lock);
     assert!(
-        ok && importable(&py),
-        "could not install gripcontrol into {}",
+        ok && ready(),
+        "could not install into {} (check: {check})",
         venv.display()
     );
     py
