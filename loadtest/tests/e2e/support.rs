@@ -276,13 +276,16 @@ pub fn metric_per_shard(text: &str, name: &str) -> Vec<u64> {
 /// A private Pushpin 1.36 (Debian's `pushpin`) on loopback ports chosen at run time, routed
 /// like a test tack, for differential tests: the same scenario runs against both and the bytes
 /// are compared. Its config is `loadtest/lib/pushpin.sh`'s (every ZeroMQ port moved, its own
-/// rundir), with `sig_key` as given. Stopped (SIGTERM to the runner, which stops its services)
-/// when dropped.
+/// rundir), with `sig_key` as given, logging at level 2 (info: the handler logs each
+/// subscription, see [`Pushpin::wait_handler_log`]). Stopped (SIGTERM to the runner, which
+/// stops its services) when dropped.
 pub struct Pushpin {
     child: std::process::Child,
     pub addr: SocketAddr,
     pub publish: SocketAddr,
     dir: PathBuf,
+    /// The readiness probe's origin (see [`Pushpin::start`]).
+    _probe: loadtest::origin::Origin,
 }
 
 /// Whether differential tests can run: `pushpin` is installed. `.ci/run` installs it and sets
@@ -303,10 +306,18 @@ pub fn pushpin_available() -> bool {
 }
 
 impl Pushpin {
-    /// Start Pushpin with `routes` (a routes file's text) and wait until its proxy and its
-    /// publish port answer (the readiness signal: a request gets a response).
+    /// Start Pushpin with `routes` (a routes file's text) and wait until it is ready: its
+    /// publish port answers, and a request answered with a GRIP instruction goes through the
+    /// proxy and the handler (the proxy answers `500 Accept service unavailable` until it has
+    /// reached the handler, tens of milliseconds after both say they started). That probe,
+    /// `/__tack_ready`, is routed first to an origin of its own that answers `Grip-Status: 200`.
     pub fn start(routes: &str, sig_key: &str) -> Pushpin {
-        let dir = temp_file("routes", routes)
+        use loadtest::origin::{Origin, OriginResponse};
+        let probe = Origin::start_with(|_| {
+            OriginResponse::text(200, "ready\n").with_header("Grip-Status", "200")
+        });
+        let routes = format!("*,path_beg=/__tack_ready {}\n{routes}", probe.addr());
+        let dir = temp_file("routes", &routes)
             .parent()
             .expect("temp dir")
             .to_path_buf();
@@ -320,7 +331,7 @@ impl Pushpin {
             "[global]\ninclude={{libdir}}/internal.conf\nrundir={run}\nipc_prefix=pushpin-\n\
              port_offset=0\nstats_connection_ttl=120\n\n\
              [runner]\nservices=condure,zurl,pushpin-proxy,pushpin-handler\n\
-             http_port=127.0.0.1:{http}\nlogdir={log}\nlog_level=1\nclient_buffer_size=8192\n\
+             http_port=127.0.0.1:{http}\nlogdir={log}\nlog_level=2\nclient_buffer_size=8192\n\
              client_maxconn=1000\ncondure_bin=condure\nzurl_bin=zurl\n\n\
              [proxy]\nroutesfile=routes\ndebug=false\nauto_cross_origin=false\n\
              accept_x_forwarded_protocol=false\nset_x_forwarded_protocol=proto-only\n\
@@ -353,29 +364,59 @@ impl Pushpin {
             addr: SocketAddr::from(([127, 0, 0, 1], http)),
             publish: SocketAddr::from(([127, 0, 0, 1], publish)),
             dir,
+            _probe: probe,
         };
         p.wait_ready();
         p
     }
 
-    /// Poll (every 20 ms, at most 20 s) until the proxy answers a request and the publish port
-    /// answers a publish of nothing.
+    /// Wait (polling every 10 ms, at most `within`) until `count` lines of the handler's log
+    /// contain `needle`; panics with `what` otherwise. Pushpin's readiness signal for a held
+    /// stream: its handler logs `subscribe <uri> channel=<ch>` (info) once the session is
+    /// subscribed, after the initial body was written, so a client that read that body may
+    /// still be unsubscribed.
+    pub fn wait_handler_log(
+        &self,
+        needle: &str,
+        count: usize,
+        within: std::time::Duration,
+        what: &str,
+    ) {
+        let path = self.dir.join("log").join("pushpin-handler.log");
+        let end = std::time::Instant::now() + within;
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let n = text.lines().filter(|l| l.contains(needle)).count();
+            if n >= count {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "{what}: {n} of {count} handler log lines with {needle:?} in {}",
+                path.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Poll (every 20 ms, at most 20 s) until the readiness probe is answered 200 through the
+    /// handler and the publish port answers a publish of nothing.
     fn wait_ready(&self) {
         use std::io::{Read, Write};
         let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let answers = |addr: SocketAddr, req: &[u8]| {
+        let answers = |addr: SocketAddr, req: &[u8], status: &[u8]| {
             let Ok(mut s) = std::net::TcpStream::connect(addr) else {
                 return false;
             };
             let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
             let mut b = [0u8; 12];
-            s.write_all(req).is_ok()
-                && s.read(&mut b)
-                    .is_ok_and(|n| n >= 12 && b.starts_with(b"HTTP/1."))
+            s.write_all(req).is_ok() && s.read_exact(&mut b).is_ok() && b.starts_with(status)
         };
-        let probe = b"GET /__ready HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+        let probe = b"GET /__tack_ready HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
         let publish = b"POST /publish/ HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{\"items\":[]}";
-        while !(answers(self.addr, probe) && answers(self.publish, publish)) {
+        while !(answers(self.addr, probe, b"HTTP/1.1 200")
+            && answers(self.publish, publish, b"HTTP/1."))
+        {
             assert!(
                 std::time::Instant::now() < end,
                 "pushpin not ready within 20 s (logs in {})",
