@@ -6,12 +6,15 @@
 //! same everywhere, and what the library means it to be.
 //!
 //! Readiness, without sleeps: a client is held and subscribed once tack's
-//! `tack_subscriptions_started` counts its two channels (`events-<ch>` and `user-<pk>`), or once
-//! Pushpin's handler logs `subscribe <uri> channel=events-<ch>` (it subscribes after writing the
-//! initial body, so the body alone is no signal). Pushpin 1.36 also fetches a stream's next link
+//! `tack_subscriptions_started` counts its channels (`events-<ch>` for each, and `user-<pk>`),
+//! or once Pushpin's handler logs `subscribe <uri> channel=events-<ch>` (it subscribes after
+//! writing the initial body, so the body alone is no signal). Pushpin 1.36 also fetches a stream's next link
 //! once about 1 s after a channel's first subscriber; django-eventstream answers it with an
 //! empty body, and Pushpin drops queued items that the answer covers, so it changes nothing a
 //! client sees: the comparison holds whether or not it happened yet.
+//!
+//! The last test does the same with a real browser: headless Chromium's `EventSource`
+//! (skipped, loudly, where `chromium` is not installed).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -446,6 +449,7 @@ pub struct Stack {
     proxy: Proxy,
     pub django: Django,
     addr: SocketAddr,
+    publish: SocketAddr,
     /// tack: subscriptions `tack_subscriptions_started` must count once every client so far is
     /// held. Pushpin: subscribe lines expected per channel.
     subs: u64,
@@ -469,6 +473,7 @@ impl Stack {
         Stack {
             name: format!("tack/{driver}"),
             addr: tack.addr,
+            publish: tack.publish,
             proxy: Proxy::Tack(tack),
             django,
             subs: 0,
@@ -483,6 +488,7 @@ impl Stack {
         Stack {
             name: "pushpin-1.36".into(),
             addr: pushpin.addr,
+            publish: pushpin.publish,
             proxy: Proxy::Pushpin(pushpin),
             django,
             subs: 0,
@@ -514,6 +520,13 @@ impl Stack {
         let what = format!("{} {path}", self.name);
         let first = c.read_until(|_| true, &what);
         assert_eq!(first, [open_event()], "{what}: first event");
+        self.wait_held(channels, T, &what);
+        c
+    }
+
+    /// Wait until one more stream on `channels` is held and subscribed (counted from the
+    /// stack's start: every stream opened must be waited for once).
+    pub fn wait_held(&mut self, channels: &[&str], within: Duration, what: &str) {
         match &self.proxy {
             Proxy::Tack(t) => {
                 // events-<channel> for each, and user-<pk|anonymous>
@@ -522,7 +535,7 @@ impl Stack {
                     t.metrics,
                     "tack_subscriptions_started",
                     self.subs,
-                    T,
+                    within,
                     &format!("{what}: held"),
                 );
             }
@@ -531,11 +544,10 @@ impl Stack {
                     let needle = format!(" channel=events-{channel}");
                     let n = self.logged.entry(needle.clone()).or_default();
                     *n += 1;
-                    p.wait_handler_log(&needle, *n, T, &format!("{what}: held"));
+                    p.wait_handler_log(&needle, *n, within, &format!("{what}: held"));
                 }
             }
         }
-        c
     }
 
     pub fn send(&self, channel: &str, query: &str) -> serde_json::Value {
@@ -898,6 +910,217 @@ fn django_eventstream_idle_stream_gets_keep_alives() {
         runs[0].1,
         vec![("idle", vec![open_event(), msg("k", 1, 1, None)])]
     );
+    for (name, t) in &runs[1..] {
+        assert_same(&runs[0].0, &runs[0].1, name, t);
+    }
+}
+
+/// Whether `chromium` (Debian's) is installed; the browser test is skipped, loudly, when not
+/// (`.ci/run` installs it and sets `TACK_REQUIRE_CHROMIUM=1`, so there it fails instead).
+fn chromium_available() -> bool {
+    let found = Command::new("chromium")
+        .arg("--version")
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("TACK_REQUIRE_CHROMIUM").is_none(),
+            "TACK_REQUIRE_CHROMIUM is set but `chromium` is not installed"
+        );
+        eprintln!("*** chromium not installed: the browser EventSource test is SKIPPED (apt-get install chromium) ***");
+    }
+    found
+}
+
+/// Headless Chromium showing one page, with a profile of its own; stopped (SIGTERM to its
+/// pid, SIGKILL after 5 s) and the profile removed when dropped.
+struct Chromium {
+    child: Child,
+    profile: PathBuf,
+}
+
+impl Chromium {
+    fn open(url: &str) -> Chromium {
+        let marker = temp_file("chromium", "");
+        let profile = marker.parent().expect("temp dir").join("profile");
+        let _ = std::fs::remove_file(&marker);
+        // Debian's launcher execs the browser (same pid) when no temporary profile is asked for.
+        let child = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn chromium");
+        Chromium { child, profile }
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        if let (Ok(None), Ok(pid)) = (self.child.try_wait(), i32::try_from(self.child.id())) {
+            // SAFETY: kill(2) on our own child, not reaped yet (try_wait just said so).
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(dir) = self.profile.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// `%XX` and `+` decoding of a query value (what `URLSearchParams` wrote).
+fn url_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                out.push(u8::from_str_radix(hex, 16).expect("percent escape"));
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).expect("UTF-8 beacon")
+}
+
+/// What the page's `EventSource` reported (`/beacon/?seq=…` in Django's log), in its order.
+fn beacons(django: &Django) -> Vec<Event> {
+    let mut got: Vec<(u32, Event)> = django
+        .requests(&["GET /beacon/?"])
+        .iter()
+        .map(|line| {
+            let query = line
+                .split("GET /beacon/?")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .expect("beacon query");
+            let mut seq = 0;
+            let mut ev = Event {
+                event: String::new(),
+                id: None,
+                data: String::new(),
+            };
+            for kv in query.split('&') {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                let v = url_decode(v);
+                match k {
+                    "seq" => seq = v.parse().expect("seq"),
+                    "type" => ev.event = v,
+                    "id" => ev.id = (!v.is_empty()).then_some(v),
+                    "data" => ev.data = v,
+                    _ => {}
+                }
+            }
+            (seq, ev)
+        })
+        .collect();
+    got.sort_by_key(|(seq, _)| *seq);
+    got.into_iter().map(|(_, e)| e).collect()
+}
+
+/// Wait (polling Django's log every 10 ms, at most 10 s) until the page reported an event
+/// with id `id`; returns the whole report.
+fn wait_beacon(s: &Stack, id: &str) -> Vec<Event> {
+    let end = Instant::now() + T;
+    loop {
+        let got = beacons(&s.django);
+        if got.iter().any(|e| e.id.as_deref() == Some(id)) {
+            return got;
+        }
+        assert!(
+            Instant::now() < end,
+            "{}: the browser never reported {id}; reported:\n{}",
+            s.name,
+            show(&got)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A real browser: Chromium's `EventSource` on a page served through the proxy gets live
+/// events; the stream is closed (a published `action: close`, as django-eventstream's kick
+/// does on `user-<id>`); events sent meanwhile are missed; the browser reconnects by itself
+/// with `Last-Event-ID` and gets exactly those, then live ones. Same on tack and Pushpin.
+#[test]
+fn django_eventstream_in_chromium_reconnects_and_gets_what_it_missed() {
+    if !chromium_available() {
+        return;
+    }
+    let mut stacks: Vec<Box<dyn Fn() -> Stack>> = DRIVERS
+        .iter()
+        .map(|(d, _)| Box::new(move || Stack::tack(d)) as Box<dyn Fn() -> Stack>)
+        .collect();
+    if pushpin_available() {
+        stacks.push(Box::new(Stack::pushpin));
+    }
+    let mut runs: Vec<(String, Transcript)> = Vec::new();
+    for make in stacks {
+        let mut s = make();
+        let name = s.name.clone();
+        let _browser = Chromium::open(&format!("http://{}/page/x/", s.addr));
+        s.wait_held(&["x"], Duration::from_secs(30), &format!("{name}: browser"));
+        s.send("x", "n=2&tag=live");
+        wait_beacon(&s, "x:2");
+        let close = r#"{"items":[{"channel":"user-anonymous","http-stream":{"action":"close"}}]}"#;
+        assert_eq!(crate::grip::publish(s.publish, close).0, 200, "{name}");
+        s.send("x", "n=2&tag=missed");
+        s.wait_held(&["x"], T, &format!("{name}: browser reconnected"));
+        s.send("x", "n=1&tag=live2");
+        let got = wait_beacon(&s, "x:5");
+        // Two connections, and the events were missed: the browser reconnected (Django's
+        // log is in time order) after they were sent.
+        let log = s.django.log.snapshot();
+        let streams: Vec<usize> = (0..log.len())
+            .filter(|&i| log[i].contains("\"GET /events/x/ "))
+            .collect();
+        let sent_missed = log
+            .iter()
+            .position(|l| l.contains("POST /send/x/?n=2&tag=missed"))
+            .expect("missed send logged");
+        assert_eq!(streams.len(), 2, "{name}: {log:#?}");
+        assert!(sent_missed < streams[1], "{name}: {log:#?}");
+        let mut open2 = open_event();
+        open2.id = Some("x:2".into()); // `lastEventId` carries over to the new connection
+        let want = vec![
+            open_event(),
+            msg("x", 1, 1, Some("live")),
+            msg("x", 2, 2, Some("live")),
+            Event {
+                event: "error".into(),
+                id: None,
+                data: String::new(),
+            },
+            open2,
+            msg("x", 3, 1, Some("missed")),
+            msg("x", 4, 2, Some("missed")),
+            msg("x", 5, 1, Some("live2")),
+        ];
+        assert_eq!(got, want, "{name}: {}", show(&got));
+        eprintln!("{name}: the browser got {} events", got.len());
+        runs.push((name, vec![("chromium", got)]));
+    }
     for (name, t) in &runs[1..] {
         assert_same(&runs[0].0, &runs[0].1, name, t);
     }
