@@ -6,6 +6,7 @@ mod support;
 
 mod config_files;
 mod connections;
+mod django_es;
 mod errors;
 mod grip;
 mod holds;

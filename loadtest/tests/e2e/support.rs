@@ -108,66 +108,116 @@ pub fn echo_headers(v: &serde_json::Value, name: &str) -> Vec<String> {
 
 /// A Python interpreter that can `import gripcontrol` (the official GRIP library, which brings
 /// PyJWT), `websockets` (a real WebSocket client) and `cryptography` (PyJWT's ES256/RS256).
-/// Uses `TACK_TEST_PYTHON` if set; otherwise makes a virtualenv under `target/` and installs
-/// them from PyPI into it once.
+/// Uses `TACK_TEST_PYTHON` if set; otherwise a virtualenv under `target/` ([`python_venv`]),
+/// installed from PyPI once.
 pub fn gripcontrol_python() -> PathBuf {
     if let Ok(p) = std::env::var("TACK_TEST_PYTHON") {
         return PathBuf::from(p);
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let venv = root.join("target").join("gripcontrol-venv");
+    python_venv(
+        "gripcontrol-venv",
+        &PipInstall::Packages(&["gripcontrol", "websockets", "cryptography"]),
+        "import gripcontrol, websockets, cryptography",
+    )
+}
+
+/// What [`python_venv`] installs.
+pub enum PipInstall<'a> {
+    /// Packages by name (whatever version PyPI serves): the venv is reused as long as the
+    /// import check passes.
+    Packages(&'a [&'a str]),
+    /// A requirements file (exact pins): the venv is reused only if it was installed from a
+    /// file with the same text (kept beside the venv as `<name>.requirements`), so a change of
+    /// pins rebuilds it.
+    Requirements(&'a std::path::Path),
+}
+
+/// The Python of a virtualenv `target/<name>` that has `what` installed and in which `check`
+/// (Python code, e.g. `import django`) runs without error. Made once with `python3 -m venv` and
+/// `pip`; tests running in parallel (or in several test binaries) wait on the lock file
+/// `target/<name>.lock`, which holds the installer's pid (a lock left by a process that is gone
+/// is taken over). Panics if the install fails.
+pub fn python_venv(name: &str, what: &PipInstall<'_>, check: &str) -> PathBuf {
+    use std::time::{Duration, Instant};
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+    let venv = target.join(name);
     let py = venv.join("bin").join("python");
-    let importable = |py: &PathBuf| {
-        std::process::Command::new(py)
-            .args(["-c", "import gripcontrol, websockets, cryptography"])
-            .status()
-            .is_ok_and(|s| s.success())
+    let stamp = target.join(format!("{name}.requirements"));
+    let wanted = match what {
+        PipInstall::Packages(_) => None,
+        PipInstall::Requirements(file) => Some(
+            std::fs::read_to_string(file)
+                .unwrap_or_else(|e| panic!("read {}: {e}", file.display())),
+        ),
     };
-    if importable(&py) {
+    let ready = || {
+        let stamped = match &wanted {
+            None => true,
+            Some(text) => std::fs::read_to_string(&stamp).is_ok_and(|s| s == *text),
+        };
+        stamped
+            && std::process::Command::new(&py)
+                .args(["-c", check])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+    };
+    if ready() {
         return py;
     }
-    // Tests run in parallel: one creates the venv, the others wait on the lock file.
-    let lock = root.join("target").join("gripcontrol-venv.lock");
-    let _ = std::fs::create_dir_all(root.join("target"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let _ = std::fs::create_dir_all(&target);
+    let lock = target.join(format!("{name}.lock"));
+    let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        match std::fs::OpenOptions::new()
+        let created = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&lock)
-        {
-            Ok(_) => break,
-            Err(_) => {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "gripcontrol venv lock held too long"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(200));
-                if importable(&py) {
-                    return py;
-                }
-            }
+            .open(&lock);
+        if let Ok(mut f) = created {
+            use std::io::Write;
+            let _ = write!(f, "{}", std::process::id());
+            break;
+        }
+        // The installer died without removing its lock: take it over.
+        let holder = std::fs::read_to_string(&lock).unwrap_or_default();
+        let alive = holder.trim().parse::<u32>().is_ok_and(|pid| {
+            pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists()
+        });
+        if !alive && !holder.is_empty() {
+            let _ = std::fs::remove_file(&lock);
+            continue;
+        }
+        assert!(Instant::now() < deadline, "{name}: venv lock held too long");
+        std::thread::sleep(Duration::from_millis(200));
+        if ready() {
+            return py;
         }
     }
+    // Another process may have finished the install between our check and the lock.
+    if ready() {
+        let _ = std::fs::remove_file(&lock);
+        return py;
+    }
+    let _ = std::fs::remove_file(&stamp);
+    let mut pip = std::process::Command::new(venv.join("bin").join("pip"));
+    pip.args(["install", "--quiet"]);
+    match what {
+        PipInstall::Packages(names) => pip.args(*names),
+        PipInstall::Requirements(file) => pip.arg("-r").arg(file),
+    };
     let ok = std::process::Command::new("python3")
         .args(["-m", "venv"])
         .arg(&venv)
         .status()
         .is_ok_and(|s| s.success())
-        && std::process::Command::new(venv.join("bin").join("pip"))
-            .args([
-                "install",
-                "--quiet",
-                "gripcontrol",
-                "websockets",
-                "cryptography",
-            ])
-            .status()
-            .is_ok_and(|s| s.success());
+        && pip.status().is_ok_and(|s| s.success());
+    if let (true, Some(text)) = (ok, &wanted) {
+        std::fs::write(&stamp, text).expect("write requirements stamp");
+    }
     let _ = std::fs::remove_file(&lock);
     assert!(
-        ok && importable(&py),
-        "could not install gripcontrol into {}",
+        ok && ready(),
+        "could not install into {} (check: {check})",
         venv.display()
     );
     py
@@ -227,16 +277,16 @@ pub fn metric_per_shard(text: &str, name: &str) -> Vec<u64> {
 /// A private Pushpin 1.36 (Debian's `pushpin`) on loopback ports chosen at run time, routed
 /// like a test tack, for differential tests: the same scenario runs against both and the bytes
 /// are compared. Its config is `loadtest/lib/pushpin.sh`'s (every ZeroMQ port moved, its own
-/// rundir), with `sig_key` as given. Stopped (SIGTERM to the runner, which stops its services)
-/// when dropped.
+/// rundir), with `sig_key` as given, logging at level 2 (info: the handler logs each
+/// subscription, see [`Pushpin::wait_handler_log`]). Stopped (SIGTERM to the runner, which
+/// stops its services) when dropped.
 pub struct Pushpin {
     child: std::process::Child,
     pub addr: SocketAddr,
     pub publish: SocketAddr,
     dir: PathBuf,
-    /// Answers `/__tack_ready` with a GRIP instruction: the readiness probe goes through
-    /// Pushpin's handler, which is up later than its proxy.
-    _ready: loadtest::origin::Origin,
+    /// The readiness probe's origin (see [`Pushpin::start`]).
+    _probe: loadtest::origin::Origin,
 }
 
 /// Whether differential tests can run: `pushpin` is installed. `.ci/run` installs it and sets
@@ -257,13 +307,17 @@ pub fn pushpin_available() -> bool {
 }
 
 impl Pushpin {
-    /// Start Pushpin with `routes` (a routes file's text) and wait until its proxy and its
-    /// publish port answer (the readiness signal: a request gets a response).
+    /// Start Pushpin with `routes` (a routes file's text) and wait until it is ready: its
+    /// publish port answers, and a request answered with a GRIP instruction goes through the
+    /// proxy and the handler (the proxy answers `500 Accept service unavailable` until it has
+    /// reached the handler, tens of milliseconds after both say they started). That probe,
+    /// `/__tack_ready`, is routed first to an origin of its own that answers `Grip-Status: 200`.
     pub fn start(routes: &str, sig_key: &str) -> Pushpin {
-        let ready = loadtest::origin::Origin::start_with(|_| {
-            loadtest::origin::OriginResponse::text(200, "ready\n").with_header("Grip-Status", "200")
+        use loadtest::origin::{Origin, OriginResponse};
+        let probe = Origin::start_with(|_| {
+            OriginResponse::text(200, "ready\n").with_header("Grip-Status", "200")
         });
-        let routes = format!("*,path_beg=/__tack_ready {}\n{routes}", ready.addr());
+        let routes = format!("*,path_beg=/__tack_ready {}\n{routes}", probe.addr());
         let dir = temp_file("routes", &routes)
             .parent()
             .expect("temp dir")
@@ -278,7 +332,7 @@ impl Pushpin {
             "[global]\ninclude={{libdir}}/internal.conf\nrundir={run}\nipc_prefix=pushpin-\n\
              port_offset=0\nstats_connection_ttl=120\n\n\
              [runner]\nservices=condure,zurl,pushpin-proxy,pushpin-handler\n\
-             http_port=127.0.0.1:{http}\nlogdir={log}\nlog_level=1\nclient_buffer_size=8192\n\
+             http_port=127.0.0.1:{http}\nlogdir={log}\nlog_level=2\nclient_buffer_size=8192\n\
              client_maxconn=1000\ncondure_bin=condure\nzurl_bin=zurl\n\n\
              [proxy]\nroutesfile=routes\ndebug=false\nauto_cross_origin=false\n\
              accept_x_forwarded_protocol=false\nset_x_forwarded_protocol=proto-only\n\
@@ -311,32 +365,58 @@ impl Pushpin {
             addr: SocketAddr::from(([127, 0, 0, 1], http)),
             publish: SocketAddr::from(([127, 0, 0, 1], publish)),
             dir,
-            _ready: ready,
+            _probe: probe,
         };
         p.wait_ready();
         p
     }
 
-    /// Poll (every 20 ms, at most 20 s) until a GRIP answer comes back through the proxy and
-    /// the handler (`ready`) and the publish port answers a publish of nothing.
+    /// Wait (polling every 10 ms, at most `within`) until `count` lines of the handler's log
+    /// contain `needle`; panics with `what` otherwise. Pushpin's readiness signal for a held
+    /// stream: its handler logs `subscribe <uri> channel=<ch>` (info) once the session is
+    /// subscribed, after the initial body was written, so a client that read that body may
+    /// still be unsubscribed.
+    pub fn wait_handler_log(
+        &self,
+        needle: &str,
+        count: usize,
+        within: std::time::Duration,
+        what: &str,
+    ) {
+        let path = self.dir.join("log").join("pushpin-handler.log");
+        let end = std::time::Instant::now() + within;
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let n = text.lines().filter(|l| l.contains(needle)).count();
+            if n >= count {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "{what}: {n} of {count} handler log lines with {needle:?} in {}",
+                path.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Poll (every 20 ms, at most 20 s) until the readiness probe is answered 200 through the
+    /// handler and the publish port answers a publish of nothing.
     fn wait_ready(&self) {
         use std::io::{Read, Write};
         let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let answer = |addr: SocketAddr, req: &[u8]| -> Vec<u8> {
+        let answers = |addr: SocketAddr, req: &[u8], status: &[u8]| {
             let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-                return Vec::new();
+                return false;
             };
             let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-            let mut out = Vec::new();
-            if s.write_all(req).is_ok() {
-                let _ = s.read_to_end(&mut out);
-            }
-            out
+            let mut b = [0u8; 12];
+            s.write_all(req).is_ok() && s.read_exact(&mut b).is_ok() && b.starts_with(status)
         };
         let probe = b"GET /__tack_ready HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
         let publish = b"POST /publish/ HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{\"items\":[]}";
-        while !(answer(self.addr, probe).ends_with(b"\r\n\r\nready\n")
-            && answer(self.publish, publish).starts_with(b"HTTP/1.1 200"))
+        while !(answers(self.addr, probe, b"HTTP/1.1 200")
+            && answers(self.publish, publish, b"HTTP/1."))
         {
             assert!(
                 std::time::Instant::now() < end,

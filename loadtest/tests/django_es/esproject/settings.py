@@ -42,7 +42,18 @@ DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
 GRIP_URL = os.environ.get("GRIP_URL", "http://127.0.0.1:5561")
 if os.environ.get("GRIP_VERIFY_KEY"):
-    GRIP_VERIFY_KEY = os.environ["GRIP_VERIFY_KEY"]
+    # Not GRIP_VERIFY_KEY: django-grip 3.5.2 evaluates `entry.get("verify_key", entry["key"])`,
+    # so a proxy entry without a `key` raises KeyError (a 500 on every signed request). The
+    # entry is spelled out instead, with `key` None (no publish auth) beside `verify_key`. Only
+    # GRIP_PROXIES is set: django-grip appends GRIP_URL's entry to the GRIP_PROXIES list itself
+    # on every request, so setting both would grow it without end.
+    from gripcontrol import parse_grip_uri
+
+    _proxy = parse_grip_uri(GRIP_URL)
+    _proxy.setdefault("key", None)
+    _proxy["verify_key"] = os.environ["GRIP_VERIFY_KEY"]
+    GRIP_PROXIES = [_proxy]
+    del GRIP_URL
 
 EVENTSTREAM_STORAGE_CLASS = "django_eventstream.storage.DjangoModelStorage"
 

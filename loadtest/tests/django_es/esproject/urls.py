@@ -1,4 +1,4 @@
-"""URL map: SSE via django_eventstream's `events` view, plus the test publish endpoint."""
+"""URL map: SSE via django_eventstream's `events` view, plus the test endpoints."""
 
 from django.urls import path
 from django_eventstream.views import events
@@ -9,4 +9,6 @@ urlpatterns = [
     path("events/<str:channel>/", events),  # one channel, from the path
     path("events/", events),  # ?channel=a&channel=b
     path("send/<str:channel>/", views.send),
+    path("page/<str:channel>/", views.page),  # a browser EventSource page
+    path("beacon/", views.beacon),  # where that page reports each event
 ]

@@ -7,9 +7,14 @@
   django_eventstream.send_event(channel, "message", {"n": i, "pct": "100%"[, "tag": T]})
   for i = 1..COUNT (publishing blocking unless async=1) and answers JSON
   {"channel", "sent", "last_id", "skip_user_ids"}.
+- page(): `GET /page/<channel>/` is an HTML page whose `EventSource` reads `/events/<channel>/`
+  (same origin: through the proxy) and reports every event it gets, numbered, as
+  `GET /beacon/?seq=N&type=T&id=ID&data=DATA` (answered 204 by beacon()): the request log
+  is the browser's transcript.
 """
 
 import json
+from urllib.parse import quote
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
@@ -54,3 +59,29 @@ def send(request, channel):
         "skip_user_ids": skip,
     }
     return HttpResponse(json.dumps(body) + "\n", content_type="application/json")
+
+
+PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>tack e2e EventSource</title>
+<script>
+let seq = 0;
+function report(type, e) {
+  const q = new URLSearchParams({seq: seq++, type: type, id: e.lastEventId || "", data: e.data || ""});
+  fetch("/beacon/?" + q.toString());
+}
+const es = new EventSource("/events/CHANNEL/");
+es.addEventListener("stream-open", (e) => report("stream-open", e));
+es.addEventListener("message", (e) => report("message", e));
+es.addEventListener("error", () => report("error", {}));
+</script>
+"""
+
+
+def page(request, channel):
+    body = PAGE.replace("CHANNEL", quote(channel, safe=""))
+    return HttpResponse(body, content_type="text/html; charset=utf-8")
+
+
+def beacon(request):
+    return HttpResponse(status=204)
