@@ -37,22 +37,25 @@ fn publish_with(addr: SocketAddr, json: &str, headers: &[&str]) -> (u16, String)
 /// Publish `item` to the long-poll `c` is held on and read its answer: once, after `ready` says
 /// the hold is registered (tack's metrics), or, with `None` (Pushpin, which reports no such
 /// thing), again until the client is answered (only the first publish after the hold counts).
+/// `Err`: the proxy closed the connection instead of answering.
 pub fn publish_for_answer(
     c: &mut RawClient,
     publish_addr: SocketAddr,
     item: &str,
     ready: Option<&dyn Fn()>,
-) -> loadtest::client::ClientResponse {
+) -> Result<loadtest::client::ClientResponse, String> {
     if let Some(wait) = ready {
         wait();
         assert_eq!(publish(publish_addr, item).0, 200);
-        return c.read_response(T).expect("published answer");
+        return c.read_response(T);
     }
     let end = Instant::now() + T;
     loop {
         assert_eq!(publish(publish_addr, item).0, 200);
-        if let Ok(r) = c.read_response(Duration::from_millis(200)) {
-            return r;
+        match c.read_response(Duration::from_millis(200)) {
+            Ok(r) => return Ok(r),
+            Err(e) if e.contains("closed") => return Err(e),
+            Err(_) => {}
         }
         assert!(Instant::now() < end, "never answered");
     }

@@ -292,7 +292,7 @@ fn patch_once(
     let item = format!(
         r#"{{"items":[{{"channel":"p","formats":{{"http-response":{{"body-patch":{patch}}}}}}}]}}"#
     );
-    let r = crate::grip::publish_for_answer(&mut c, publish_addr, &item, ready);
+    let r = crate::grip::publish_for_answer(&mut c, publish_addr, &item, ready).expect("answer");
     (
         r.status,
         r.text(),

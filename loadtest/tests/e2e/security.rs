@@ -116,17 +116,17 @@ fn bodiless_publish(
     publish_addr: std::net::SocketAddr,
     code: u16,
     ready: Option<&dyn Fn()>,
-) -> (String, u16, String) {
+) -> Result<(String, u16, String), String> {
     let mut c = RawClient::connect(addr);
     c.send(b"GET /hold HTTP/1.1\r\nHost: a\r\n\r\n");
     let item = format!(
         r#"{{"items":[{{"channel":"c","formats":{{"http-response":{{"code":{code},"body":"leak\n"}}}}}}]}}"#
     );
-    let first = crate::grip::publish_for_answer(&mut c, publish_addr, &item, ready);
+    let first = crate::grip::publish_for_answer(&mut c, publish_addr, &item, ready)?;
     assert_eq!(first.status, code);
     c.send(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n");
     let second = c.read_response(T).expect("second answer");
-    (first.raw_head, second.status, second.text())
+    Ok((first.raw_head, second.status, second.text()))
 }
 
 #[test]
@@ -139,7 +139,8 @@ fn responses_tack_builds_are_valid_http() {
             let wait = || {
                 wait_holds(metrics, 1);
             };
-            let (head, status, body) = bodiless_publish(tack.addr, tack.publish, code, Some(&wait));
+            let (head, status, body) =
+                bodiless_publish(tack.addr, tack.publish, code, Some(&wait)).expect("answer");
             let lower = head.to_ascii_lowercase();
             assert!(
                 !lower.contains("content-length") && !lower.contains("transfer-encoding"),
@@ -216,7 +217,11 @@ fn responses_tack_builds_are_valid_http() {
         let origin = long_poll_origin();
         let pp = Pushpin::start(&format!("* {}\n", origin.addr()), "changeme");
         for code in [204, 304] {
-            let (head, status, body) = bodiless_publish(pp.addr, pp.publish, code, None);
+            // Pushpin now and then closes the held connection instead of answering a publish
+            // that reaches it (seen about once in 20 runs): such a run is tried again.
+            let (head, status, body) = (0..3)
+                .find_map(|_| bodiless_publish(pp.addr, pp.publish, code, None).ok())
+                .expect("pushpin answered one of three holds");
             let lower = head.to_ascii_lowercase();
             assert!(
                 !lower.contains("content-length") && !lower.contains("transfer-encoding"),
