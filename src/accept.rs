@@ -27,12 +27,12 @@ pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
         let Some(result) = accepted else { break };
         match result {
             Ok((stream, addr)) => {
-                if ctx.conns_open.get() >= ctx.cfg.connections_max {
+                if ctx.conns_open.get() >= ctx.cfg().connections_max {
                     ctx.counters().inc(Counter::ConnectionRefused);
                     tracing::warn!(
                         shard = %ctx.id,
                         peer = %addr,
-                        limit = ctx.cfg.connections_max,
+                        limit = ctx.cfg().connections_max,
                         "connection refused: shard at connections_max"
                     );
                     monoio::spawn(refuse(stream));

@@ -17,7 +17,14 @@ use crate::config::tuning::Driver;
 #[command(
     name = "tack",
     version,
-    about = "A realtime reverse proxy speaking GRIP, Pushpin-compatible, thread-per-core on io_uring"
+    about = "A realtime reverse proxy speaking GRIP, Pushpin-compatible, thread-per-core on io_uring",
+    after_help = "Signals: SIGTERM or SIGINT stops gracefully (new connections refused, held ones \
+ended, in-flight requests given drain_timeout_ms; a second one exits at once). SIGHUP reloads the \
+configuration: routes, keys and per-request limits apply to new requests on every shard, held \
+connections and WebSocket sessions stay; a file with an error is refused (logged as file:line) \
+and the running configuration stays. The routes file is also watched and reloaded about 1-2 s \
+after it changes. Ports, shard count and capacities need a restart (a reload logs them as \
+ignored). `tack --check-config` validates the same files without starting (exit 0 or 2)."
 )]
 pub struct Cli {
     /// Pushpin configuration file (pushpin.conf, INI).
@@ -62,6 +69,12 @@ pub struct Cli {
     /// Prometheus metrics listener; replaces prometheus_port. A bare port binds 127.0.0.1.
     #[arg(long, value_name = "[ADDR:]PORT", value_parser = parse_publish_listen)]
     pub metrics_port: Option<SocketAddr>,
+
+    /// Load and validate the configuration as a start would (pushpin.conf, routes, tuning,
+    /// keys, target names), print OK or the error, and exit 0 (valid) or 2 (invalid) without
+    /// binding any port, like `nginx -t`.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 fn parse_client_listen(s: &str) -> Result<SocketAddr, String> {
@@ -148,6 +161,7 @@ mod tests {
                 driver: Some(Driver::IoUring),
                 publish_port: Some("127.0.0.1:6000".parse().unwrap()),
                 metrics_port: None,
+                check_config: false,
             }
         );
         let cli = parse(&[

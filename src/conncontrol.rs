@@ -58,7 +58,7 @@ pub async fn run(ctx: &Rc<ShardCtx>, op: ConnOp) -> Result<ConnResult, ConnRefus
         ctx.counters().inc(Counter::ConnControlBusy);
         return Err(ConnRefused::Busy);
     }
-    let deadline = Instant::now() + ctx.cfg.publish_wait;
+    let deadline = Instant::now() + ctx.cfg().publish_wait;
     let shards = ctx.shard.count();
     let others = || {
         (0..shards)
@@ -66,7 +66,7 @@ pub async fn run(ctx: &Rc<ShardCtx>, op: ConnOp) -> Result<ConnResult, ConnRefus
             .filter(move |&s| s != ctx.id)
     };
     // Room in every ring first, so the request reaches all shards or none.
-    while !others().all(|s| ctx.shard.ring_len(s) < ctx.config.tuning.ring_capacity) {
+    while !others().all(|s| ctx.shard.ring_len(s) < ctx.config().tuning.ring_capacity) {
         if Instant::now() >= deadline {
             ctx.counters().inc(Counter::ConnControlBusy);
             tracing::warn!(shard = %ctx.id, op = op.name(), "connection control refused: rings full (503)");
@@ -100,7 +100,7 @@ pub async fn run(ctx: &Rc<ShardCtx>, op: ConnOp) -> Result<ConnResult, ConnRefus
     debug_assert!(added);
     // Every shard has the request now: the replies get a full `publish_wait` of their own (a
     // long wait for ring room must not turn into a 503 for an operation that was carried out).
-    let left = ctx.cfg.publish_wait;
+    let left = ctx.cfg().publish_wait;
     let done = std::future::poll_fn(|cx| ctx.gather.borrow_mut().poll_done(ticket, cx));
     // Timed out or not, `close` tells whether every answer came in.
     let _ = monoio::time::timeout(left, done).await;
@@ -133,7 +133,7 @@ pub fn on_request(ctx: &Rc<ShardCtx>, from: ShardId, ticket: Ticket, op: &ConnOp
     // The ring back is full: retry from a task until publish_wait, never block the drain.
     let ctx = ctx.clone();
     monoio::spawn(async move {
-        let deadline = Instant::now() + ctx.cfg.publish_wait;
+        let deadline = Instant::now() + ctx.cfg().publish_wait;
         let mut msg = back;
         loop {
             monoio::time::sleep(Duration::from_millis(1)).await;

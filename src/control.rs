@@ -41,8 +41,8 @@ pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
 
 fn limits(ctx: &ShardCtx) -> ControlLimits {
     ControlLimits {
-        max_headers_bytes: ctx.config.handler.publish_headers_bytes_max,
-        max_body_bytes: ctx.config.handler.publish_body_bytes_max,
+        max_headers_bytes: ctx.config().handler.publish_headers_bytes_max,
+        max_body_bytes: ctx.config().handler.publish_body_bytes_max,
     }
 }
 
@@ -51,7 +51,7 @@ async fn serve(ctx: Rc<ShardCtx>, mut peer: Peer, addr: SocketAddr) {
     let head_max = lim.max_headers_bytes.max(1024);
     loop {
         // Read one head (idle connections keep no buffer).
-        let deadline = Instant::now() + ctx.cfg.client_idle_timeout;
+        let deadline = Instant::now() + ctx.cfg().client_idle_timeout;
         let head = loop {
             match parse_request_head(peer.pending(), head_max, 128) {
                 Ok(Some((h, used))) => {

@@ -53,15 +53,15 @@ pub enum PublishRefused {
 /// Accept a publish on this shard: fan it out to every shard (this one included). Returns once
 /// every shard has the batch queued, or refuses it whole.
 pub async fn publish(ctx: &Rc<ShardCtx>, items: Vec<PublishItem>) -> Result<(), PublishRefused> {
-    let deadline = Instant::now() + ctx.cfg.publish_wait;
+    let deadline = Instant::now() + ctx.cfg().publish_wait;
     // Wait for room everywhere first, so that the batch is never half-sent.
     let mut waited = false;
     loop {
         let rings_ok = (0..ctx.shard.count())
             .map(|i| ShardId(i as u16))
             .filter(|&s| s != ctx.id)
-            .all(|s| ctx.shard.ring_len(s) < ctx.config.tuning.ring_capacity);
-        let local_ok = ctx.pipeline.borrow().len() < ctx.cfg.pipeline_max;
+            .all(|s| ctx.shard.ring_len(s) < ctx.config().tuning.ring_capacity);
+        let local_ok = ctx.pipeline.borrow().len() < ctx.cfg().pipeline_max;
         if rings_ok && local_ok {
             break;
         }
@@ -109,7 +109,7 @@ pub async fn publish(ctx: &Rc<ShardCtx>, items: Vec<PublishItem>) -> Result<(), 
 /// `POST /recover`: hint every hold on every shard (long-polls re-ask their backend, streams
 /// fetch their next link). Waits for ring room like a publish; `Err` when it stayed full.
 pub async fn recover(ctx: &Rc<ShardCtx>) -> Result<(), PublishRefused> {
-    let deadline = Instant::now() + ctx.cfg.publish_wait;
+    let deadline = Instant::now() + ctx.cfg().publish_wait;
     for i in 0..ctx.shard.count() {
         let to = ShardId(i as u16);
         if to == ctx.id {
@@ -258,7 +258,7 @@ fn sequence(ctx: &ShardCtx, batch: &Arc<PublishBatch>, ready: &mut Vec<ItemRef>)
     if seq.forgotten() != forgotten {
         ctx.counters()
             .set(Counter::SequencerChannelsForgotten, seq.forgotten());
-        tracing::info!(shard = %ctx.id, forgotten = seq.forgotten() - forgotten, max = ctx.config.tuning.sequencer_channels_max, "sequencer table full: least recently used channels forgotten (sequencer_channels_max)");
+        tracing::info!(shard = %ctx.id, forgotten = seq.forgotten() - forgotten, max = ctx.config().tuning.sequencer_channels_max, "sequencer table full: least recently used channels forgotten (sequencer_channels_max)");
     }
 }
 
@@ -356,7 +356,7 @@ async fn deliver_items(ctx: &Rc<ShardCtx>, items: &[ItemRef], keys: &mut Vec<Hol
     // Between two turns of the subscribers' tasks (driver yields), at most half a queue of
     // items is pushed to any one subscriber: a run is at most `run_max` items, and after
     // `run_max` items in runs since the last yield, the loop yields before the next run.
-    let run_max = (ctx.cfg.hold_queue_max / 2).max(1);
+    let run_max = (ctx.cfg().hold_queue_max / 2).max(1);
     let mut since_yield = 0;
     let mut start = 0;
     while start < items.len() {

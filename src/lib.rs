@@ -68,5 +68,6 @@ pub mod conncontrol;
 pub mod control;
 pub mod fanout;
 pub mod metrics_http;
+pub mod reload;
 pub mod shard;
 pub mod testbackend;

@@ -1,4 +1,6 @@
-//! `tack`: CLI → validated config → one shard per core → wait for SIGINT/SIGTERM → drain.
+//! `tack`: CLI → validated config → one shard per core → wait for SIGINT/SIGTERM → drain;
+//! SIGHUP and a changed routes file reload the configuration on the reload thread
+//! (`tack::reload`). `--check-config` only loads and validates, then exits 0 or 2.
 
 use std::process::ExitCode;
 use std::sync::{mpsc, Arc};
@@ -10,6 +12,7 @@ use tack::cli::Cli;
 use tack::config::tuning::Driver;
 use tack::config::Config;
 use tack::metrics::AllCounters;
+use tack::reload::{ReloadSlot, Reloader, Trigger};
 use tack::shard::{self, Shared};
 
 #[cfg(not(feature = "alloc-census"))]
@@ -25,6 +28,15 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.check_config {
+        let (report, status) = tack::reload::check_config(&cli);
+        if status == 0 {
+            print!("{report}");
+        } else {
+            eprint!("{report}");
+        }
+        return ExitCode::from(status);
+    }
     let config = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -42,7 +54,7 @@ fn main() -> ExitCode {
     for w in &config.route_warnings {
         tracing::warn!("routes: {w}");
     }
-    match run(config) {
+    match run(config, cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -81,7 +93,7 @@ fn init_logging(config: &Config) {
         .init();
 }
 
-fn run(config: Config) -> Result<(), String> {
+fn run(config: Config, cli: Cli) -> Result<(), String> {
     let t = &config.tuning;
     let engine_cfg = shards::EngineConfig {
         shards: t.shards,
@@ -99,9 +111,13 @@ fn run(config: Config) -> Result<(), String> {
     let shard_count = t.shards;
     let listen = config.listen.clone();
     let publish = config.publish_listen;
+    let config = Arc::new(config);
+    let counters = Arc::new(AllCounters::new(shard_count));
+    let slot = Arc::new(ReloadSlot::new(shard_count, config.clone()));
     let shared = Arc::new(Shared {
-        counters: Arc::new(AllCounters::new(shard_count)),
-        config: Arc::new(config),
+        counters: counters.clone(),
+        config: config.clone(),
+        reload: slot.clone(),
     });
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let engine = shards::run(engine_cfg, move |s| {
@@ -127,9 +143,21 @@ fn run(config: Config) -> Result<(), String> {
         shards = shard_count,
         "tack ready"
     );
+    // The reload thread: SIGHUP (handed over by this thread) and the routes-file watch. It
+    // ends when `triggers` is dropped; it is not joined (a reload under way when tack stops
+    // has nothing left to reload).
+    let (triggers, reload_rx) = mpsc::channel::<Trigger>();
+    let reloader = Reloader::new(cli, config, slot, engine.notice_handle(), counters);
+    std::thread::Builder::new()
+        .name("tack-reload".into())
+        .spawn(move || reloader.run(reload_rx))
+        .map_err(|e| format!("cannot start the reload thread: {e}"))?;
     engine
-        .wait_for_signal()
+        .wait_for_signal_with(|| {
+            let _ = triggers.send(Trigger::Hangup);
+        })
         .map_err(|e| format!("cannot wait for signals: {e}"))?;
+    drop(triggers);
     tracing::info!("shutdown requested: draining");
     engine.join().map_err(|e| format!("shard failed: {e}"))?;
     tracing::info!("stopped");

@@ -107,6 +107,8 @@ counters! {
     ConnControlTimeout => "tack_connection_control_timeout", counter, "Single-connection control requests answered 503 because a shard did not reply within publish_wait.";
     ConnReplyLate => "tack_connection_reply_late", counter, "Shard replies to a control request that was already answered (ignored).";
     ConnReplyDropped => "tack_connection_reply_dropped", counter, "Shard replies to a control request dropped because the ring back stayed full for publish_wait.";
+    ConfigReloads => "tack_config_reloads", counter, "Configuration reloads (SIGHUP or a changed routes file) in force on every shard (counted by the reload thread, not per shard).";
+    ConfigReloadsRefused => "tack_config_reloads_refused", counter, "Configuration reloads refused because a file had an error (the running configuration stays).";
 }
 
 /// One shard's counters. Written by that shard only.
@@ -167,6 +169,9 @@ impl ShardCounters {
 #[derive(Debug)]
 pub struct AllCounters {
     pub shards: Vec<ShardCounters>,
+    /// Process-wide counters written by the one thread that is no shard, the reload thread
+    /// (`ConfigReloads*`): its single writer. Added to the totals, no per-shard series.
+    pub process: ShardCounters,
 }
 
 impl AllCounters {
@@ -174,12 +179,13 @@ impl AllCounters {
     pub fn new(n: usize) -> Self {
         Self {
             shards: (0..n).map(|_| ShardCounters::default()).collect(),
+            process: ShardCounters::default(),
         }
     }
 
-    /// Sum of one counter over all shards.
+    /// Sum of one counter over all shards (and the process-wide set).
     pub fn total(&self, c: Counter) -> u64 {
-        self.shards.iter().map(|s| s.get(c)).sum()
+        self.shards.iter().map(|s| s.get(c)).sum::<u64>() + self.process.get(c)
     }
 
     /// Prometheus text exposition: totals, plus a per-shard series labelled `shard`.
@@ -215,6 +221,8 @@ mod tests {
         all.shards[1].dec(Counter::ConnectionConnected);
         assert_eq!(all.total(Counter::RequestReceived), 5);
         assert_eq!(all.total(Counter::ConnectionConnected), 0);
+        all.process.inc(Counter::ConfigReloads);
+        assert_eq!(all.total(Counter::ConfigReloads), 1);
         let text = all.render_prometheus("");
         assert!(text.contains("# TYPE request_received counter\nrequest_received 5\n"));
         assert!(text.contains("request_received{shard=\"1\"} 4\n"));

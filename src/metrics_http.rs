@@ -46,7 +46,7 @@ async fn serve(ctx: Rc<ShardCtx>, mut peer: Peer) {
     if got_head != Ok(true) {
         return;
     }
-    let prefix = &ctx.config.prometheus_prefix;
+    let prefix = &ctx.config().prometheus_prefix;
     let body = ctx.all_counters.render_prometheus(prefix);
     let mut out = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

@@ -45,18 +45,24 @@ pub enum ShardMsg {
 /// The engine's per-shard handle, as tack uses it.
 pub type Shard = shards::Shard<ShardMsg>;
 
-/// Read-only state shared by all shards (immutable after start).
+/// State shared by all shards: the start-up configuration (listeners are bound from it), the
+/// counters, and the slot reloaded configurations arrive in (see `crate::reload`).
 pub struct Shared {
     pub config: Arc<Config>,
     pub counters: Arc<AllCounters>,
+    pub reload: Arc<crate::reload::ReloadSlot>,
 }
 
 /// Everything a shard owns. Lives in an `Rc` on its shard's thread only.
 pub struct ShardCtx {
     pub id: ShardId,
     pub shard: Rc<Shard>,
-    pub config: Arc<Config>,
-    pub cfg: ShardConfig,
+    /// The configuration in force for new requests on this shard: read with
+    /// [`ShardCtx::config`], replaced by a reload (see `crate::reload`: this shard's own `Rc`,
+    /// no lock, no shared cache line).
+    live_config: RefCell<Rc<Config>>,
+    /// This shard's slice of it, read with [`ShardCtx::cfg`].
+    live_cfg: RefCell<Rc<ShardConfig>>,
     pub all_counters: Arc<AllCounters>,
     pub pool: BackendPool,
     /// Client connections currently open on this shard (bounded by `cfg.connections_max`).
@@ -85,6 +91,36 @@ pub struct ShardCtx {
 }
 
 impl ShardCtx {
+    /// The configuration in force now. A task that must see one configuration throughout
+    /// keeps the `Rc`; one that wants the newest reads it again.
+    #[inline]
+    pub fn config(&self) -> Rc<Config> {
+        self.live_config.borrow().clone()
+    }
+
+    /// This shard's slice of the configuration in force now (see [`ShardCtx::config`]).
+    #[inline]
+    pub fn cfg(&self) -> Rc<ShardConfig> {
+        self.live_cfg.borrow().clone()
+    }
+
+    /// Makes `config` the configuration of new requests on this shard. Capacities sized at
+    /// start cannot change (`reload::merge` keeps them), and are checked here.
+    fn apply_config(&self, config: &Config) {
+        let cfg = config.shard_config(self.id.0 as usize);
+        {
+            let old = self.live_cfg.borrow();
+            debug_assert_eq!(cfg.connections_max, old.connections_max);
+            debug_assert_eq!(cfg.ring_capacity, old.ring_capacity);
+            debug_assert_eq!(cfg.hold_queue_max, old.hold_queue_max);
+            debug_assert_eq!(cfg.pipeline_max, old.pipeline_max);
+        }
+        *self.live_config.borrow_mut() = Rc::new(config.clone());
+        *self.live_cfg.borrow_mut() = Rc::new(cfg);
+        // Cached signatures of keys that may be gone: start afresh (one signature per key).
+        *self.sig_tokens.borrow_mut() = crate::sig::TokenCache::default();
+    }
+
     /// This shard's counters.
     #[inline]
     pub fn counters(&self) -> &ShardCounters {
@@ -200,9 +236,9 @@ pub async fn run(shard: Shard, shared: Arc<Shared>, ready: Sender<Result<(), Str
     let ctx = Rc::new(ShardCtx {
         id,
         shard: Rc::new(shard),
-        config: shared.config.clone(),
+        live_config: RefCell::new(Rc::new(Config::clone(&shared.config))),
         pool: BackendPool::new(cfg.backend_pool_idle_max, cfg.backend_pool_idle_timeout),
-        cfg,
+        live_cfg: RefCell::new(Rc::new(cfg)),
         all_counters: shared.counters.clone(),
         conns_open: Cell::new(0),
         holds: RefCell::new(HoldRegistry::new(limits, 0)),
@@ -238,12 +274,13 @@ pub async fn run(shard: Shard, shared: Arc<Shared>, ready: Sender<Result<(), Str
     monoio::spawn(timer_loop(ctx.clone()));
     monoio::spawn(crate::conn::guard::stall_sweep_loop(ctx.clone()));
     monoio::spawn(minute_loop(ctx.clone()));
+    monoio::spawn(reload_loop(ctx.clone(), shared.reload.clone()));
     ctx.shard.shutdown_signal().await;
     ctx.holds.borrow_mut().shutdown_all();
     ctx.pipeline_wake();
     ctx.timer_notify.notify();
     tracing::debug!(shard = %id, open = ctx.conns_open.get(), "draining");
-    let deadline = Instant::now() + ctx.cfg.drain_timeout;
+    let deadline = Instant::now() + ctx.cfg().drain_timeout;
     // Shutdown path only: a coarse poll of the open-connection count until it reaches zero.
     while ctx.conns_open.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
@@ -263,6 +300,26 @@ async fn inbox_loop(ctx: Rc<ShardCtx>) {
         }
         crate::fanout::drain_rings(&ctx);
         shards::yield_now().await;
+    }
+}
+
+/// Takes each reloaded configuration when the reload thread announces it (a notice on the
+/// doorbells), and tells the slot this shard uses it.
+async fn reload_loop(ctx: Rc<ShardCtx>, slot: Arc<crate::reload::ReloadSlot>) {
+    let mut seen_notice = 0;
+    let mut generation = 0;
+    loop {
+        seen_notice = ctx.shard.notice_signal(seen_notice).await;
+        if ctx.shard.shutdown_requested() {
+            return;
+        }
+        if let Some((g, config)) = slot.newer_than(generation) {
+            debug_assert!(g > generation);
+            ctx.apply_config(&config);
+            generation = g;
+            slot.mark_applied(ctx.id.0 as usize, g);
+            tracing::debug!(shard = %ctx.id, generation = g, "configuration applied");
+        }
     }
 }
 

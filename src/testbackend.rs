@@ -58,7 +58,7 @@ pub async fn handle(
         _ => None,
     };
     if let (Some(mode), false) = (mode, close) {
-        let per_conn = ctx.config.handler.connection_subscription_max;
+        let per_conn = ctx.config().handler.connection_subscription_max;
         let mut chans = channels(query, route.prefix.as_deref());
         let dropped = chans.len().saturating_sub(per_conn);
         chans.truncate(per_conn);

@@ -541,15 +541,36 @@ impl Engine {
         }
     }
 
+    /// A cloneable, `Send` handle that wakes every shard's [`Shard::notice_signal`] waiters.
+    ///
+    /// [`Shard::notice_signal`]: crate::Shard::notice_signal
+    pub fn notice_handle(&self) -> crate::NoticeHandle {
+        crate::NoticeHandle {
+            shared: self.shutdown.clone(),
+        }
+    }
+
+    /// [`Engine::wait_for_signal_with`] with nothing to do on SIGHUP (it is logged and
+    /// otherwise ignored, instead of killing the process as its default action would).
+    pub fn wait_for_signal(&self) -> io::Result<()> {
+        self.wait_for_signal_with(|| tracing::info!("SIGHUP received: nothing to reload"))
+    }
+
     /// Blocks the calling thread until SIGINT or SIGTERM arrives (or shutdown is requested some
     /// other way), then requests shutdown. After the first signal, a second SIGINT/SIGTERM exits
     /// the process at once (status 130), for operators whose graceful shutdown got stuck.
-    /// Call it from one thread at a time.
-    pub fn wait_for_signal(&self) -> io::Result<()> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    /// Each SIGHUP meanwhile calls `on_hangup` on this thread (keep it short: hand the work to
+    /// another thread) and the wait goes on. Call it from one thread at a time.
+    pub fn wait_for_signal_with(&self, mut on_hangup: impl FnMut()) -> io::Result<()> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         if self.shutdown.set_signal_wait(signals.handle()) {
-            if let Some(sig) = signals.forever().next() {
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    tracing::debug!("SIGHUP received");
+                    on_hangup();
+                    continue;
+                }
                 tracing::info!(signal = sig, "signal received");
                 // The exit-on-second-signal actions are installed only now, after the first
                 // signal was read. Installed up front behind a flag set here, they raced with
@@ -560,6 +581,7 @@ impl Engine {
                 for sig in [SIGINT, SIGTERM] {
                     signal_hook::flag::register_conditional_shutdown(sig, 130, always.clone())?;
                 }
+                break;
             }
             self.shutdown.clear_signal_wait();
         }

@@ -17,12 +17,15 @@
 //! message `M` pushed onto a bounded SPSC ring (one ring per ordered pair of shards, capacity
 //! fixed at start, [`Shard::try_send`] hands the message back when full). The only other
 //! cross-thread state is engine plumbing owned by this crate: each shard's doorbell (a "parked"
-//! flag and a socket written only when that flag is set) and the shutdown flag.
+//! flag and a socket written only when that flag is set), the shutdown flag and the notice
+//! epoch ([`NoticeHandle`], awaited with [`Shard::notice_signal`]: "look at what the caller
+//! published for you", e.g. a reloaded configuration).
 //!
 //! A shard waits for messages with [`Shard::inbox_ready`] and takes them with
 //! [`Shard::drain_inbox`]; [`Shard::shutdown_signal`] resolves when shutdown is requested by
 //! [`Engine::request_shutdown`], a [`ShutdownHandle`], or SIGINT/SIGTERM in
-//! [`Engine::wait_for_signal`]. [`yield_now`] gives the driver a turn (see its module docs for
+//! [`Engine::wait_for_signal`] (which calls back on SIGHUP instead of dying of it, see
+//! [`Engine::wait_for_signal_with`]). [`yield_now`] gives the driver a turn (see its module docs for
 //! why neither a self-wake nor `sleep(0)` does that in monoio 0.2.4).
 //!
 //! # `unsafe` inventory
@@ -77,6 +80,6 @@ mod yield_now;
 
 pub use boot::{run, DriverKind, DriverRequest, Engine, EngineConfig, DRIVER_ENV};
 pub use mesh::Shard;
-pub use shutdown::ShutdownHandle;
+pub use shutdown::{NoticeHandle, ShutdownHandle};
 pub use topology::ShardId;
 pub use yield_now::yield_now;

@@ -252,6 +252,26 @@ impl<M: Send + 'static> Shard<M> {
         .await;
     }
 
+    /// Resolves once the engine's notice epoch differs from `seen` (see `NoticeHandle`), or
+    /// shutdown is requested; returns the epoch then. Start with `seen = 0`, or with the value
+    /// of an earlier call. Any number of tasks may await it at once.
+    pub async fn notice_signal(&self, seen: u64) -> u64 {
+        let mut reg = Registration::new(&self.local.notice);
+        poll_fn(|cx| {
+            let now = self.shutdown.notice_epoch();
+            if now != seen || self.shutdown_requested() {
+                return Poll::Ready(now);
+            }
+            reg.register(cx.waker());
+            let now = self.shutdown.notice_epoch();
+            if now != seen || self.shutdown_requested() {
+                return Poll::Ready(now);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
     /// Messages currently in the ring from this shard to `to` (0 for `to == self` or an unknown
     /// shard). A snapshot, for metrics.
     pub fn ring_len(&self, to: ShardId) -> usize {

@@ -304,6 +304,8 @@ pub(crate) struct LocalWaiters {
     pub(crate) inbox: WaiterSet,
     /// Tasks in `Shard::shutdown_signal`.
     pub(crate) shutdown: WaiterSet,
+    /// Tasks in `Shard::notice_signal`.
+    pub(crate) notice: WaiterSet,
     /// Set when the shard's closure returned: the doorbell task ends at its next wake-up.
     pub(crate) stop: std::cell::Cell<bool>,
 }
@@ -316,6 +318,7 @@ pub(crate) async fn doorbell_task(
     local: Rc<LocalWaiters>,
     shutdown: Arc<ShutdownShared>,
 ) {
+    let mut notice_seen = shutdown.notice_epoch();
     loop {
         if let Err(e) = reader.readable().await {
             // Not expected on a healthy socketpair. Degrade to polling every millisecond so that
@@ -328,6 +331,11 @@ pub(crate) async fn doorbell_task(
         local.inbox.wake_all();
         if shutdown.is_requested() {
             local.shutdown.wake_all();
+        }
+        let notice = shutdown.notice_epoch();
+        if notice != notice_seen {
+            notice_seen = notice;
+            local.notice.wake_all();
         }
         if local.stop.get() {
             return;

@@ -5,8 +5,14 @@
 //! `Shard::shutdown_signal` / `Shard::inbox_ready`. It also ends a pending
 //! `Engine::wait_for_signal`. What a shard does on shutdown (stop accepting, drain, return from
 //! its closure) is up to the shard's own code.
+//!
+//! The same doorbells carry **notices**: [`NoticeHandle::notify`] bumps an engine-wide epoch
+//! (`SeqCst`) and rings every doorbell, and every task in `Shard::notice_signal` wakes and sees
+//! the new epoch. A notice carries no data: the caller publishes what changed somewhere the
+//! shards read (tack: a new configuration) before it notifies. Notices coalesce: a shard that
+//! wakes late sees only the latest epoch.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::notify::DoorbellTx;
@@ -14,6 +20,8 @@ use crate::notify::DoorbellTx;
 /// Shared by the engine, every shard and every [`ShutdownHandle`].
 pub(crate) struct ShutdownShared {
     requested: AtomicBool,
+    /// Notice epoch: bumped by [`NoticeHandle::notify`], starts at 0.
+    notice: AtomicU64,
     doorbells: Vec<Arc<DoorbellTx>>,
     /// Set while `Engine::wait_for_signal` blocks, so that a request from elsewhere ends it.
     signal_wait: Mutex<Option<signal_hook::iterator::Handle>>,
@@ -23,6 +31,7 @@ impl ShutdownShared {
     pub(crate) fn new(doorbells: Vec<Arc<DoorbellTx>>) -> Self {
         ShutdownShared {
             requested: AtomicBool::new(false),
+            notice: AtomicU64::new(0),
             doorbells,
             signal_wait: Mutex::new(None),
         }
@@ -51,6 +60,22 @@ impl ShutdownShared {
             handle.close();
         }
         debug_assert!(self.is_requested());
+    }
+
+    /// The current notice epoch.
+    #[inline]
+    pub(crate) fn notice_epoch(&self) -> u64 {
+        self.notice.load(Ordering::SeqCst)
+    }
+
+    /// Bumps the notice epoch, then rings every doorbell. Returns the new epoch.
+    pub(crate) fn notify(&self) -> u64 {
+        let epoch = self.notice.fetch_add(1, Ordering::SeqCst) + 1;
+        for d in &self.doorbells {
+            d.ring();
+        }
+        debug_assert!(self.notice_epoch() >= epoch);
+        epoch
     }
 
     /// Remembers the handle of a signal wait in progress (closed by [`Self::request`]).
@@ -108,6 +133,34 @@ impl ShutdownHandle {
     /// SIGTERM sent now is the one it handles (a readiness signal for tests and supervisors).
     pub fn signal_wait_armed(&self) -> bool {
         self.shared.signal_wait_armed()
+    }
+}
+
+/// A cloneable, `Send` handle that wakes every shard's `Shard::notice_signal` waiters (see
+/// the module doc). Obtained from `Engine::notice_handle`.
+#[derive(Clone)]
+pub struct NoticeHandle {
+    pub(crate) shared: Arc<ShutdownShared>,
+}
+
+impl NoticeHandle {
+    /// Bumps the notice epoch and rings every shard's doorbell. Returns the new epoch. Anything
+    /// the shards should see must be published (with at least `Release` ordering) before this.
+    pub fn notify(&self) -> u64 {
+        self.shared.notify()
+    }
+
+    /// The current notice epoch (0 before the first notice).
+    pub fn epoch(&self) -> u64 {
+        self.shared.notice_epoch()
+    }
+}
+
+impl std::fmt::Debug for NoticeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NoticeHandle")
+            .field("epoch", &self.epoch())
+            .finish()
     }
 }
 

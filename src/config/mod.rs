@@ -31,7 +31,7 @@ pub mod pushpin;
 pub mod tuning;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -186,6 +186,9 @@ pub struct Config {
     pub prometheus_prefix: String,
     /// Routes, shared read-only by all shards.
     pub routes: Arc<RouteTable>,
+    /// The routes file the routes came from (`None` for `--route` lines or the default
+    /// `* test`): the file the reload thread watches (see `crate::reload`).
+    pub routes_file: Option<PathBuf>,
     /// Proxy behaviour.
     pub proxy: ProxyConfig,
     /// Publish/subscribe behaviour.
@@ -383,6 +386,11 @@ impl Config {
             prometheus_prefix: pp.prometheus_prefix,
             route_warnings: routes.warnings().to_vec(),
             routes: Arc::new(routes),
+            routes_file: if cli.routes.is_empty() {
+                pp.routes_file.clone()
+            } else {
+                None
+            },
             proxy: pp.proxy,
             handler: pp.handler,
             tuning,

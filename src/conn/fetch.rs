@@ -98,7 +98,7 @@ pub async fn fetch(
         BodyFraming::None,
         "internal requests carry no body"
     );
-    fetch_inner(ctx, route, head, &[], peer_ip, ctx.cfg.grip_body_max, &[]).await
+    fetch_inner(ctx, route, head, &[], peer_ip, ctx.cfg().grip_body_max, &[]).await
 }
 
 /// [`fetch`] with one `Grip-Last: <channel>; last-id=<id>` header per entry of `last_ids`
@@ -128,7 +128,7 @@ pub async fn fetch_with_grip_last(
         head,
         body,
         peer_ip,
-        ctx.cfg.grip_body_max,
+        ctx.cfg().grip_body_max,
         &extra,
     )
     .await
@@ -233,8 +233,8 @@ async fn fetch_inner(
         },
         resp.framing,
         OutEncoding::Identity,
-        ctx.cfg.body_buffer_bytes,
-        ctx.cfg.backend_response_timeout,
+        ctx.cfg().body_buffer_bytes,
+        ctx.cfg().backend_response_timeout,
     )
     .await
     .map_err(|e| match e {

@@ -308,7 +308,7 @@ fn start(
     }
     // A reliable stream tracks its channels' ids (every channel is known, so that a recovery
     // answer may start tracking one); a long-poll keeps the prev-ids the backend gave.
-    let mut ids = LastIds::new(ctx.config.handler.connection_subscription_max.max(1));
+    let mut ids = LastIds::new(ctx.config().handler.connection_subscription_max.max(1));
     if kind == HoldKind::Stream {
         let channels = &plan.instruction.channels;
         if channels.iter().any(|c| c.prev_id.is_some()) {
@@ -366,7 +366,7 @@ fn subscribe_all(ctx: &ShardCtx, key: HolderKey, plan: &HoldPlan) {
             shard = %ctx.id,
             route = %plan.route_id,
             dropped = plan.instruction.channels_dropped,
-            max = ctx.config.handler.connection_subscription_max,
+            max = ctx.config().handler.connection_subscription_max,
             "channels over connection_subscription_max ignored"
         );
     }
@@ -565,7 +565,7 @@ fn notify_gone(ctx: &Rc<ShardCtx>, plan: &HoldPlan) {
     let route_id = plan.route_id.clone();
     let cid = plan.connection_id;
     monoio::spawn(async move {
-        let routes = ctx2.config.routes.clone();
+        let routes = ctx2.config().routes.clone();
         let Some(route) = fetch::route_of(&routes, &req) else {
             return;
         };
@@ -599,7 +599,7 @@ fn proxy_error(ctx: &ShardCtx, plan: &HoldPlan, msg: &str) -> HeldResponse {
 
 /// Whether the hold's route has `debug` (errors are shown to the client).
 fn route_debug(ctx: &ShardCtx, plan: &HoldPlan) -> bool {
-    let routes = ctx.config.routes.clone();
+    let routes = ctx.config().routes.clone();
     plan.request
         .as_ref()
         .and_then(|r| fetch::route_of(&routes, r))
@@ -646,7 +646,7 @@ async fn retry(ctx: &Rc<ShardCtx>, key: HolderKey, plan: &mut HoldPlan) -> Optio
         tracing::warn!(shard = %ctx.id, route = %plan.route_id, "long-poll retry impossible: its request body was not kept (over 100,000 bytes, or chunked)");
         return None;
     };
-    let routes = ctx.config.routes.clone();
+    let routes = ctx.config().routes.clone();
     let route = fetch::route_of(&routes, &request)?;
     // Identical retries of other holds on this shard share one backend request.
     let fetched = Box::pin(share::fetch_shared(
@@ -669,7 +669,7 @@ async fn retry(ctx: &Rc<ShardCtx>, key: HolderKey, plan: &mut HoldPlan) -> Optio
     if !is_grip_head(&f.head) {
         return Some(plain_response(&f.head, f.body.clone()));
     }
-    let per_conn = ctx.config.handler.connection_subscription_max;
+    let per_conn = ctx.config().handler.connection_subscription_max;
     let parsed = grip::parse_instruction(
         f.head.status,
         &f.head.reason,
@@ -821,7 +821,7 @@ where
     // A recovery already asked once more after an answer that did not reach the gap's item.
     let mut refetched = false;
     // Hints and gaps can come as fast as publishes: link fetches are spaced past a burst.
-    let mut budget = grip::LinkBudget::new(ctx.cfg.next_link_rate, ctx.clock_ms());
+    let mut budget = grip::LinkBudget::new(ctx.cfg().next_link_rate, ctx.clock_ms());
     loop {
         if !fetch_link {
             let ev = next_event(ctx, key, watcher, watch_done, &mut plan.client_gone).await;
@@ -1050,7 +1050,7 @@ pub(crate) fn count_if_slow(ctx: &ShardCtx, key: HolderKey, route: &str) -> bool
     tracing::warn!(
         shard = %ctx.id,
         route,
-        queue_max = ctx.cfg.hold_queue_max,
+        queue_max = ctx.cfg().hold_queue_max,
         "slow subscriber closed: its delivery queue overflowed or a write to it stalled"
     );
     true
@@ -1128,7 +1128,7 @@ async fn follow_link(
         return Link::Failed;
     };
     let req = fetch::link_request(original, fetch::resolve_link(&original.path, &link.uri));
-    let routes = ctx.config.routes.clone();
+    let routes = ctx.config().routes.clone();
     let Some(route) = fetch::route_of(&routes, &req) else {
         return Link::Failed;
     };
@@ -1180,7 +1180,7 @@ async fn follow_link(
         };
         return Link::Body(body, false);
     }
-    let per_conn = ctx.config.handler.connection_subscription_max;
+    let per_conn = ctx.config().handler.connection_subscription_max;
     let parsed = grip::parse_instruction(
         f.head.status,
         &f.head.reason,

@@ -301,7 +301,7 @@ async fn next_request(
     };
     ctx.counters().inc(Counter::RequestReceived);
     conn.set_state(ConnState::Routed);
-    let log = ctx.cfg.access_log.then(|| {
+    let log = ctx.cfg().access_log.then(|| {
         Box::new(AccessLine {
             peer: conn.peer_addr,
             method: head.method.clone(),
@@ -321,7 +321,7 @@ async fn wait_readable(ctx: &ShardCtx, client: &Peer) -> bool {
         return false;
     }
     monoio::select! {
-        r = monoio::time::timeout(ctx.cfg.client_idle_timeout, client.stream.readable(false)) => {
+        r = monoio::time::timeout(ctx.cfg().client_idle_timeout, client.stream.readable(false)) => {
             matches!(r, Ok(Ok(())))
         }
         _ = ctx.shard.shutdown_signal() => false,
@@ -335,8 +335,8 @@ enum HeadFailure {
 
 /// Read and parse one request head. `Ok(None)`: the client closed (or reset) first.
 async fn read_head(ctx: &ShardCtx, client: &mut Peer) -> Result<Option<RequestHead>, HeadFailure> {
-    let deadline = Instant::now() + ctx.cfg.client_head_timeout;
-    let max = ctx.cfg.header_bytes_max;
+    let deadline = Instant::now() + ctx.cfg().client_head_timeout;
+    let max = ctx.cfg().header_bytes_max;
     loop {
         match parse_request_head(client.pending(), max, REQUEST_HEADERS_MAX) {
             Ok(Some((head, used))) => {
@@ -396,12 +396,12 @@ async fn handle_request(ctx: &Rc<ShardCtx>, conn: &mut Conn, head: RequestHead) 
         Some(u) if u.eq_ignore_ascii_case("websocket") => Proto::Ws,
         _ => Proto::Http,
     };
-    let tls = ctx.config.proxy.accept_xfp
+    let tls = ctx.config().proxy.accept_xfp
         && head
             .headers
             .iter()
             .any(|h| h.name.eq_ignore_ascii_case("x-forwarded-proto") && h.value == b"https");
-    let routes = ctx.config.routes.clone();
+    let routes = ctx.config().routes.clone();
     let Some(route) = routes.lookup(head.host.as_deref(), &head.path, proto, tls) else {
         ctx.counters().inc(Counter::RouteNotFound);
         return fail_early(conn, &head, 502, BODY_ROUTE_NOT_FOUND)
@@ -485,7 +485,7 @@ async fn websocket_upgrade(
         head,
         handshake,
         mode,
-        routes: ctx.config.routes.clone(),
+        routes: ctx.config().routes.clone(),
         peer_ip: conn.peer_addr.ip(),
     }))
 }
@@ -512,7 +512,7 @@ pub(crate) async fn connect_targets<'t>(
         match backend::connect_first(
             &ctx.pool,
             &t.addrs,
-            ctx.cfg.backend_connect_timeout,
+            ctx.cfg().backend_connect_timeout,
             allow_reuse,
         )
         .await
@@ -557,7 +557,7 @@ fn strip_connection_id(head: &mut RequestHead) {
 /// Whether the client proved it is a trusted upstream GRIP proxy (`upstream_key`): then its
 /// `Grip-*` headers are kept, nothing is signed again, and GRIP answers pass back to it.
 fn is_trusted_upstream(ctx: &ShardCtx, head: &RequestHead) -> bool {
-    match &ctx.config.proxy.upstream_key {
+    match &ctx.config().proxy.upstream_key {
         Some(key) => head
             .headers
             .iter()
@@ -594,7 +594,7 @@ fn forward_head_with(
     connection_id: Option<&str>,
     strip_over_http: bool,
 ) -> Vec<u8> {
-    let proxy = &ctx.config.proxy;
+    let proxy = &ctx.config().proxy;
     let now = unix_now();
     let sig = if route.no_grip || trusted {
         None
@@ -655,7 +655,7 @@ async fn proxy(
     route: &Route,
     targets: &[&HttpTarget],
 ) -> Reply {
-    let cfg = &ctx.cfg;
+    let cfg = ctx.cfg();
     let has_body = head.framing != BodyFraming::None;
     let trusted = is_trusted_upstream(ctx, &head);
     // A WebSocket-over-HTTP backend trusts `application/websocket-events` requests and their
@@ -676,7 +676,7 @@ async fn proxy(
         None
     } else {
         strip_connection_id(&mut head);
-        (!route.no_grip && ctx.config.tuning.http_connection_id).then(|| ctx.mint_connection_id())
+        (!route.no_grip && ctx.config().tuning.http_connection_id).then(|| ctx.mint_connection_id())
     };
     // A body small enough to keep is read whole before it is forwarded: a held request is
     // re-sent with it (a hint, a gap), as Pushpin does. Larger or chunked bodies stream through
@@ -835,10 +835,11 @@ async fn keep_request_body(
         }
         _ => return Ok(None),
     };
-    let deadline = Instant::now() + ctx.cfg.client_head_timeout;
+    let deadline = Instant::now() + ctx.cfg().client_head_timeout;
     while conn.client.pending().len() < n {
         let left = deadline.saturating_duration_since(Instant::now());
-        match monoio::time::timeout(left, conn.client.fill(n.max(ctx.cfg.header_bytes_max))).await {
+        match monoio::time::timeout(left, conn.client.fill(n.max(ctx.cfg().header_bytes_max))).await
+        {
             Ok(Ok(r)) if r > 0 => {}
             Ok(_) => return Err(Reply::Done(After::Close, 0)),
             Err(_) => {
@@ -880,8 +881,8 @@ async fn grip_answer(
     } else {
         resp.framing
     };
-    let per_conn = ctx.config.handler.connection_subscription_max;
-    let max = ctx.cfg.grip_body_max;
+    let per_conn = ctx.config().handler.connection_subscription_max;
+    let max = ctx.cfg().grip_body_max;
     // A stream hold's body (one not known to fit the buffer) streams through in any size.
     let known_small = match framing {
         BodyFraming::None => true,
@@ -923,8 +924,8 @@ async fn grip_answer(
         },
         framing,
         OutEncoding::Identity,
-        ctx.cfg.body_buffer_bytes,
-        ctx.cfg.backend_response_timeout,
+        ctx.cfg().body_buffer_bytes,
+        ctx.cfg().backend_response_timeout,
     )
     .await;
     let fail = |why: &str| {
@@ -1080,8 +1081,8 @@ async fn stream_through(
         Sink::Stream(&mut conn.client.stream),
         framing,
         enc,
-        ctx.cfg.body_buffer_bytes,
-        ctx.cfg.backend_response_timeout,
+        ctx.cfg().body_buffer_bytes,
+        ctx.cfg().backend_response_timeout,
     )
     .await;
     match relayed {
@@ -1142,15 +1143,15 @@ async fn next_chain(
     let mut link = instruction.next;
     // Plain linked bodies go through the last instruction's `build-id` (as in Pushpin 1.36).
     let mut filters = instruction.filters;
-    let mut budget = crate::grip::LinkBudget::new(ctx.cfg.next_link_rate, ctx.clock_ms());
+    let mut budget = crate::grip::LinkBudget::new(ctx.cfg().next_link_rate, ctx.clock_ms());
     // Links resolve against the URL fetched last, as in Pushpin.
     let mut base = head.path.clone();
     let mut hops = 0;
     while let Some(l) = link.take() {
         hops += 1;
-        if hops > ctx.cfg.next_link_chain_max {
+        if hops > ctx.cfg().next_link_chain_max {
             ctx.counters().inc(Counter::NextLinkChainCut);
-            tracing::warn!(route = %route.id, max = ctx.cfg.next_link_chain_max, "next-link chain longer than next_link_chain_max: stopped");
+            tracing::warn!(route = %route.id, max = ctx.cfg().next_link_chain_max, "next-link chain longer than next_link_chain_max: stopped");
             break;
         }
         let wait = budget.take(ctx.clock_ms());
@@ -1173,7 +1174,7 @@ async fn next_chain(
             }
         };
         let body = if held::is_grip_head(&f.head) {
-            let per_conn = ctx.config.handler.connection_subscription_max;
+            let per_conn = ctx.config().handler.connection_subscription_max;
             let parsed = crate::grip::parse_instruction(
                 f.head.status,
                 &f.head.reason,
@@ -1276,8 +1277,8 @@ pub(crate) async fn read_response_head(
     be: &mut Connected,
     method: &str,
 ) -> Result<ResponseHead, ResponseFailure> {
-    let deadline = Instant::now() + ctx.cfg.backend_response_timeout;
-    let max = ctx.cfg.header_bytes_max.max(16 * 1024);
+    let deadline = Instant::now() + ctx.cfg().backend_response_timeout;
+    let max = ctx.cfg().header_bytes_max.max(16 * 1024);
     let mut got_any = false;
     loop {
         match parse_response_head(be.peer.pending(), method, max) {
@@ -1355,7 +1356,7 @@ async fn respond(
     let mut in_framing = in_framing;
     if let BodyFraming::Length(n) = in_framing {
         // Small bodies already received go out with the head in one write.
-        if (be.peer.pending().len() as u64) >= n && n <= ctx.cfg.body_buffer_bytes as u64 {
+        if (be.peer.pending().len() as u64) >= n && n <= ctx.cfg().body_buffer_bytes as u64 {
             out.extend_from_slice(&be.peer.pending()[..n as usize]);
             be.peer.consume(n as usize);
             in_framing = BodyFraming::None;
@@ -1383,8 +1384,8 @@ async fn respond(
             Sink::Stream(&mut conn.client.stream),
             in_framing,
             enc,
-            ctx.cfg.body_buffer_bytes,
-            ctx.cfg.backend_response_timeout,
+            ctx.cfg().body_buffer_bytes,
+            ctx.cfg().backend_response_timeout,
         )
         .await
     };

@@ -344,7 +344,7 @@ async fn open(
         .handshake
         .deflate_offer
         .as_ref()
-        .and_then(|offer| ws::negotiate(offer, ctx.config.allow_compression));
+        .and_then(|offer| ws::negotiate(offer, ctx.config().allow_compression));
     let ext_line = agreed.as_ref().map(|(_, line)| line.clone());
     let (deflater, inflater) = match &agreed {
         Some((p, _)) => (Some(Deflater::for_server(p)), Some(Inflater::for_server(p))),
@@ -419,7 +419,7 @@ async fn open(
         key,
         wr: ClientWriter::new(wr, key),
         read: None,
-        reader: ServerReader::new(ctx.cfg.ws_message_bytes_max, inflater),
+        reader: ServerReader::new(ctx.cfg().ws_message_bytes_max, inflater),
         cbuf: pending,
         deflater,
         grip_prefix,
@@ -431,7 +431,7 @@ async fn open(
         delayed: None,
         close_reply_due_ms: 0,
         reliable: Tracker::new(
-            ctx.config.handler.connection_subscription_max,
+            ctx.config().handler.connection_subscription_max,
             reliable::HELD_PER_CHANNEL_MAX,
         ),
     };
@@ -502,8 +502,8 @@ async fn open_ws_backend(
             },
             resp.framing,
             super::io::OutEncoding::Identity,
-            ctx.cfg.body_buffer_bytes,
-            ctx.cfg.backend_response_timeout,
+            ctx.cfg().body_buffer_bytes,
+            ctx.cfg().backend_response_timeout,
         )
         .await;
         let status = if resp.status == 101 { 502 } else { resp.status };
@@ -531,7 +531,7 @@ async fn open_ws_backend(
         Backend::Ws {
             wr,
             read: Some(read_pending_first(rd, leftover)),
-            reader: ClientReader::new(ctx.cfg.ws_message_bytes_max, None),
+            reader: ClientReader::new(ctx.cfg().ws_message_bytes_max, None),
         },
         grip,
         extra,
