@@ -14,6 +14,7 @@ mod parity;
 mod proxy;
 mod reliable;
 mod reliable_ws;
+mod reload;
 mod routes;
 mod security;
 mod shutdown;
