@@ -38,7 +38,9 @@
 //! `subs`, `timer`, `hold`, `ws`, `wsevents`, `gather`. (`sig` draws ECDSA nonces and RSA
 //! blinding from the OS's random source; `config` and `route` read files through `RouteEnv`.)
 //! I/O modules (monoio): `shard`, `accept`, `conn`, `backend`, `testbackend`, `control`,
-//! `conncontrol`, `fanout`, `metrics_http`.
+//! `conncontrol`, `fanout`, `metrics_http`. `reload` runs on its own thread (SIGHUP and the
+//! routes-file watch build a new `Config` there and hand it to every shard; its merge and
+//! debounce are pure).
 
 #[cfg(feature = "alloc-census")]
 pub mod census;

@@ -3,6 +3,7 @@
 //! (`tack::reload`). `--check-config` only loads and validates, then exits 0 or 2.
 
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -27,6 +28,12 @@ static GLOBAL: tack::census::Census<mimalloc::MiMalloc> = tack::census::Census(m
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
+    // From the first instruction on, a SIGHUP sets this flag instead of killing tack (its
+    // default action); the reload thread reloads when it finds it set (see `tack::reload`).
+    let early_hangup = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, early_hangup.clone()) {
+        eprintln!("tack: cannot handle SIGHUP: {e}");
+    }
     let cli = Cli::parse();
     if cli.check_config {
         let (report, status) = tack::reload::check_config(&cli);
@@ -54,7 +61,7 @@ fn main() -> ExitCode {
     for w in &config.route_warnings {
         tracing::warn!("routes: {w}");
     }
-    match run(config, cli) {
+    match run(config, cli, early_hangup) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -93,7 +100,7 @@ fn init_logging(config: &Config) {
         .init();
 }
 
-fn run(config: Config, cli: Cli) -> Result<(), String> {
+fn run(config: Config, cli: Cli, early_hangup: Arc<AtomicBool>) -> Result<(), String> {
     let t = &config.tuning;
     let engine_cfg = shards::EngineConfig {
         shards: t.shards,
@@ -150,7 +157,7 @@ fn run(config: Config, cli: Cli) -> Result<(), String> {
     let reloader = Reloader::new(cli, config, slot, engine.notice_handle(), counters);
     std::thread::Builder::new()
         .name("tack-reload".into())
-        .spawn(move || reloader.run(reload_rx))
+        .spawn(move || reloader.run(reload_rx, early_hangup))
         .map_err(|e| format!("cannot start the reload thread: {e}"))?;
     engine
         .wait_for_signal_with(|| {

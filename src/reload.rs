@@ -4,7 +4,7 @@
 //! # Path of a reload
 //!
 //! ```text
-//! SIGHUP ─▶ main thread (Engine::wait_for_signal_with) ─▶ Trigger ─┐
+//! SIGHUP ─▶ flag (+ Trigger from Engine::wait_for_signal_with) ─────┐
 //! routes file stamp changed (polled every WATCH_INTERVAL) ─────────┤
 //!                                                                  ▼
 //!            reload thread: Config::load (every file, as at start, DNS included)
@@ -71,7 +71,7 @@
 //! no file to watch.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -326,11 +326,24 @@ impl Reloader {
         }
     }
 
-    /// Runs until `triggers` is closed: a reload per trigger, and the routes-file watch.
-    pub fn run(mut self, triggers: Receiver<Trigger>) {
+    /// Runs until `triggers` is closed: a reload when `hangup` is found set (the SIGHUP
+    /// handler sets it; a [`Trigger::Hangup`] makes the thread look at once, else it looks
+    /// every interval), and the routes-file watch.
+    ///
+    /// The flag, not the trigger, says "reload": it is set from the first instruction of
+    /// `main`, so a SIGHUP that arrives before the signal wait is armed is neither fatal nor
+    /// lost, and one SIGHUP seen by both the flag and the signal wait reloads once.
+    pub fn run(mut self, triggers: Receiver<Trigger>, hangup: Arc<AtomicBool>) {
         loop {
-            match triggers.recv_timeout(WATCH_INTERVAL) {
-                Ok(Trigger::Hangup) => self.reload("SIGHUP"),
+            let woke = triggers.recv_timeout(WATCH_INTERVAL);
+            if woke == Err(RecvTimeoutError::Disconnected) {
+                return;
+            }
+            if hangup.swap(false, Ordering::SeqCst) {
+                self.reload("SIGHUP");
+            }
+            match woke {
+                Ok(Trigger::Hangup) | Err(RecvTimeoutError::Disconnected) => {}
                 Err(RecvTimeoutError::Timeout) => {
                     let Some(path) = self.watched.clone() else {
                         continue;
@@ -340,7 +353,6 @@ impl Reloader {
                         self.reload("routes file changed");
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
             }
         }
     }

@@ -333,7 +333,7 @@ pub(crate) async fn doorbell_task(
             local.shutdown.wake_all();
         }
         let notice = shutdown.notice_epoch();
-        if notice != notice_seen {
+        if notice != notice_seen || shutdown.is_requested() {
             notice_seen = notice;
             local.notice.wake_all();
         }

@@ -1,5 +1,6 @@
 //! Configuration: files and command line → validated, immutable [`Config`] → one
-//! [`ShardConfig`] per shard. Configuration flows one way; nothing mutates a `Config`.
+//! [`ShardConfig`] per shard. Configuration flows one way; nothing mutates a `Config`: a
+//! reload (`crate::reload`) builds a whole new one and hands it to the shards.
 //!
 //! # Sources and precedence
 //!
