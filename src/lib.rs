@@ -4,7 +4,8 @@
 //! client connections (long-polling, HTTP streaming, SSE, WebSockets), driven by GRIP
 //! instructions. It is Pushpin-compatible on the wire and runs thread-per-core: every core runs
 //! one independent **shard** (see the `shards` crate) that owns its listeners, client
-//! connections, backend pools and timers. Nothing is shared between shards but ring messages.
+//! connections, backend pools and timers. Nothing is shared between shards but ring messages
+//! (and, on `session` routes only, the GRIP session store: see `conn::session`).
 //!
 //! ## Data flow (modules are declared below in this order)
 //!
@@ -35,7 +36,7 @@
 //! queues) ─▶ `conn::held` tasks write the shared bytes.
 //!
 //! Pure modules (no I/O, no clock reads): `http1`, `route`, `config`, `sig`, `grip`, `publish`,
-//! `subs`, `timer`, `hold`, `ws`, `wsevents`, `gather`. (`sig` draws ECDSA nonces and RSA
+//! `session`, `subs`, `timer`, `hold`, `ws`, `wsevents`, `gather`. (`sig` draws ECDSA nonces and RSA
 //! blinding from the OS's random source; `config` and `route` read files through `RouteEnv`.)
 //! I/O modules (monoio): `shard`, `accept`, `conn`, `backend`, `testbackend`, `control`,
 //! `conncontrol`, `fanout`, `metrics_http`.
@@ -56,6 +57,7 @@ pub mod gather;
 pub mod grip;
 pub mod hold;
 pub mod publish;
+pub mod session;
 pub mod subs;
 pub mod timer;
 pub mod ws;

@@ -99,9 +99,15 @@ fn run(config: Config) -> Result<(), String> {
     let shard_count = t.shards;
     let listen = config.listen.clone();
     let publish = config.publish_listen;
+    let sessions = tack::conn::session::Sessions::new(tack::session::StoreLimits {
+        sessions_max: t.sessions_max,
+        ttl_ms: t.session_ttl.as_millis() as u64,
+        rules_max: t.session_rules_max,
+    });
     let shared = Arc::new(Shared {
         counters: Arc::new(AllCounters::new(shard_count)),
         config: Arc::new(config),
+        sessions: Arc::new(sessions),
     });
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let engine = shards::run(engine_cfg, move |s| {

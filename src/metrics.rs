@@ -107,6 +107,11 @@ counters! {
     ConnControlTimeout => "tack_connection_control_timeout", counter, "Single-connection control requests answered 503 because a shard did not reply within publish_wait.";
     ConnReplyLate => "tack_connection_reply_late", counter, "Shard replies to a control request that was already answered (ignored).";
     ConnReplyDropped => "tack_connection_reply_dropped", counter, "Shard replies to a control request dropped because the ring back stayed full for publish_wait.";
+    SessionDetected => "tack_session_detected", counter, "Requests on session routes whose session id was found in the body (forwarded with Grip-Session-Id).";
+    SessionUpdated => "tack_session_updated", counter, "Last ids stored for a GRIP session: from a backend response, or a published item with an id delivered to one of its holds.";
+    SessionEvicted => "tack_session_evicted", counter, "GRIP sessions evicted (least recently used) to stay within sessions_max.";
+    SessionExpired => "tack_session_expired", counter, "GRIP sessions removed after session_ttl_ms without use.";
+    SessionRulesRefused => "tack_session_rules_refused", counter, "Grip-Session-Detect rules not stored because session_rules_max rules are stored.";
 }
 
 /// One shard's counters. Written by that shard only.

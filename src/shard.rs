@@ -45,10 +45,12 @@ pub enum ShardMsg {
 /// The engine's per-shard handle, as tack uses it.
 pub type Shard = shards::Shard<ShardMsg>;
 
-/// Read-only state shared by all shards (immutable after start).
+/// State shared by all shards: read-only after start, but for the GRIP session store (a
+/// `Mutex`, touched on session work only; `conn::session` says why it is shared).
 pub struct Shared {
     pub config: Arc<Config>,
     pub counters: Arc<AllCounters>,
+    pub sessions: Arc<crate::conn::session::Sessions>,
 }
 
 /// Everything a shard owns. Lives in an `Rc` on its shard's thread only.
@@ -77,6 +79,8 @@ pub struct ShardCtx {
     /// This shard's ES256/RS256 `Grip-Sig` tokens, one signature per key, issuer and second
     /// (see `sig`).
     pub sig_tokens: RefCell<crate::sig::TokenCache>,
+    /// GRIP sessions, one store for the process (see `conn::session`).
+    pub sessions: Arc<crate::conn::session::Sessions>,
     /// Connection ids minted so far on this shard.
     conn_seq: Cell<u64>,
     pipeline_notify: LocalNotify,
@@ -219,6 +223,7 @@ pub async fn run(shard: Shard, shared: Arc<Shared>, ready: Sender<Result<(), Str
         )),
         gather: RefCell::new(GatherTable::new(GATHER_MAX)),
         sig_tokens: RefCell::new(crate::sig::TokenCache::default()),
+        sessions: shared.sessions.clone(),
         conn_seq: Cell::new(0),
         pipeline_notify: LocalNotify::default(),
         timer_notify: LocalNotify::default(),

@@ -153,6 +153,19 @@ pub const DEFAULT_PIPELINE_MAX: usize = 4096;
 /// last ids of 1,000,000 channels; a channel costs a few hundred bytes here.
 pub const DEFAULT_SEQUENCER_CHANNELS_MAX: usize = 100_000;
 
+/// GRIP sessions kept in process (one store for all shards; `session`). A session costs about
+/// 150 B plus its id and channels: 100,000 sessions of one 40-byte id and one channel each
+/// take about 25 MB at most, and only on `session` routes. Pushpin's state server has no bound.
+pub const DEFAULT_SESSIONS_MAX: usize = 100_000;
+
+/// A GRIP session unused this long expires (each detected request and each delivery to its
+/// holds is a use). Pushpin's state server keeps sessions forever.
+pub const DEFAULT_SESSION_TTL_MS: u64 = 3_600_000;
+
+/// `Grip-Session-Detect` rules kept (never expired, as in Pushpin; new ones beyond are
+/// refused, counted). A backend normally sends the same few rules again and again.
+pub const DEFAULT_SESSION_RULES_MAX: usize = 1000;
+
 /// How long a publish waits for room in full delivery queues before it is refused with 503.
 pub const DEFAULT_PUBLISH_WAIT_MS: u64 = 5000;
 /// Any timeout above an hour is a unit mistake (seconds written as ms × 1000).

@@ -21,6 +21,7 @@ pub mod guard;
 pub mod held;
 pub mod io;
 pub mod iovec;
+pub mod session;
 pub mod share;
 pub mod websocket;
 
@@ -685,6 +686,13 @@ async fn proxy(
         Ok(kept) => kept,
         Err(reply) => return reply,
     };
+    // GRIP sessions: a `session` route finds the request's session in its kept body and
+    // tells the backend (`Grip-Session-Id`, `Grip-Last`); a trusted upstream's own pass.
+    let session_lines = if route.session && !route.no_grip && !trusted {
+        session::request_lines(ctx, route, &head, kept_body.as_deref())
+    } else {
+        Vec::new()
+    };
     // A request without a body can be re-sent on a fresh connection if a pooled one turns out
     // dead before any response byte arrived.
     let mut attempts_left = if has_body { 1 } else { 2 };
@@ -711,6 +719,14 @@ async fn proxy(
             connection_id.as_ref().map(|c| c.as_str()),
             over_http && !trusted,
         );
+        if !session_lines.is_empty() {
+            debug_assert!(out.ends_with(b"\r\n\r\n"));
+            out.truncate(out.len() - 2);
+            for line in &session_lines {
+                out.extend_from_slice(line.as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+        }
         // Small Content-Length bodies already received go out with the head in one write.
         let mut body_sent = !has_body;
         if let BodyFraming::Length(n) = head.framing {
@@ -809,9 +825,11 @@ async fn proxy(
         .any(|h| h.name.len() >= 5 && h.name[..5].eq_ignore_ascii_case("grip-"));
     let is_grip = grip_headers || crate::grip::is_grip(&resp.headers);
     if is_grip && !route.no_grip && !trusted {
+        let session_id = session::on_accept(ctx, route, &head, &resp.headers);
         let request = held::HeldRequest {
             head,
             body: kept_body,
+            session_id,
         };
         return grip_answer(ctx, conn, request, route, backend, resp, connection_id).await;
     }

@@ -16,6 +16,7 @@ mod reliable;
 mod reliable_ws;
 mod routes;
 mod security;
+mod session;
 mod shutdown;
 mod sig;
 mod websocket;
