@@ -114,7 +114,12 @@ async fn serve(ctx: Rc<ShardCtx>, mut peer: Peer, addr: SocketAddr) {
             body: &body,
             head_bytes: head_len,
         };
-        let mut resp = publish::handle_control(&req, &lim);
+        let mut resp = {
+            let _phase = ctx.phase(crate::stall::Phase::Control);
+            #[cfg(debug_assertions)]
+            test_stall();
+            publish::handle_control(&req, &lim)
+        };
         match std::mem::replace(&mut resp.outcome, ControlOutcome::None) {
             ControlOutcome::Publish(items) => {
                 ctx.counters().inc(Counter::PublishRequests);
@@ -186,4 +191,21 @@ async fn write_response(
         out.extend_from_slice(r.body.as_bytes());
     }
     peer.write_all(out).await.0
+}
+
+/// Debug builds only, for the stall detector's end-to-end test: with `TACK_TEST_STALL_MS=N`,
+/// the first control request blocks its shard for N ms (a stand-in for a task that never
+/// yields).
+#[cfg(debug_assertions)]
+fn test_stall() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    let ms = std::env::var("TACK_TEST_STALL_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(ms) = ms {
+        if !DONE.swap(true, Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+    }
 }

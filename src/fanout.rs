@@ -388,6 +388,7 @@ async fn deliver_items(ctx: &Rc<ShardCtx>, items: &[ItemRef], keys: &mut Vec<Hol
         while i < keys.len() {
             let end = (i + (budget / run.len()).max(1)).min(keys.len());
             {
+                let _phase = ctx.phase(crate::stall::Phase::Deliver);
                 let mut holds = ctx.holds.borrow_mut();
                 for &k in &keys[i..end] {
                     let Some((kind, filtered)) = holds.delivery_kind(k) else {

@@ -71,4 +71,5 @@ pub mod control;
 pub mod fanout;
 pub mod metrics_http;
 pub mod shard;
+pub mod stall;
 pub mod testbackend;

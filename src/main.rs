@@ -104,8 +104,32 @@ fn run(config: Config) -> Result<(), String> {
         ttl_ms: t.session_ttl.as_millis() as u64,
         rules_max: t.session_rules_max,
     });
+    let counters = Arc::new(AllCounters::new(shard_count));
+    let beats = tack::stall::Beats::new(shard_count, t.stall_threshold);
+    let watched = counters.clone();
+    beats
+        .watch(move |shard, phase, ms, over| {
+            if over {
+                tracing::warn!(
+                    shard,
+                    stalled_ms = ms,
+                    "shard back at its driver after a stall"
+                );
+            } else {
+                // The watchdog is this counter's only writer.
+                watched.shards[shard].inc(tack::metrics::Counter::ShardStalls);
+                tracing::warn!(
+                    shard,
+                    phase = phase.name(),
+                    stalled_ms = ms,
+                    "shard stalled: it has not come back to its driver"
+                );
+            }
+        })
+        .map_err(|e| format!("cannot start the stall watchdog: {e}"))?;
     let shared = Arc::new(Shared {
-        counters: Arc::new(AllCounters::new(shard_count)),
+        counters,
+        beats,
         config: Arc::new(config),
         sessions: Arc::new(sessions),
     });

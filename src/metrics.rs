@@ -72,6 +72,7 @@ counters! {
     ClientWriteStalled => "tack_client_write_stalled", counter, "Held clients cut off because one write waited client_write_timeout (they stopped reading); also counted as slow subscribers.";
     FilterDropped => "tack_filter_dropped", counter, "Published items a subscriber's filters did not send it (skip-self, skip-users, require-sub, or content-filters not its chain).";
     FilterErrors => "tack_filter_errors", counter, "Deliveries a content filter or body-patch failed on (the stream ends, a long-poll gets 502, a WebSocket message is dropped).";
+    ShardStalls => "tack_shard_stalls", counter, "Times the shard did not come back to its driver within stall_threshold_ms (logged with its phase); written by the stall watchdog only.";
     SlowSubscriberClosed => "tack_slow_subscriber_closed", counter, "Subscribers closed because their delivery queue overflowed.";
     WsUnprefixedDropped => "tack_ws_unprefixed_dropped", counter, "Backend WebSocket messages dropped in GRIP mode for lacking the message prefix (as Pushpin).";
     ItemsSequenced => "tack_items_sequenced", counter, "Published items that went through this shard's sequencer (every shard sees every item).";

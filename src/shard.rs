@@ -50,12 +50,16 @@ pub type Shard = shards::Shard<ShardMsg>;
 pub struct Shared {
     pub config: Arc<Config>,
     pub counters: Arc<AllCounters>,
+    /// Every shard's stamp and phase, read by the stall watchdog.
+    pub beats: Arc<crate::stall::Beats>,
     pub sessions: Arc<crate::conn::session::Sessions>,
 }
 
 /// Everything a shard owns. Lives in an `Rc` on its shard's thread only.
 pub struct ShardCtx {
     pub id: ShardId,
+    /// This shard's stamp and phase for the stall watchdog (`crate::stall`).
+    pub beats: Arc<crate::stall::Beats>,
     pub shard: Rc<Shard>,
     pub config: Arc<Config>,
     pub cfg: ShardConfig,
@@ -96,6 +100,11 @@ impl ShardCtx {
     }
 
     /// Milliseconds since the shard started (the clock of the hold timers).
+    /// Mark what the shard is doing until the guard drops (for the stall watchdog).
+    pub fn phase(&self, phase: crate::stall::Phase) -> crate::stall::PhaseGuard<'_> {
+        self.beats.enter(self.id.0 as usize, phase)
+    }
+
     pub fn clock_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
@@ -203,6 +212,7 @@ pub async fn run(shard: Shard, shared: Arc<Shared>, ready: Sender<Result<(), Str
     };
     let ctx = Rc::new(ShardCtx {
         id,
+        beats: shared.beats.clone(),
         shard: Rc::new(shard),
         config: shared.config.clone(),
         pool: BackendPool::new(cfg.backend_pool_idle_max, cfg.backend_pool_idle_timeout),
@@ -243,6 +253,7 @@ pub async fn run(shard: Shard, shared: Arc<Shared>, ready: Sender<Result<(), Str
     monoio::spawn(timer_loop(ctx.clone()));
     monoio::spawn(crate::conn::guard::stall_sweep_loop(ctx.clone()));
     monoio::spawn(minute_loop(ctx.clone()));
+    monoio::spawn(beat_loop(ctx.clone(), shared.beats.clone()));
     ctx.shard.shutdown_signal().await;
     ctx.holds.borrow_mut().shutdown_all();
     ctx.pipeline_wake();
@@ -285,6 +296,17 @@ async fn minute_loop(ctx: Rc<ShardCtx>) {
     }
 }
 
+/// Stamp this shard's beat each quarter `stall_threshold`: the stamp only moves while the
+/// shard's tasks come back to the driver (`crate::stall`).
+async fn beat_loop(ctx: Rc<ShardCtx>, beats: Arc<crate::stall::Beats>) {
+    let every = beats.stamp_every();
+    let i = ctx.id.0 as usize;
+    while !ctx.shard.shutdown_requested() {
+        beats.stamp(i);
+        monoio::time::sleep(every).await;
+    }
+}
+
 /// Longest sleep of the timer task: bounds how late a timer armed during the sleep may fire
 /// (hold timeouts are whole seconds, keep-alives at least 1 s, so this is well inside).
 const TIMER_SLEEP_MAX: Duration = Duration::from_millis(250);
@@ -301,10 +323,12 @@ async fn timer_loop(ctx: Rc<ShardCtx>) {
             return;
         }
         let now = ctx.clock_ms();
-        let fired = ctx
-            .holds
-            .borrow_mut()
-            .fire_timers(now, TIMER_EXPIRE_MAX, &mut scratch);
+        let fired = {
+            let _phase = ctx.phase(crate::stall::Phase::Timers);
+            ctx.holds
+                .borrow_mut()
+                .fire_timers(now, TIMER_EXPIRE_MAX, &mut scratch)
+        };
         if fired == TIMER_EXPIRE_MAX {
             shards::yield_now().await;
             continue;

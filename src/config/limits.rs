@@ -123,6 +123,10 @@ pub const DEFAULT_NEXT_LINK_CHAIN_MAX: usize = 1000;
 /// Next-link fetches per second per connection past a burst of as many: replays of a few
 /// pages run at full speed, a link loop costs the backend 20 requests a second at most.
 pub const DEFAULT_NEXT_LINK_RATE: u32 = 20;
+/// A shard loop that has not come back to its driver for half a second is reported: long
+/// fan-outs yield every few thousand deliveries (well under a millisecond each), so this is a
+/// real stall, not a busy shard.
+pub const DEFAULT_STALL_THRESHOLD_MS: u64 = 500;
 /// A write to a held client still pending after 30 s is given up: a client that reads nothing
 /// for that long (its socket buffers full) cannot keep its hold, however few publishes arrive.
 /// Longer than any keep-alive interval a backend sensibly asks for (Pushpin's default 55 s

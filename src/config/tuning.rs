@@ -28,6 +28,9 @@
 //! client_idle_timeout_ms = 60000      # idle keep-alive client closed; 1..=3600000
 //! client_head_timeout_ms = 10000      # partial request head older than this → 408 and close
 //!                                     # (slowloris guard); 1..=3600000
+//! stall_threshold_ms = 500           # a shard that does not come back to its driver within
+//!                                     # this is logged with what it was doing, and counted;
+//!                                     # 10..=600000
 //! client_write_timeout_ms = 30000     # a write to a held client (stream data, keep-alive,
 //!                                     # WebSocket frame) not done by then is given up and the
 //!                                     # client closed as slow; 1..=3600000
@@ -136,6 +139,7 @@ pub struct TackSection {
     pub client_idle_timeout_ms: Option<u64>,
     pub client_head_timeout_ms: Option<u64>,
     pub client_write_timeout_ms: Option<u64>,
+    pub stall_threshold_ms: Option<u64>,
     pub backend_pool_idle_max: Option<usize>,
     pub backend_pool_idle_timeout_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
@@ -208,6 +212,8 @@ pub struct Tuning {
     pub client_head_timeout: Duration,
     /// A write to a held client that has not completed by then is given up.
     pub client_write_timeout: Duration,
+    /// A shard that does not come back to its driver within this is reported.
+    pub stall_threshold: Duration,
     /// Idle pooled backend connections per shard per target address.
     pub backend_pool_idle_max: usize,
     /// Idle pooled backend connection lifetime.
@@ -478,6 +484,12 @@ impl Tuning {
                 DEFAULT_CLIENT_WRITE_TIMEOUT_MS,
                 1,
             )?,
+            stall_threshold: ms(
+                "stall_threshold_ms",
+                t.stall_threshold_ms,
+                DEFAULT_STALL_THRESHOLD_MS,
+                10,
+            )?,
             backend_pool_idle_max,
             backend_pool_idle_timeout: ms(
                 "backend_pool_idle_timeout_ms",
@@ -579,6 +591,7 @@ mod tests {
                 client_idle_timeout: Duration::from_millis(60_000),
                 client_head_timeout: Duration::from_millis(10_000),
                 client_write_timeout: Duration::from_millis(30_000),
+                stall_threshold: Duration::from_millis(500),
                 backend_pool_idle_max: 64,
                 backend_pool_idle_timeout: Duration::from_millis(30_000),
                 drain_timeout: Duration::from_millis(5000),

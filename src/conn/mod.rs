@@ -975,14 +975,17 @@ async fn grip_answer(
             return Reply::Done(keep_or_close(head), 502);
         }
     }
-    let parsed = crate::grip::parse_instruction(
-        resp.status,
-        &resp.reason,
-        &resp.headers,
-        &body,
-        route.prefix.as_deref(),
-        per_conn,
-    );
+    let parsed = {
+        let _phase = ctx.phase(crate::stall::Phase::Request);
+        crate::grip::parse_instruction(
+            resp.status,
+            &resp.reason,
+            &resp.headers,
+            &body,
+            route.prefix.as_deref(),
+            per_conn,
+        )
+    };
     let instruction = match parsed {
         Ok(i) => i,
         Err(e) => {

@@ -10,6 +10,7 @@ mod django_es;
 mod errors;
 mod grip;
 mod holds;
+mod operations;
 mod parity;
 mod proxy;
 mod reliable;
