@@ -46,6 +46,11 @@ pub struct Cli {
     #[arg(long)]
     pub verbose: bool,
 
+    /// Log line format on stderr: `text` (default) or `json` (one object a line, with the
+    /// event's fields: shard, route, connection id, error, …).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
     /// Number of shards (threads), 1-1024; overrides the tuning file.
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
@@ -62,6 +67,16 @@ pub struct Cli {
     /// Prometheus metrics listener; replaces prometheus_port. A bare port binds 127.0.0.1.
     #[arg(long, value_name = "[ADDR:]PORT", value_parser = parse_publish_listen)]
     pub metrics_port: Option<SocketAddr>,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 fn parse_client_listen(s: &str) -> Result<SocketAddr, String> {
@@ -144,6 +159,7 @@ mod tests {
                 routes: vec!["* test".to_string(), "example.com localhost:80".to_string()],
                 log_level: Some(tracing::Level::DEBUG),
                 verbose: true,
+                log_format: None,
                 shards: Some(2),
                 driver: Some(Driver::IoUring),
                 publish_port: Some("127.0.0.1:6000".parse().unwrap()),

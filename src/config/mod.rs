@@ -194,6 +194,8 @@ pub struct Config {
     pub tuning: Tuning,
     /// Log level.
     pub log_level: tracing::Level,
+    /// Log line format (`--log-format`).
+    pub log_format: crate::cli::LogFormat,
     /// `section.key` entries of pushpin.conf tack does not use, and ignored `[shard.N]`
     /// tables; log once at start.
     pub ignored_keys: Vec<String>,
@@ -387,6 +389,7 @@ impl Config {
             handler: pp.handler,
             tuning,
             log_level,
+            log_format: cli.log_format.unwrap_or_default(),
             ignored_keys,
             notes: pp.notes,
         };

@@ -239,12 +239,24 @@ struct AccessLine {
     peer: SocketAddr,
     method: String,
     path: String,
+    version: Version,
     started: Instant,
+    at: SystemTime,
 }
 
 impl AccessLine {
+    /// One line in the Common Log Format (`peer - - [time] "request" status -`; the size is
+    /// not tracked), with the same facts as fields for `--log-format json`.
     fn write(&self, status: u16) {
         let peer = self.peer;
+        let clf = crate::util::common_log_line(
+            peer.ip(),
+            self.at,
+            &self.method,
+            &self.path,
+            self.version.as_str(),
+            status,
+        );
         tracing::info!(
             target: "access",
             peer = %peer,
@@ -252,6 +264,7 @@ impl AccessLine {
             path = %self.path,
             status,
             ms = self.started.elapsed().as_millis() as u64,
+            "{clf}"
         );
     }
 }
@@ -307,7 +320,9 @@ async fn next_request(
             peer: conn.peer_addr,
             method: head.method.clone(),
             path: head.path.clone(),
+            version: head.version,
             started: Instant::now(),
+            at: SystemTime::now(),
         })
     });
     // The request path's future is boxed: the read-head state above need not be carried

@@ -45,3 +45,58 @@ fn a_stalled_shard_is_logged_with_its_phase_and_counted() {
         assert_eq!(metric(tack.metrics, "tack_shard_stalls"), 1, "{driver}");
     }
 }
+
+#[test]
+fn json_logs_and_a_common_format_access_log() {
+    for (driver, _) in DRIVERS {
+        let tuning = temp_file("tuning.toml", "[tack]\naccess_log = true\n");
+        let tack = crate::support::start(
+            driver,
+            &[
+                "--log-format".into(),
+                "json".into(),
+                "--tuning".into(),
+                tuning.display().to_string(),
+                // Nothing listens on port 1: a 502 with a warning naming the route.
+                "--route".into(),
+                "* 127.0.0.1:1".into(),
+            ],
+        );
+        let mut c = loadtest::client::RawClient::connect(tack.addr);
+        c.send(b"GET /x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(c.read_response(T).expect("502").status, 502, "{driver}");
+        let access = tack
+            .proc
+            .wait_for_line("\"target\":\"access\"", T)
+            .unwrap_or_else(|| panic!("{driver}: no access line"));
+        // Every line is one JSON object.
+        for line in tack.proc.stderr_lines() {
+            let v: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("{driver}: not JSON ({e}): {line}"));
+            assert!(
+                v["level"].is_string() && v["timestamp"].is_string(),
+                "{driver}: {line}"
+            );
+        }
+        let a: serde_json::Value = serde_json::from_str(&access).expect("json");
+        assert_eq!(a["status"], 502, "{driver}: {access}");
+        assert_eq!(a["method"], "GET", "{driver}");
+        let msg = a["message"].as_str().expect("message");
+        // Common Log Format: peer - - [dd/Mon/yyyy:hh:mm:ss +0000] "request" status size
+        let re_ok = msg.starts_with("127.0.0.1 - - [")
+            && msg.contains(" +0000] \"GET /x?y=1 HTTP/1.1\" 502 -");
+        assert!(re_ok, "{driver}: {msg}");
+        let warn = tack
+            .proc
+            .stderr_lines()
+            .into_iter()
+            .find(|l| l.contains("no backend reachable"))
+            .unwrap_or_else(|| panic!("{driver}: no warning"));
+        let w: serde_json::Value = serde_json::from_str(&warn).expect("json");
+        assert_eq!(w["level"], "WARN", "{driver}");
+        assert!(
+            w["route"].is_string() && w["error"].is_string(),
+            "{driver}: {warn}"
+        );
+    }
+}

@@ -56,9 +56,13 @@ pub fn start_env(driver: &str, extra: &[String], env: &[(&str, &str)]) -> Tack {
         .find(|l| l.contains("tack ready"))
         .expect("ready line");
     // The io_uring variant must really run on io_uring (this machine allows it); the legacy
-    // variant must really run on epoll.
+    // variant must really run on epoll. (`driver=x` in text logs, `"driver":"x"` in JSON.)
+    let json = expected
+        .split_once('=')
+        .map(|(k, v)| format!("\"{k}\":\"{v}\""))
+        .unwrap_or_default();
     assert!(
-        ready.contains(expected),
+        ready.contains(expected) || ready.contains(&json),
         "driver {driver}: ready line {ready:?}"
     );
     Tack {
