@@ -6,12 +6,14 @@ mod support;
 
 mod config_files;
 mod connections;
+mod control_auth;
 mod django_es;
 mod errors;
 mod grip;
 mod holds;
 mod parity;
 mod proxy;
+mod publish_cmd;
 mod reliable;
 mod reliable_ws;
 mod routes;
