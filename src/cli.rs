@@ -3,6 +3,11 @@
 //! `--port` replaces the config's `http_port` list (repeatable); `--route` replaces the routes
 //! file (repeatable, one rule each); `--verbose` means debug logging unless `--log-level` is
 //! also given; `--publish-port` replaces `push_in_http_addr`/`push_in_http_port`.
+//!
+//! One subcommand: `tack publish` ([`publish`]), the equivalent of `pushpin-publish`. It
+//! conflicts with the server options, so `tack --port 80 publish` is a usage error.
+
+pub mod publish;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -17,9 +22,14 @@ use crate::config::tuning::Driver;
 #[command(
     name = "tack",
     version,
-    about = "A realtime reverse proxy speaking GRIP, Pushpin-compatible, thread-per-core on io_uring"
+    about = "A realtime reverse proxy speaking GRIP, Pushpin-compatible, thread-per-core on io_uring",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    /// `tack publish …`; `None` runs the proxy.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Pushpin configuration file (pushpin.conf, INI).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -77,6 +87,13 @@ pub enum LogFormat {
     Text,
     /// One JSON object a line.
     Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Publish one item to a GRIP control API (tack's or Pushpin's), like pushpin-publish.
+    Publish(publish::PublishArgs),
 }
 
 fn parse_client_listen(s: &str) -> Result<SocketAddr, String> {
@@ -164,6 +181,7 @@ mod tests {
                 driver: Some(Driver::IoUring),
                 publish_port: Some("127.0.0.1:6000".parse().unwrap()),
                 metrics_port: None,
+                command: None,
             }
         );
         let cli = parse(&[
@@ -213,5 +231,24 @@ mod tests {
         assert_eq!(kind(&["--frobnicate"]), ErrorKind::UnknownArgument);
         assert_eq!(kind(&["--version"]), ErrorKind::DisplayVersion);
         assert_eq!(kind(&["--help"]), ErrorKind::DisplayHelp);
+        assert_eq!(
+            kind(&["--port", "80", "publish", "ch", "x"]),
+            ErrorKind::ArgumentConflict
+        );
+    }
+
+    #[test]
+    fn publish_subcommand() {
+        let cli = parse(&["publish", "ch", "hello", "--id", "1"]).unwrap();
+        let Some(Command::Publish(p)) = cli.command else {
+            panic!("no subcommand: {cli:?}");
+        };
+        assert_eq!(
+            (p.channel.as_str(), p.content.as_deref()),
+            ("ch", Some("hello"))
+        );
+        assert_eq!(p.id.as_deref(), Some("1"));
+        // The server options are untouched by the subcommand.
+        assert_eq!(parse(&["--route", "* test"]).unwrap().command, None);
     }
 }

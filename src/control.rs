@@ -5,6 +5,13 @@
 //! [`crate::conncontrol::run`]), and writes answers. Unlike Pushpin, connections are
 //! kept alive when the client asks (Pushpin closes after every request, which caps publish
 //! throughput).
+//!
+//! With `control_auth_*` set in the tuning file, every request that gets as far as routing
+//! (any path, `/` included) must carry the credential ([`crate::auth`]); otherwise it is
+//! answered `401` with `WWW-Authenticate`, counted (`tack_control_auth_refused`) and logged at
+//! debug level. Framing errors (400/411/413, from the head alone) are answered first, as
+//! nginx does, so that the check never needs the body and the refusal never races unread
+//! bytes.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -105,6 +112,17 @@ async fn serve(ctx: Rc<ShardCtx>, mut peer: Peer, addr: SocketAddr) {
         }
         let body = peer.pending()[..n].to_vec();
         peer.consume(n);
+        if let Some(r) = authorize(&ctx, &head, addr) {
+            let keep = head.keep_alive && !ctx.shard.shutdown_requested();
+            if write_response(&mut peer, &r, head.version, keep)
+                .await
+                .is_err()
+                || !keep
+            {
+                return;
+            }
+            continue;
+        }
         let req = ControlRequest {
             method: &head.method,
             path: &head.path,
@@ -158,6 +176,23 @@ async fn serve(ctx: Rc<ShardCtx>, mut peer: Peer, addr: SocketAddr) {
         }
         peer.release_if_empty();
     }
+}
+
+/// `None` when the request may proceed: authentication is off, or the first `Authorization`
+/// header carries the configured credential. Otherwise the `401` to send.
+fn authorize(
+    ctx: &ShardCtx,
+    head: &crate::http1::RequestHead,
+    addr: SocketAddr,
+) -> Option<ControlResponse> {
+    let auth = ctx.config.control_auth.as_ref()?;
+    let refusal = auth.credential.check(head.header("authorization")).err()?;
+    ctx.counters().inc(Counter::ControlAuthRefused);
+    tracing::debug!(peer = %addr, method = %head.method, path = %head.path, reason = refusal.as_str(), "control request refused: 401");
+    let mut r = simple(401, "Unauthorized.");
+    r.headers
+        .push(("WWW-Authenticate", auth.credential.challenge().to_string()));
+    Some(r)
 }
 
 fn simple(status: u16, body: &str) -> ControlResponse {

@@ -35,12 +35,14 @@
 //! shard's delivery pipeline ─▶ `hold` registry (subscriber table lookup, bounded per-connection
 //! queues) ─▶ `conn::held` tasks write the shared bytes.
 //!
-//! Pure modules (no I/O, no clock reads): `http1`, `route`, `config`, `sig`, `grip`, `publish`,
-//! `session`, `subs`, `timer`, `hold`, `ws`, `wsevents`, `gather`. (`sig` draws ECDSA nonces and RSA
-//! blinding from the OS's random source; `config` and `route` read files through `RouteEnv`.)
+//! Pure modules (no I/O, no clock reads): `auth`, `http1`, `route`, `config`, `sig`, `grip`,
+//! `publish`, `session`, `subs`, `timer`, `hold`, `ws`, `wsevents`, `gather`. (`sig` draws ECDSA
+//! nonces and RSA blinding from the OS's random source; `config` and `route` read files through
+//! `RouteEnv`.) `cli::publish` (the `tack publish` command) is a blocking std::net client.
 //! I/O modules (monoio): `shard`, `accept`, `conn`, `backend`, `testbackend`, `control`,
 //! `conncontrol`, `fanout`, `metrics_http`.
 
+pub mod auth;
 #[cfg(feature = "alloc-census")]
 pub mod census;
 pub mod cli;

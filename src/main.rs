@@ -1,4 +1,5 @@
 //! `tack`: CLI → validated config → one shard per core → wait for SIGINT/SIGTERM → drain.
+//! `tack publish …` publishes one item instead (see `tack::cli::publish`).
 
 use std::process::ExitCode;
 use std::sync::{mpsc, Arc};
@@ -6,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use tack::cli::Cli;
+use tack::cli::{Cli, Command};
 use tack::config::tuning::Driver;
 use tack::config::Config;
 use tack::metrics::AllCounters;
@@ -25,6 +26,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Publish(args)) = &cli.command {
+        return tack::cli::publish::run(args);
+    }
     let config = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {

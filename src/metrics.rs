@@ -107,6 +107,8 @@ counters! {
     ConnControlBusy => "tack_connection_control_busy", counter, "Single-connection control requests refused with 503: rings full or too many pending on the shard.";
     ConnControlTimeout => "tack_connection_control_timeout", counter, "Single-connection control requests answered 503 because a shard did not reply within publish_wait.";
     ConnReplyLate => "tack_connection_reply_late", counter, "Shard replies to a control request that was already answered (ignored).";
+    ControlAuthRefused => "tack_control_auth_refused", counter, "Control API requests refused with 401: missing or wrong credentials (control_auth_*).";
+    MetricsAuthRefused => "tack_metrics_auth_refused", counter, "Metrics scrapes refused with 401: missing or wrong credentials (metrics_auth).";
     ConnReplyDropped => "tack_connection_reply_dropped", counter, "Shard replies to a control request dropped because the ring back stayed full for publish_wait.";
     SessionDetected => "tack_session_detected", counter, "Requests on session routes whose session id was found in the body (forwarded with Grip-Session-Id).";
     SessionUpdated => "tack_session_updated", counter, "Last ids stored for a GRIP session: from a backend response, or a published item with an id delivered to one of its holds.";

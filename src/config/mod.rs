@@ -26,6 +26,7 @@
 //! line (pushpin.conf, routes) or the file and key (tuning) or the option (command line).
 //! Keys tack does not use are returned in [`Config::ignored_keys`] for the caller to log once.
 
+pub mod auth;
 pub mod limits;
 pub mod pushpin;
 pub mod tuning;
@@ -192,6 +193,9 @@ pub struct Config {
     pub handler: HandlerConfig,
     /// Engine tuning.
     pub tuning: Tuning,
+    /// Control-API (and optionally metrics) authentication from the tuning file; `None` =
+    /// off, the default.
+    pub control_auth: Option<crate::auth::ControlAuth>,
     /// Log level.
     pub log_level: tracing::Level,
     /// Log line format (`--log-format`).
@@ -334,6 +338,7 @@ impl Config {
                 client_buffer_size: pp.client_buffer_size,
             },
         )?;
+        let control_auth = auth::resolve(&tuning_file.tack, &tuning_origin, env)?;
 
         // Layer 1: command line.
         let listen = if !cli.ports.is_empty() {
@@ -388,6 +393,7 @@ impl Config {
             proxy: pp.proxy,
             handler: pp.handler,
             tuning,
+            control_auth,
             log_level,
             log_format: cli.log_format.unwrap_or_default(),
             ignored_keys,

@@ -69,6 +69,16 @@
 //! session_rules_max = 1000            # Grip-Session-Detect rules kept, 1..=100000; new rules
 //!                                     # beyond are refused (counted: tack_session_rules_refused)
 //!
+//! # Control-API authentication (off unless one of the four is set; at most one may be):
+//! control_auth_bearer_file = "/etc/tack/token" # file holding the bearer token (surrounding
+//!                                     # blank space and the final newline are ignored)
+//! control_auth_bearer = "..."         # the token itself (prefer the file: keep the secret out
+//!                                     # of a file that is shared or checked in)
+//! control_auth_basic_file = "/etc/tack/basic"  # file holding user:pass
+//! control_auth_basic = "user:pass"    # basic credentials themselves
+//! metrics_auth = false                # also require them on the metrics port
+//!                                     # (needs a control_auth_* key)
+//!
 //! [shard.1]                           # overrides for shard index 1 (0-based); only these keys:
 //! connections_max = 5000
 //! header_bytes_max = 16384
@@ -156,6 +166,12 @@ pub struct TackSection {
     pub sessions_max: Option<usize>,
     pub session_ttl_ms: Option<u64>,
     pub session_rules_max: Option<usize>,
+    // Control-API authentication, resolved by `config::auth` (not part of `Tuning`).
+    pub control_auth_bearer: Option<crate::auth::Secret>,
+    pub control_auth_bearer_file: Option<std::path::PathBuf>,
+    pub control_auth_basic: Option<crate::auth::Secret>,
+    pub control_auth_basic_file: Option<std::path::PathBuf>,
+    pub metrics_auth: Option<bool>,
 }
 
 /// A `[shard.N]` table: per-shard overrides (raw, then validated in place).

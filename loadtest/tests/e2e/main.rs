@@ -6,6 +6,7 @@ mod support;
 
 mod config_files;
 mod connections;
+mod control_auth;
 mod django_es;
 mod errors;
 mod grip;
@@ -13,6 +14,7 @@ mod holds;
 mod operations;
 mod parity;
 mod proxy;
+mod publish_cmd;
 mod reliable;
 mod reliable_ws;
 mod routes;
