@@ -3,6 +3,11 @@
 //! `--port` replaces the config's `http_port` list (repeatable); `--route` replaces the routes
 //! file (repeatable, one rule each); `--verbose` means debug logging unless `--log-level` is
 //! also given; `--publish-port` replaces `push_in_http_addr`/`push_in_http_port`.
+//!
+//! One subcommand: `tack publish` ([`publish`]), the equivalent of `pushpin-publish`. It
+//! conflicts with the server options, so `tack --port 80 publish` is a usage error.
+
+pub mod publish;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -18,6 +23,7 @@ use crate::config::tuning::Driver;
     name = "tack",
     version,
     about = "A realtime reverse proxy speaking GRIP, Pushpin-compatible, thread-per-core on io_uring",
+    args_conflicts_with_subcommands = true,
     after_help = "Signals: SIGTERM or SIGINT stops gracefully (new connections refused, held ones \
 ended, in-flight requests given drain_timeout_ms; a second one exits at once). SIGHUP reloads the \
 configuration: routes, keys and per-request limits apply to new requests on every shard, held \
@@ -27,6 +33,10 @@ after it changes. Ports, shard count and capacities need a restart (a reload log
 ignored). `tack --check-config` validates the same files without starting (exit 0 or 2)."
 )]
 pub struct Cli {
+    /// `tack publish …`; `None` runs the proxy.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Pushpin configuration file (pushpin.conf, INI).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -53,6 +63,11 @@ pub struct Cli {
     #[arg(long)]
     pub verbose: bool,
 
+    /// Log line format on stderr: `text` (default) or `json` (one object a line, with the
+    /// event's fields: shard, route, connection id, error, …).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
     /// Number of shards (threads), 1-1024; overrides the tuning file.
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
@@ -75,6 +90,23 @@ pub struct Cli {
     /// binding any port, like `nginx -t`.
     #[arg(long)]
     pub check_config: bool,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Publish one item to a GRIP control API (tack's or Pushpin's), like pushpin-publish.
+    Publish(publish::PublishArgs),
 }
 
 fn parse_client_listen(s: &str) -> Result<SocketAddr, String> {
@@ -157,11 +189,13 @@ mod tests {
                 routes: vec!["* test".to_string(), "example.com localhost:80".to_string()],
                 log_level: Some(tracing::Level::DEBUG),
                 verbose: true,
+                log_format: None,
                 shards: Some(2),
                 driver: Some(Driver::IoUring),
                 publish_port: Some("127.0.0.1:6000".parse().unwrap()),
                 metrics_port: None,
                 check_config: false,
+                command: None,
             }
         );
         let cli = parse(&[
@@ -211,5 +245,24 @@ mod tests {
         assert_eq!(kind(&["--frobnicate"]), ErrorKind::UnknownArgument);
         assert_eq!(kind(&["--version"]), ErrorKind::DisplayVersion);
         assert_eq!(kind(&["--help"]), ErrorKind::DisplayHelp);
+        assert_eq!(
+            kind(&["--port", "80", "publish", "ch", "x"]),
+            ErrorKind::ArgumentConflict
+        );
+    }
+
+    #[test]
+    fn publish_subcommand() {
+        let cli = parse(&["publish", "ch", "hello", "--id", "1"]).unwrap();
+        let Some(Command::Publish(p)) = cli.command else {
+            panic!("no subcommand: {cli:?}");
+        };
+        assert_eq!(
+            (p.channel.as_str(), p.content.as_deref()),
+            ("ch", Some("hello"))
+        );
+        assert_eq!(p.id.as_deref(), Some("1"));
+        // The server options are untouched by the subcommand.
+        assert_eq!(parse(&["--route", "* test"]).unwrap().command, None);
     }
 }

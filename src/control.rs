@@ -5,6 +5,13 @@
 //! [`crate::conncontrol::run`]), and writes answers. Unlike Pushpin, connections are
 //! kept alive when the client asks (Pushpin closes after every request, which caps publish
 //! throughput).
+//!
+//! With `control_auth_*` set in the tuning file, every request that gets as far as routing
+//! (any path, `/` included) must carry the credential ([`crate::auth`]); otherwise it is
+//! answered `401` with `WWW-Authenticate`, counted (`tack_control_auth_refused`) and logged at
+//! debug level. Framing errors (400/411/413, from the head alone) are answered first, as
+//! nginx does, so that the check never needs the body and the refusal never races unread
+//! bytes.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -105,6 +112,17 @@ async fn serve(ctx: Rc<ShardCtx>, mut peer: Peer, addr: SocketAddr) {
         }
         let body = peer.pending()[..n].to_vec();
         peer.consume(n);
+        if let Some(r) = authorize(&ctx, &head, addr) {
+            let keep = head.keep_alive && !ctx.shard.shutdown_requested();
+            if write_response(&mut peer, &r, head.version, keep)
+                .await
+                .is_err()
+                || !keep
+            {
+                return;
+            }
+            continue;
+        }
         let req = ControlRequest {
             method: &head.method,
             path: &head.path,
@@ -114,7 +132,12 @@ async fn serve(ctx: Rc<ShardCtx>, mut peer: Peer, addr: SocketAddr) {
             body: &body,
             head_bytes: head_len,
         };
-        let mut resp = publish::handle_control(&req, &lim);
+        let mut resp = {
+            let _phase = ctx.phase(crate::stall::Phase::Control);
+            #[cfg(debug_assertions)]
+            test_stall();
+            publish::handle_control(&req, &lim)
+        };
         match std::mem::replace(&mut resp.outcome, ControlOutcome::None) {
             ControlOutcome::Publish(items) => {
                 ctx.counters().inc(Counter::PublishRequests);
@@ -155,6 +178,24 @@ async fn serve(ctx: Rc<ShardCtx>, mut peer: Peer, addr: SocketAddr) {
     }
 }
 
+/// `None` when the request may proceed: authentication is off, or the first `Authorization`
+/// header carries the configured credential. Otherwise the `401` to send.
+fn authorize(
+    ctx: &ShardCtx,
+    head: &crate::http1::RequestHead,
+    addr: SocketAddr,
+) -> Option<ControlResponse> {
+    let config = ctx.config();
+    let auth = config.control_auth.as_ref()?;
+    let refusal = auth.credential.check(head.header("authorization")).err()?;
+    ctx.counters().inc(Counter::ControlAuthRefused);
+    tracing::debug!(peer = %addr, method = %head.method, path = %head.path, reason = refusal.as_str(), "control request refused: 401");
+    let mut r = simple(401, "Unauthorized.");
+    r.headers
+        .push(("WWW-Authenticate", auth.credential.challenge().to_string()));
+    Some(r)
+}
+
 fn simple(status: u16, body: &str) -> ControlResponse {
     ControlResponse {
         status,
@@ -186,4 +227,21 @@ async fn write_response(
         out.extend_from_slice(r.body.as_bytes());
     }
     peer.write_all(out).await.0
+}
+
+/// Debug builds only, for the stall detector's end-to-end test: with `TACK_TEST_STALL_MS=N`,
+/// the first control request blocks its shard for N ms (a stand-in for a task that never
+/// yields).
+#[cfg(debug_assertions)]
+fn test_stall() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    let ms = std::env::var("TACK_TEST_STALL_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(ms) = ms {
+        if !DONE.swap(true, Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+    }
 }

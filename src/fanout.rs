@@ -382,14 +382,22 @@ async fn deliver_items(ctx: &Rc<ShardCtx>, items: &[ItemRef], keys: &mut Vec<Hol
         }
         rendered.clear();
         rendered.extend(run.iter().map(|(b, i)| render(&b.items[*i])));
+        // GRIP sessions: (session, item id) for each item with an id a tagged hold gets.
+        let mut session_updates: Vec<(Rc<str>, String)> = Vec::new();
         let mut i = 0;
         while i < keys.len() {
             let end = (i + (budget / run.len()).max(1)).min(keys.len());
             {
+                let _phase = ctx.phase(crate::stall::Phase::Deliver);
                 let mut holds = ctx.holds.borrow_mut();
                 for &k in &keys[i..end] {
                     let Some((kind, filtered)) = holds.delivery_kind(k) else {
                         continue;
+                    };
+                    let sid = if holds.has_sessions() {
+                        holds.session_of(k).cloned()
+                    } else {
+                        None
                     };
                     for (r, item) in rendered.iter().zip(run) {
                         let ev = match kind {
@@ -398,6 +406,10 @@ async fn deliver_items(ctx: &Rc<ShardCtx>, items: &[ItemRef], keys: &mut Vec<Hol
                             HoldKind::Ws => r.ws.clone(),
                         };
                         let Some(mut ev) = ev else { continue };
+                        // Before filters, as Pushpin: the session has seen the id.
+                        if let (Some(sid), Some(id)) = (&sid, &item.0.items[item.1].id) {
+                            session_updates.push((sid.clone(), id.clone()));
+                        }
                         if filtered {
                             // Filters need the item itself: one shared reference per item.
                             let shared = r.item.get_or_init(|| Rc::new(item.clone()));
@@ -421,6 +433,9 @@ async fn deliver_items(ctx: &Rc<ShardCtx>, items: &[ItemRef], keys: &mut Vec<Hol
                 // Only the remaining subscribers of this run are still to get it.
                 since_yield = run.len();
             }
+        }
+        if !session_updates.is_empty() {
+            crate::conn::session::delivered(ctx, channel, &session_updates);
         }
     }
 }

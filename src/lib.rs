@@ -4,7 +4,8 @@
 //! client connections (long-polling, HTTP streaming, SSE, WebSockets), driven by GRIP
 //! instructions. It is Pushpin-compatible on the wire and runs thread-per-core: every core runs
 //! one independent **shard** (see the `shards` crate) that owns its listeners, client
-//! connections, backend pools and timers. Nothing is shared between shards but ring messages.
+//! connections, backend pools and timers. Nothing is shared between shards but ring messages
+//! (and, on `session` routes only, the GRIP session store: see `conn::session`).
 //!
 //! ## Data flow (modules are declared below in this order)
 //!
@@ -34,14 +35,16 @@
 //! shard's delivery pipeline ─▶ `hold` registry (subscriber table lookup, bounded per-connection
 //! queues) ─▶ `conn::held` tasks write the shared bytes.
 //!
-//! Pure modules (no I/O, no clock reads): `http1`, `route`, `config`, `sig`, `grip`, `publish`,
-//! `subs`, `timer`, `hold`, `ws`, `wsevents`, `gather`. (`sig` draws ECDSA nonces and RSA
-//! blinding from the OS's random source; `config` and `route` read files through `RouteEnv`.)
+//! Pure modules (no I/O, no clock reads): `auth`, `http1`, `route`, `config`, `sig`, `grip`,
+//! `publish`, `session`, `subs`, `timer`, `hold`, `ws`, `wsevents`, `gather`. (`sig` draws ECDSA
+//! nonces and RSA blinding from the OS's random source; `config` and `route` read files through
+//! `RouteEnv`.) `cli::publish` (the `tack publish` command) is a blocking std::net client.
 //! I/O modules (monoio): `shard`, `accept`, `conn`, `backend`, `testbackend`, `control`,
 //! `conncontrol`, `fanout`, `metrics_http`. `reload` runs on its own thread (SIGHUP and the
 //! routes-file watch build a new `Config` there and hand it to every shard; its merge and
 //! debounce are pure).
 
+pub mod auth;
 #[cfg(feature = "alloc-census")]
 pub mod census;
 pub mod cli;
@@ -58,6 +61,7 @@ pub mod gather;
 pub mod grip;
 pub mod hold;
 pub mod publish;
+pub mod session;
 pub mod subs;
 pub mod timer;
 pub mod ws;
@@ -72,4 +76,5 @@ pub mod fanout;
 pub mod metrics_http;
 pub mod reload;
 pub mod shard;
+pub mod stall;
 pub mod testbackend;

@@ -1,6 +1,7 @@
 //! `tack`: CLI → validated config → one shard per core → wait for SIGINT/SIGTERM → drain;
 //! SIGHUP and a changed routes file reload the configuration on the reload thread
 //! (`tack::reload`). `--check-config` only loads and validates, then exits 0 or 2.
+//! `tack publish …` publishes one item instead (see `tack::cli::publish`).
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use tack::cli::Cli;
+use tack::cli::{Cli, Command};
 use tack::config::tuning::Driver;
 use tack::config::Config;
 use tack::metrics::AllCounters;
@@ -35,6 +36,9 @@ fn main() -> ExitCode {
         eprintln!("tack: cannot handle SIGHUP: {e}");
     }
     let cli = Cli::parse();
+    if let Some(Command::Publish(args)) = &cli.command {
+        return tack::cli::publish::run(args);
+    }
     if cli.check_config {
         let (report, status) = tack::reload::check_config(&cli);
         if status == 0 {
@@ -92,12 +96,22 @@ fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TACK_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(config.log_level.to_string().to_lowercase())
     });
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        tack::cli::LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .init(),
+        // Fields at the top level next to `timestamp`, `level`, `target` (`access` for the
+        // access log) and `message`.
+        tack::cli::LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }
 
 fn run(config: Config, cli: Cli, early_hangup: Arc<AtomicBool>) -> Result<(), String> {
@@ -118,12 +132,42 @@ fn run(config: Config, cli: Cli, early_hangup: Arc<AtomicBool>) -> Result<(), St
     let shard_count = t.shards;
     let listen = config.listen.clone();
     let publish = config.publish_listen;
+    let sessions = tack::conn::session::Sessions::new(tack::session::StoreLimits {
+        sessions_max: t.sessions_max,
+        ttl_ms: t.session_ttl.as_millis() as u64,
+        rules_max: t.session_rules_max,
+    });
+    let stall_threshold = t.stall_threshold;
     let config = Arc::new(config);
     let counters = Arc::new(AllCounters::new(shard_count));
     let slot = Arc::new(ReloadSlot::new(shard_count, config.clone()));
+    let beats = tack::stall::Beats::new(shard_count, stall_threshold);
+    let watched = counters.clone();
+    beats
+        .watch(move |shard, phase, ms, over| {
+            if over {
+                tracing::warn!(
+                    shard,
+                    stalled_ms = ms,
+                    "shard back at its driver after a stall"
+                );
+            } else {
+                // The watchdog is this counter's only writer.
+                watched.shards[shard].inc(tack::metrics::Counter::ShardStalls);
+                tracing::warn!(
+                    shard,
+                    phase = phase.name(),
+                    stalled_ms = ms,
+                    "shard stalled: it has not come back to its driver"
+                );
+            }
+        })
+        .map_err(|e| format!("cannot start the stall watchdog: {e}"))?;
     let shared = Arc::new(Shared {
         counters: counters.clone(),
+        beats,
         config: config.clone(),
+        sessions: Arc::new(sessions),
         reload: slot.clone(),
     });
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();

@@ -72,6 +72,7 @@ counters! {
     ClientWriteStalled => "tack_client_write_stalled", counter, "Held clients cut off because one write waited client_write_timeout (they stopped reading); also counted as slow subscribers.";
     FilterDropped => "tack_filter_dropped", counter, "Published items a subscriber's filters did not send it (skip-self, skip-users, require-sub, or content-filters not its chain).";
     FilterErrors => "tack_filter_errors", counter, "Deliveries a content filter or body-patch failed on (the stream ends, a long-poll gets 502, a WebSocket message is dropped).";
+    ShardStalls => "tack_shard_stalls", counter, "Times the shard did not come back to its driver within stall_threshold_ms (logged with its phase); written by the stall watchdog only.";
     SlowSubscriberClosed => "tack_slow_subscriber_closed", counter, "Subscribers closed because their delivery queue overflowed.";
     WsUnprefixedDropped => "tack_ws_unprefixed_dropped", counter, "Backend WebSocket messages dropped in GRIP mode for lacking the message prefix (as Pushpin).";
     ItemsSequenced => "tack_items_sequenced", counter, "Published items that went through this shard's sequencer (every shard sees every item).";
@@ -106,7 +107,14 @@ counters! {
     ConnControlBusy => "tack_connection_control_busy", counter, "Single-connection control requests refused with 503: rings full or too many pending on the shard.";
     ConnControlTimeout => "tack_connection_control_timeout", counter, "Single-connection control requests answered 503 because a shard did not reply within publish_wait.";
     ConnReplyLate => "tack_connection_reply_late", counter, "Shard replies to a control request that was already answered (ignored).";
+    ControlAuthRefused => "tack_control_auth_refused", counter, "Control API requests refused with 401: missing or wrong credentials (control_auth_*).";
+    MetricsAuthRefused => "tack_metrics_auth_refused", counter, "Metrics scrapes refused with 401: missing or wrong credentials (metrics_auth).";
     ConnReplyDropped => "tack_connection_reply_dropped", counter, "Shard replies to a control request dropped because the ring back stayed full for publish_wait.";
+    SessionDetected => "tack_session_detected", counter, "Requests on session routes whose session id was found in the body (forwarded with Grip-Session-Id).";
+    SessionUpdated => "tack_session_updated", counter, "Last ids stored for a GRIP session: from a backend response, or a published item with an id delivered to one of its holds.";
+    SessionEvicted => "tack_session_evicted", counter, "GRIP sessions evicted (least recently used) to stay within sessions_max.";
+    SessionExpired => "tack_session_expired", counter, "GRIP sessions removed after session_ttl_ms without use.";
+    SessionRulesRefused => "tack_session_rules_refused", counter, "Grip-Session-Detect rules not stored because session_rules_max rules are stored.";
     ConfigReloads => "tack_config_reloads", counter, "Configuration reloads (SIGHUP or a changed routes file) in force on every shard (counted by the reload thread, not per shard).";
     ConfigReloadsRefused => "tack_config_reloads_refused", counter, "Configuration reloads refused because a file had an error (the running configuration stays).";
 }

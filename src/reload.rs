@@ -39,14 +39,15 @@
 //! Reloadable (see [`merge`], whose lists are exhaustive: a new key does not compile until it
 //! is classified): the routes (and the routes file's name), `sig_key`, `sig_iss`,
 //! `upstream_key` and the other `[proxy]` keys, the publish size limits, `allow_compression`,
-//! the Prometheus prefix, and every tuning value read per request or per connection (timeouts,
+//! the Prometheus prefix, the control-API credentials (`control_auth_*`, read per request), and every tuning value read per request or per connection (timeouts,
 //! header, body and message limits, `access_log`, `http_connection_id`, next-link limits,
 //! `publish_wait`, `drain_timeout`).
 //!
 //! Not reloadable, logged as ignored (a restart applies them): the listeners (`http_port`,
-//! publish and metrics ports), the log level, the shard count and everything sized at start
-//! (`connections_max`, ring, pipeline, hold-queue, sequencer and pool capacities, io_uring
-//! settings, `[shard.N]` tables), `connection_subscription_max` (it sizes the subscription
+//! publish and metrics ports), the log level and format, the shard count and everything sized
+//! or started at start (`connections_max`, ring, pipeline, hold-queue, sequencer and pool
+//! capacities, io_uring settings, `[shard.N]` tables, the session store's `sessions_*` /
+//! `session_*` limits, the stall watchdog's `stall_threshold_ms`), `connection_subscription_max` (it sizes the subscription
 //! tables), and `id_cache_ttl` / `message_wait` (the sequencer is built with them).
 //!
 //! New requests use the new configuration from the moment their shard applied it. A request
@@ -190,8 +191,8 @@ pub fn merge(old: &Config, new: Config) -> Merged {
         out.reloaded.push("routes");
     }
     classify!(Config, old, new, "", out,
-        reload [allow_compression, prometheus_prefix, routes_file],
-        fixed [listen, publish_listen, prometheus_listen, log_level],
+        reload [allow_compression, prometheus_prefix, routes_file, control_auth],
+        fixed [listen, publish_listen, prometheus_listen, log_level, log_format],
         info [routes, proxy, handler, tuning, ignored_keys, route_warnings, notes]);
     classify!(ProxyConfig, old.proxy, new.proxy, "proxy.", out,
         reload [sig_key, sig_iss, upstream_key, xff, xff_trusted, xfp, accept_xfp, debug,
@@ -211,7 +212,8 @@ pub fn merge(old: &Config, new: Config) -> Merged {
                 ws_message_bytes_max],
         fixed [shards, pin_cores, huge_pages, driver, uring_entries, sqpoll_idle, ring_capacity,
                connections_max, backend_pool_idle_max, backend_pool_idle_timeout,
-               hold_queue_max, pipeline_max, sequencer_channels_max, shard_overrides],
+               hold_queue_max, pipeline_max, sequencer_channels_max, shard_overrides,
+               stall_threshold, sessions_max, session_ttl, session_rules_max],
         info []);
     debug_assert_eq!(new.listen, old.listen);
     debug_assert_eq!(new.tuning.shards, old.tuning.shards);

@@ -45,17 +45,24 @@ pub enum ShardMsg {
 /// The engine's per-shard handle, as tack uses it.
 pub type Shard = shards::Shard<ShardMsg>;
 
-/// State shared by all shards: the start-up configuration (listeners are bound from it), the
-/// counters, and the slot reloaded configurations arrive in (see `crate::reload`).
+/// State shared by all shards: read-only after start, but for the GRIP session store (a
+/// `Mutex`, touched on session work only; `conn::session` says why it is shared) and the slot
+/// reloaded configurations arrive in (see `crate::reload`). `config` is the start-up
+/// configuration (listeners are bound from it).
 pub struct Shared {
     pub config: Arc<Config>,
     pub counters: Arc<AllCounters>,
+    /// Every shard's stamp and phase, read by the stall watchdog.
+    pub beats: Arc<crate::stall::Beats>,
+    pub sessions: Arc<crate::conn::session::Sessions>,
     pub reload: Arc<crate::reload::ReloadSlot>,
 }
 
 /// Everything a shard owns. Lives in an `Rc` on its shard's thread only.
 pub struct ShardCtx {
     pub id: ShardId,
+    /// This shard's stamp and phase for the stall watchdog (`crate::stall`).
+    pub beats: Arc<crate::stall::Beats>,
     pub shard: Rc<Shard>,
     /// The configuration in force for new requests on this shard: read with
     /// [`ShardCtx::config`], replaced by a reload (see `crate::reload`: this shard's own `Rc`,
@@ -83,6 +90,8 @@ pub struct ShardCtx {
     /// This shard's ES256/RS256 `Grip-Sig` tokens, one signature per key, issuer and second
     /// (see `sig`).
     pub sig_tokens: RefCell<crate::sig::TokenCache>,
+    /// GRIP sessions, one store for the process (see `conn::session`).
+    pub sessions: Arc<crate::conn::session::Sessions>,
     /// Connection ids minted so far on this shard.
     conn_seq: Cell<u64>,
     pipeline_notify: LocalNotify,
@@ -128,6 +137,11 @@ impl ShardCtx {
     }
 
     /// Milliseconds since the shard started (the clock of the hold timers).
+    /// Mark what the shard is doing until the guard drops (for the stall watchdog).
+    pub fn phase(&self, phase: crate::stall::Phase) -> crate::stall::PhaseGuard<'_> {
+        self.beats.enter(self.id.0 as usize, phase)
+    }
+
     pub fn clock_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
@@ -235,6 +249,7 @@ pub async fn run(shard: Shard, shared: Arc<Shared>, ready: Sender<Result<(), Str
     };
     let ctx = Rc::new(ShardCtx {
         id,
+        beats: shared.beats.clone(),
         shard: Rc::new(shard),
         live_config: RefCell::new(Rc::new(Config::clone(&shared.config))),
         pool: BackendPool::new(cfg.backend_pool_idle_max, cfg.backend_pool_idle_timeout),
@@ -255,6 +270,7 @@ pub async fn run(shard: Shard, shared: Arc<Shared>, ready: Sender<Result<(), Str
         )),
         gather: RefCell::new(GatherTable::new(GATHER_MAX)),
         sig_tokens: RefCell::new(crate::sig::TokenCache::default()),
+        sessions: shared.sessions.clone(),
         conn_seq: Cell::new(0),
         pipeline_notify: LocalNotify::default(),
         timer_notify: LocalNotify::default(),
@@ -274,6 +290,7 @@ pub async fn run(shard: Shard, shared: Arc<Shared>, ready: Sender<Result<(), Str
     monoio::spawn(timer_loop(ctx.clone()));
     monoio::spawn(crate::conn::guard::stall_sweep_loop(ctx.clone()));
     monoio::spawn(minute_loop(ctx.clone()));
+    monoio::spawn(beat_loop(ctx.clone(), shared.beats.clone()));
     monoio::spawn(reload_loop(ctx.clone(), shared.reload.clone()));
     ctx.shard.shutdown_signal().await;
     ctx.holds.borrow_mut().shutdown_all();
@@ -337,6 +354,17 @@ async fn minute_loop(ctx: Rc<ShardCtx>) {
     }
 }
 
+/// Stamp this shard's beat each quarter `stall_threshold`: the stamp only moves while the
+/// shard's tasks come back to the driver (`crate::stall`).
+async fn beat_loop(ctx: Rc<ShardCtx>, beats: Arc<crate::stall::Beats>) {
+    let every = beats.stamp_every();
+    let i = ctx.id.0 as usize;
+    while !ctx.shard.shutdown_requested() {
+        beats.stamp(i);
+        monoio::time::sleep(every).await;
+    }
+}
+
 /// Longest sleep of the timer task: bounds how late a timer armed during the sleep may fire
 /// (hold timeouts are whole seconds, keep-alives at least 1 s, so this is well inside).
 const TIMER_SLEEP_MAX: Duration = Duration::from_millis(250);
@@ -353,10 +381,12 @@ async fn timer_loop(ctx: Rc<ShardCtx>) {
             return;
         }
         let now = ctx.clock_ms();
-        let fired = ctx
-            .holds
-            .borrow_mut()
-            .fire_timers(now, TIMER_EXPIRE_MAX, &mut scratch);
+        let fired = {
+            let _phase = ctx.phase(crate::stall::Phase::Timers);
+            ctx.holds
+                .borrow_mut()
+                .fire_timers(now, TIMER_EXPIRE_MAX, &mut scratch)
+        };
         if fired == TIMER_EXPIRE_MAX {
             shards::yield_now().await;
             continue;

@@ -123,6 +123,10 @@ pub const DEFAULT_NEXT_LINK_CHAIN_MAX: usize = 1000;
 /// Next-link fetches per second per connection past a burst of as many: replays of a few
 /// pages run at full speed, a link loop costs the backend 20 requests a second at most.
 pub const DEFAULT_NEXT_LINK_RATE: u32 = 20;
+/// A shard loop that has not come back to its driver for half a second is reported: long
+/// fan-outs yield every few thousand deliveries (well under a millisecond each), so this is a
+/// real stall, not a busy shard.
+pub const DEFAULT_STALL_THRESHOLD_MS: u64 = 500;
 /// A write to a held client still pending after 30 s is given up: a client that reads nothing
 /// for that long (its socket buffers full) cannot keep its hold, however few publishes arrive.
 /// Longer than any keep-alive interval a backend sensibly asks for (Pushpin's default 55 s
@@ -152,6 +156,19 @@ pub const DEFAULT_PIPELINE_MAX: usize = 4096;
 /// state; a full table forgets its least recently used eighth, counted). Pushpin remembers
 /// last ids of 1,000,000 channels; a channel costs a few hundred bytes here.
 pub const DEFAULT_SEQUENCER_CHANNELS_MAX: usize = 100_000;
+
+/// GRIP sessions kept in process (one store for all shards; `session`). A session costs about
+/// 150 B plus its id and channels: 100,000 sessions of one 40-byte id and one channel each
+/// take about 25 MB at most, and only on `session` routes. Pushpin's state server has no bound.
+pub const DEFAULT_SESSIONS_MAX: usize = 100_000;
+
+/// A GRIP session unused this long expires (each detected request and each delivery to its
+/// holds is a use). Pushpin's state server keeps sessions forever.
+pub const DEFAULT_SESSION_TTL_MS: u64 = 3_600_000;
+
+/// `Grip-Session-Detect` rules kept (never expired, as in Pushpin; new ones beyond are
+/// refused, counted). A backend normally sends the same few rules again and again.
+pub const DEFAULT_SESSION_RULES_MAX: usize = 1000;
 
 /// How long a publish waits for room in full delivery queues before it is refused with 503.
 pub const DEFAULT_PUBLISH_WAIT_MS: u64 = 5000;

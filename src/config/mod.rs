@@ -27,6 +27,7 @@
 //! line (pushpin.conf, routes) or the file and key (tuning) or the option (command line).
 //! Keys tack does not use are returned in [`Config::ignored_keys`] for the caller to log once.
 
+pub mod auth;
 pub mod limits;
 pub mod pushpin;
 pub mod tuning;
@@ -196,8 +197,13 @@ pub struct Config {
     pub handler: HandlerConfig,
     /// Engine tuning.
     pub tuning: Tuning,
+    /// Control-API (and optionally metrics) authentication from the tuning file; `None` =
+    /// off, the default.
+    pub control_auth: Option<crate::auth::ControlAuth>,
     /// Log level.
     pub log_level: tracing::Level,
+    /// Log line format (`--log-format`).
+    pub log_format: crate::cli::LogFormat,
     /// `section.key` entries of pushpin.conf tack does not use, and ignored `[shard.N]`
     /// tables; log once at start.
     pub ignored_keys: Vec<String>,
@@ -336,6 +342,7 @@ impl Config {
                 client_buffer_size: pp.client_buffer_size,
             },
         )?;
+        let control_auth = auth::resolve(&tuning_file.tack, &tuning_origin, env)?;
 
         // Layer 1: command line.
         let listen = if !cli.ports.is_empty() {
@@ -395,7 +402,9 @@ impl Config {
             proxy: pp.proxy,
             handler: pp.handler,
             tuning,
+            control_auth,
             log_level,
+            log_format: cli.log_format.unwrap_or_default(),
             ignored_keys,
             notes: pp.notes,
         };

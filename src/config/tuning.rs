@@ -28,6 +28,9 @@
 //! client_idle_timeout_ms = 60000      # idle keep-alive client closed; 1..=3600000
 //! client_head_timeout_ms = 10000      # partial request head older than this → 408 and close
 //!                                     # (slowloris guard); 1..=3600000
+//! stall_threshold_ms = 500           # a shard that does not come back to its driver within
+//!                                     # this is logged with what it was doing, and counted;
+//!                                     # 10..=600000
 //! client_write_timeout_ms = 30000     # a write to a held client (stream data, keep-alive,
 //!                                     # WebSocket frame) not done by then is given up and the
 //!                                     # client closed as slow; 1..=3600000
@@ -58,6 +61,23 @@
 //!                                     # (close 1009 beyond), 1024..=67108864
 //! sequencer_channels_max = 100000     # channels whose ids each shard's sequencer remembers
 //!                                     # (least recently used forgotten, counted), 16..=10000000
+//! sessions_max = 100000               # GRIP sessions kept (`session` routes; one store for the
+//!                                     # process), 1..=10000000; when full the least recently
+//!                                     # used is evicted (counted: tack_session_evicted)
+//! session_ttl_ms = 3600000            # a session unused this long expires (counted:
+//!                                     # tack_session_expired), 1000..=604800000 (7 days)
+//! session_rules_max = 1000            # Grip-Session-Detect rules kept, 1..=100000; new rules
+//!                                     # beyond are refused (counted: tack_session_rules_refused)
+//!
+//! # Control-API authentication (off unless one of the four is set; at most one may be):
+//! control_auth_bearer_file = "/etc/tack/token" # file holding the bearer token (surrounding
+//!                                     # blank space and the final newline are ignored)
+//! control_auth_bearer = "..."         # the token itself (prefer the file: keep the secret out
+//!                                     # of a file that is shared or checked in)
+//! control_auth_basic_file = "/etc/tack/basic"  # file holding user:pass
+//! control_auth_basic = "user:pass"    # basic credentials themselves
+//! metrics_auth = false                # also require them on the metrics port
+//!                                     # (needs a control_auth_* key)
 //!
 //! [shard.1]                           # overrides for shard index 1 (0-based); only these keys:
 //! connections_max = 5000
@@ -129,6 +149,7 @@ pub struct TackSection {
     pub client_idle_timeout_ms: Option<u64>,
     pub client_head_timeout_ms: Option<u64>,
     pub client_write_timeout_ms: Option<u64>,
+    pub stall_threshold_ms: Option<u64>,
     pub backend_pool_idle_max: Option<usize>,
     pub backend_pool_idle_timeout_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
@@ -142,6 +163,15 @@ pub struct TackSection {
     pub publish_wait_ms: Option<u64>,
     pub ws_message_bytes_max: Option<usize>,
     pub sequencer_channels_max: Option<usize>,
+    pub sessions_max: Option<usize>,
+    pub session_ttl_ms: Option<u64>,
+    pub session_rules_max: Option<usize>,
+    // Control-API authentication, resolved by `config::auth` (not part of `Tuning`).
+    pub control_auth_bearer: Option<crate::auth::Secret>,
+    pub control_auth_bearer_file: Option<std::path::PathBuf>,
+    pub control_auth_basic: Option<crate::auth::Secret>,
+    pub control_auth_basic_file: Option<std::path::PathBuf>,
+    pub metrics_auth: Option<bool>,
 }
 
 /// A `[shard.N]` table: per-shard overrides (raw, then validated in place).
@@ -198,6 +228,8 @@ pub struct Tuning {
     pub client_head_timeout: Duration,
     /// A write to a held client that has not completed by then is given up.
     pub client_write_timeout: Duration,
+    /// A shard that does not come back to its driver within this is reported.
+    pub stall_threshold: Duration,
     /// Idle pooled backend connections per shard per target address.
     pub backend_pool_idle_max: usize,
     /// Idle pooled backend connection lifetime.
@@ -224,6 +256,12 @@ pub struct Tuning {
     pub ws_message_bytes_max: usize,
     /// Channels whose ids each shard's sequencer remembers.
     pub sequencer_channels_max: usize,
+    /// GRIP sessions kept (process-wide).
+    pub sessions_max: usize,
+    /// A GRIP session unused this long expires.
+    pub session_ttl: Duration,
+    /// `Grip-Session-Detect` rules kept (process-wide).
+    pub session_rules_max: usize,
     /// Validated `[shard.N]` overrides for existing shards only.
     pub shard_overrides: BTreeMap<usize, ShardOverride>,
 }
@@ -361,6 +399,21 @@ impl Tuning {
                 .unwrap_or(DEFAULT_SEQUENCER_CHANNELS_MAX) as u64,
             (16, 10_000_000),
         )? as usize;
+        let sessions_max = range(
+            "sessions_max",
+            t.sessions_max.unwrap_or(DEFAULT_SESSIONS_MAX) as u64,
+            (1, 10_000_000),
+        )? as usize;
+        let session_ttl = Duration::from_millis(range(
+            "session_ttl_ms",
+            t.session_ttl_ms.unwrap_or(DEFAULT_SESSION_TTL_MS),
+            (1000, 7 * 24 * 3_600_000),
+        )?);
+        let session_rules_max = range(
+            "session_rules_max",
+            t.session_rules_max.unwrap_or(DEFAULT_SESSION_RULES_MAX) as u64,
+            (1, 100_000),
+        )? as usize;
         let ws_message_bytes_max = range(
             "ws_message_bytes_max",
             t.ws_message_bytes_max
@@ -447,6 +500,12 @@ impl Tuning {
                 DEFAULT_CLIENT_WRITE_TIMEOUT_MS,
                 1,
             )?,
+            stall_threshold: ms(
+                "stall_threshold_ms",
+                t.stall_threshold_ms,
+                DEFAULT_STALL_THRESHOLD_MS,
+                10,
+            )?,
             backend_pool_idle_max,
             backend_pool_idle_timeout: ms(
                 "backend_pool_idle_timeout_ms",
@@ -469,6 +528,9 @@ impl Tuning {
             pipeline_max,
             ws_message_bytes_max,
             sequencer_channels_max,
+            sessions_max,
+            session_ttl,
+            session_rules_max,
             publish_wait: ms(
                 "publish_wait_ms",
                 t.publish_wait_ms,
@@ -545,6 +607,7 @@ mod tests {
                 client_idle_timeout: Duration::from_millis(60_000),
                 client_head_timeout: Duration::from_millis(10_000),
                 client_write_timeout: Duration::from_millis(30_000),
+                stall_threshold: Duration::from_millis(500),
                 backend_pool_idle_max: 64,
                 backend_pool_idle_timeout: Duration::from_millis(30_000),
                 drain_timeout: Duration::from_millis(5000),
@@ -558,6 +621,9 @@ mod tests {
                 publish_wait: Duration::from_millis(5000),
                 ws_message_bytes_max: 1 << 20,
                 sequencer_channels_max: 100_000,
+                sessions_max: 100_000,
+                session_ttl: Duration::from_millis(3_600_000),
+                session_rules_max: 1000,
                 shard_overrides: BTreeMap::new(),
             }
         );
@@ -625,6 +691,30 @@ connections_max = 1
             )])
         );
         assert_eq!(ignored, ["shard.7 (only 3 shards)"]);
+    }
+
+    #[test]
+    fn session_keys_are_bounded() {
+        let (t, _) = resolve(
+            "[tack]\nsessions_max = 5\nsession_ttl_ms = 2000\nsession_rules_max = 3\n",
+            cores(1),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.sessions_max, t.session_ttl, t.session_rules_max),
+            (5, Duration::from_millis(2000), 3)
+        );
+        for bad in [
+            "sessions_max = 0",
+            "session_ttl_ms = 999",
+            "session_rules_max = 0",
+        ] {
+            let e = resolve(&format!("[tack]\n{bad}\n"), cores(1))
+                .unwrap_err()
+                .to_string();
+            let key = bad.split(' ').next().unwrap();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

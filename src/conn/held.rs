@@ -64,6 +64,8 @@ pub struct HeldRequest {
     /// `None`: the request had a body that was not kept (over the limit, or chunked), so it
     /// cannot be re-sent.
     pub body: Option<Bytes>,
+    /// The GRIP session of the answer that started the hold (its `Grip-Session-Id`).
+    pub session_id: Option<Rc<str>>,
 }
 
 impl std::ops::Deref for HeldRequest {
@@ -302,6 +304,9 @@ fn start(
     }
     ctx.counters().inc(Counter::HoldsActive);
     ctx.counters().inc(kind_gauge(kind));
+    if let Some(sid) = plan.request.as_ref().and_then(|r| r.session_id.clone()) {
+        ctx.holds.borrow_mut().set_session(key, Some(sid));
+    }
     subscribe_all(ctx, key, plan);
     if plan.instruction.filters.is_some() {
         ctx.holds.borrow_mut().set_filtered(key, true);

@@ -21,6 +21,7 @@ pub mod guard;
 pub mod held;
 pub mod io;
 pub mod iovec;
+pub mod session;
 pub mod share;
 pub mod websocket;
 
@@ -238,12 +239,24 @@ struct AccessLine {
     peer: SocketAddr,
     method: String,
     path: String,
+    version: Version,
     started: Instant,
+    at: SystemTime,
 }
 
 impl AccessLine {
+    /// One line in the Common Log Format (`peer - - [time] "request" status -`; the size is
+    /// not tracked), with the same facts as fields for `--log-format json`.
     fn write(&self, status: u16) {
         let peer = self.peer;
+        let clf = crate::util::common_log_line(
+            peer.ip(),
+            self.at,
+            &self.method,
+            &self.path,
+            self.version.as_str(),
+            status,
+        );
         tracing::info!(
             target: "access",
             peer = %peer,
@@ -251,6 +264,7 @@ impl AccessLine {
             path = %self.path,
             status,
             ms = self.started.elapsed().as_millis() as u64,
+            "{clf}"
         );
     }
 }
@@ -306,7 +320,9 @@ async fn next_request(
             peer: conn.peer_addr,
             method: head.method.clone(),
             path: head.path.clone(),
+            version: head.version,
             started: Instant::now(),
+            at: SystemTime::now(),
         })
     });
     // The request path's future is boxed: the read-head state above need not be carried
@@ -685,6 +701,13 @@ async fn proxy(
         Ok(kept) => kept,
         Err(reply) => return reply,
     };
+    // GRIP sessions: a `session` route finds the request's session in its kept body and
+    // tells the backend (`Grip-Session-Id`, `Grip-Last`); a trusted upstream's own pass.
+    let session_lines = if route.session && !route.no_grip && !trusted {
+        session::request_lines(ctx, route, &head, kept_body.as_deref())
+    } else {
+        Vec::new()
+    };
     // A request without a body can be re-sent on a fresh connection if a pooled one turns out
     // dead before any response byte arrived.
     let mut attempts_left = if has_body { 1 } else { 2 };
@@ -711,6 +734,14 @@ async fn proxy(
             connection_id.as_ref().map(|c| c.as_str()),
             over_http && !trusted,
         );
+        if !session_lines.is_empty() {
+            debug_assert!(out.ends_with(b"\r\n\r\n"));
+            out.truncate(out.len() - 2);
+            for line in &session_lines {
+                out.extend_from_slice(line.as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+        }
         // Small Content-Length bodies already received go out with the head in one write.
         let mut body_sent = !has_body;
         if let BodyFraming::Length(n) = head.framing {
@@ -809,9 +840,11 @@ async fn proxy(
         .any(|h| h.name.len() >= 5 && h.name[..5].eq_ignore_ascii_case("grip-"));
     let is_grip = grip_headers || crate::grip::is_grip(&resp.headers);
     if is_grip && !route.no_grip && !trusted {
+        let session_id = session::on_accept(ctx, route, &head, &resp.headers);
         let request = held::HeldRequest {
             head,
             body: kept_body,
+            session_id,
         };
         return grip_answer(ctx, conn, request, route, backend, resp, connection_id).await;
     }
@@ -958,14 +991,17 @@ async fn grip_answer(
             return Reply::Done(keep_or_close(head), 502);
         }
     }
-    let parsed = crate::grip::parse_instruction(
-        resp.status,
-        &resp.reason,
-        &resp.headers,
-        &body,
-        route.prefix.as_deref(),
-        per_conn,
-    );
+    let parsed = {
+        let _phase = ctx.phase(crate::stall::Phase::Request);
+        crate::grip::parse_instruction(
+            resp.status,
+            &resp.reason,
+            &resp.headers,
+            &body,
+            route.prefix.as_deref(),
+            per_conn,
+        )
+    };
     let instruction = match parsed {
         Ok(i) => i,
         Err(e) => {

@@ -1000,7 +1000,7 @@ impl Session {
                     wsevents::apply_set_meta(&mut oh.meta, &[(name, value)]);
                 }
             }
-            ControlMessage::Session { .. } => {}
+            ControlMessage::Session { id } => super::session::ws_session(&self.ctx, self.key, id),
             ControlMessage::Unknown(t) => {
                 tracing::debug!("unknown GRIP control message type {t:?} ignored")
             }

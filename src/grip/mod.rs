@@ -11,7 +11,7 @@ pub mod filter;
 mod json;
 mod keepalive;
 mod link;
-mod params;
+pub(crate) mod params;
 mod status;
 
 use std::collections::{HashMap, HashSet};

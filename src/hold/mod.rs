@@ -16,6 +16,12 @@
 //! id → [`HolderKey`] for the control API's single-connection operations (publish to one
 //! connection, close one, check which are alive, refresh). The map has one entry per live hold
 //! at most, so it is bounded by `holds_max`; `release` removes the entry.
+//!
+//! ## Session ids
+//! A hold (or WebSocket) may belong to a GRIP session (`session`): the registry maps its key
+//! to the session id, for the fan-out to record the last ids the session got. A side map, not
+//! a slot field: most holds have none, and the map is empty then (one length check per
+//! delivered run). Bounded by the live holds; `release` removes the entry.
 
 pub mod connid;
 pub mod lastids;
@@ -179,6 +185,8 @@ pub struct HoldRegistry {
     ids: HashMap<ConnectionId, HolderKey>,
     /// Holds whose client write is waiting (slots with `write_since_ms` set).
     writes_waiting: usize,
+    /// Live hold → the GRIP session it belongs to (see the module doc).
+    sessions: HashMap<HolderKey, std::rc::Rc<str>>,
     pub subs: SubTable,
     pub timers: TimerWheel<TimerEntry>,
 }
@@ -194,6 +202,7 @@ impl HoldRegistry {
             limits,
             ids: HashMap::new(),
             writes_waiting: 0,
+            sessions: HashMap::new(),
             subs: SubTable::new(
                 limits.channels_max,
                 limits.subscriptions_max,
@@ -510,6 +519,9 @@ impl HoldRegistry {
             let removed = self.ids.remove(&cid);
             debug_assert_eq!(removed, Some(key), "connection id mapped to another hold");
         }
+        if !self.sessions.is_empty() {
+            self.sessions.remove(&key);
+        }
         self.free.push(key.slot);
         self.live -= 1;
         debug_assert!(self.ids.len() <= self.live);
@@ -532,6 +544,30 @@ impl HoldRegistry {
         self.ids.insert(cid, key);
         debug_assert!(self.ids.len() <= self.live);
         true
+    }
+
+    /// Set (`Some`) or clear (`None`) the GRIP session a live hold belongs to. False when the
+    /// key is stale.
+    pub fn set_session(&mut self, key: HolderKey, sid: Option<std::rc::Rc<str>>) -> bool {
+        if self.slot_mut(key).is_none() {
+            return false;
+        }
+        match sid {
+            Some(sid) => self.sessions.insert(key, sid),
+            None => self.sessions.remove(&key),
+        };
+        debug_assert!(self.sessions.len() <= self.live);
+        true
+    }
+
+    /// The GRIP session of a live hold.
+    pub fn session_of(&self, key: HolderKey) -> Option<&std::rc::Rc<str>> {
+        self.sessions.get(&key)
+    }
+
+    /// Whether any live hold belongs to a GRIP session (the fan-out's fast path when not).
+    pub fn has_sessions(&self) -> bool {
+        !self.sessions.is_empty()
     }
 
     /// The live hold with this connection id.
@@ -752,6 +788,24 @@ mod tests {
             Poll::Ready(Some(HoldEvent::Shutdown))
         ));
         assert_eq!(r.pop_ws_frame(k, true).as_deref(), Some(&b"d"[..]));
+    }
+
+    #[test]
+    fn session_ids_map_live_holds_only() {
+        let mut r = registry(4, 4);
+        let a = r.register(HoldKind::Response).unwrap();
+        let b = r.register(HoldKind::Ws).unwrap();
+        assert!(!r.has_sessions());
+        assert!(r.set_session(a, Some("s1".into())));
+        assert!(r.set_session(b, Some("s2".into())));
+        assert_eq!(r.session_of(a).map(|s| &**s), Some("s1"));
+        assert!(r.set_session(b, None), "a WebSocket may clear its session");
+        assert_eq!(r.session_of(b), None);
+        r.release(a);
+        assert!(!r.has_sessions(), "release forgets the session");
+        assert!(!r.set_session(a, Some("s3".into())), "stale key");
+        let c = r.register(HoldKind::Stream).unwrap();
+        assert_eq!(r.session_of(c), None, "a reused slot starts without one");
     }
 
     #[test]

@@ -344,48 +344,75 @@ fn body_patch_applies_to_the_held_json_body() {
     }
 }
 
+/// An origin that holds the first request on `h` and answers later ones with what it got.
+fn echo_after_hold_origin() -> (Origin, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let origin = Origin::start_with(move |req| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            OriginResponse::text(200, "stale")
+                .with_header("Grip-Hold", "response")
+                .with_header("Grip-Channel", "h")
+        } else {
+            OriginResponse::text(
+                201,
+                &format!(
+                    "{} {} body={}\n",
+                    req.method,
+                    req.path,
+                    String::from_utf8_lossy(&req.body)
+                ),
+            )
+        }
+    });
+    (origin, calls)
+}
+
+/// Hold a POST, hint it, and check the backend got the same request again (method, path,
+/// headers, body) and the client its answer.
+fn hint_scenario(
+    proxy: std::net::SocketAddr,
+    publish_addr: std::net::SocketAddr,
+    origin: &Origin,
+    ready: Option<&dyn Fn()>,
+    who: &str,
+) {
+    let mut c = RawClient::connect(proxy);
+    c.send(b"POST /poll?x=1 HTTP/1.1\r\nHost: a\r\nX-Custom: kept\r\nContent-Type: text/plain\r\nContent-Length: 7\r\n\r\nq=hello");
+    let hint = r#"{"items":[{"channel":"h","formats":{"http-response":{"action":"hint"}}}]}"#;
+    let r =
+        crate::grip::publish_for_answer(&mut c, publish_addr, hint, ready).expect("retried answer");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (201, "POST /poll?x=1 body=q=hello\n"),
+        "{who}"
+    );
+    let reqs = origin.last_requests();
+    let retry = reqs.last().expect("retry");
+    assert_eq!(
+        retry.header("x-custom"),
+        Some("kept"),
+        "{who}: the client's headers"
+    );
+    assert_eq!(retry.header("content-length"), Some("7"), "{who}");
+}
+
 #[test]
 fn hint_resends_a_held_post_with_its_body() {
     for (driver, _) in DRIVERS {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let seen = calls.clone();
-        let origin = Origin::start_with(move |req| {
-            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-                OriginResponse::text(200, "stale")
-                    .with_header("Grip-Hold", "response")
-                    .with_header("Grip-Channel", "h")
-            } else {
-                OriginResponse::text(
-                    201,
-                    &format!(
-                        "{} {} body={}\n",
-                        req.method,
-                        req.path,
-                        String::from_utf8_lossy(&req.body)
-                    ),
-                )
-            }
-        });
+        let (origin, calls) = echo_after_hold_origin();
         let tack = start_routed(driver, origin.addr(), &[]);
-        let mut c = RawClient::connect(tack.addr);
-        c.send(b"POST /poll?x=1 HTTP/1.1\r\nHost: a\r\nX-Custom: kept\r\nContent-Type: text/plain\r\nContent-Length: 7\r\n\r\nq=hello");
-        crate::grip::wait_holds(tack.metrics, 1);
-        let hint = r#"{"items":[{"channel":"h","formats":{"http-response":{"action":"hint"}}}]}"#;
-        assert_eq!(publish(tack.publish, hint).0, 200);
-        let r = c.read_response(T).expect("retried answer");
-        assert_eq!(
-            (r.status, r.text().as_str()),
-            (201, "POST /poll?x=1 body=q=hello\n"),
-            "{driver}"
-        );
-        let reqs = origin.last_requests();
-        assert_eq!(reqs.len(), 2, "{driver}");
-        assert_eq!(
-            reqs[1].header("x-custom"),
-            Some("kept"),
-            "{driver}: the client's headers"
-        );
-        assert_eq!(reqs[1].header("content-length"), Some("7"), "{driver}");
+        let metrics = tack.metrics;
+        let wait = || {
+            crate::grip::wait_holds(metrics, 1);
+        };
+        hint_scenario(tack.addr, tack.publish, &origin, Some(&wait), driver);
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "{driver}: one retry");
+    }
+    if pushpin_available() {
+        let (origin, _) = echo_after_hold_origin();
+        let pp = Pushpin::start(&format!("* {}\n", origin.addr()), "changeme");
+        hint_scenario(pp.addr, pp.publish, &origin, None, "pushpin");
     }
 }
 

@@ -22,6 +22,11 @@ pub struct Tack {
 
 /// Start tack on `driver` with extra arguments (routes, tuning, …).
 pub fn start(driver: &str, extra: &[String]) -> Tack {
+    start_env(driver, extra, &[])
+}
+
+/// [`start`] with environment variables for tack.
+pub fn start_env(driver: &str, extra: &[String], env: &[(&str, &str)]) -> Tack {
     let addr = free_addr();
     let publish = free_addr();
     let mut args = vec![
@@ -39,7 +44,7 @@ pub fn start(driver: &str, extra: &[String]) -> Tack {
         args.extend(["--shards".to_string(), "2".to_string()]);
     }
     args.extend(extra.iter().cloned());
-    let proc = TackProcess::start(env!("CARGO_BIN_EXE_tack"), &args, &[]);
+    let proc = TackProcess::start(env!("CARGO_BIN_EXE_tack"), &args, env);
     let expected = DRIVERS
         .iter()
         .find(|d| d.0 == driver)
@@ -51,9 +56,13 @@ pub fn start(driver: &str, extra: &[String]) -> Tack {
         .find(|l| l.contains("tack ready"))
         .expect("ready line");
     // The io_uring variant must really run on io_uring (this machine allows it); the legacy
-    // variant must really run on epoll.
+    // variant must really run on epoll. (`driver=x` in text logs, `"driver":"x"` in JSON.)
+    let json = expected
+        .split_once('=')
+        .map(|(k, v)| format!("\"{k}\":\"{v}\""))
+        .unwrap_or_default();
     assert!(
-        ready.contains(expected),
+        ready.contains(expected) || ready.contains(&json),
         "driver {driver}: ready line {ready:?}"
     );
     Tack {
