@@ -73,6 +73,11 @@ impl ClientWriter {
         }))
     }
 
+    /// The hold this writer belongs to.
+    pub fn key(&self) -> HolderKey {
+        self.key
+    }
+
     /// The write half back, for a connection that goes on after its hold.
     pub fn into_inner(self) -> OwnedWriteHalf<TcpStream> {
         self.wr

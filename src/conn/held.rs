@@ -784,14 +784,13 @@ where
     if plan.instruction.next.is_none() && plan.instruction.gone.is_none() {
         plan.request = None;
     }
-    // Keep-alive data, framed once.
-    let ka = plan.instruction.keep_alive.as_ref().map(|ka| {
-        (
-            frame(http11, &ka.data),
-            u64::from(ka.timeout_s.max(1)) * 1000,
-            ka.mode,
-        )
-    });
+    // Keep-alive period and mode; the data is framed when it is sent (an allocation per
+    // keep-alive, seconds apart, rather than bytes kept by every hold for its whole life).
+    let ka = plan
+        .instruction
+        .keep_alive
+        .as_ref()
+        .map(|ka| (u64::from(ka.timeout_s.max(1)) * 1000, ka.mode));
     let link_every = |plan: &HoldPlan| {
         plan.instruction
             .next
@@ -801,19 +800,12 @@ where
     let now = ctx.clock_ms();
     let mut last_write = now;
     let mut last_activity = now;
-    let mut ka_due = ka.as_ref().map(|(_, every, _)| now + every);
-    let mut link_due = link_every(plan).map(|every| now + every);
-    // One timer per hold: armed for the earlier of the keep-alive and the link deadline.
-    let rearm = |ka_due: Option<u64>, link_due: Option<u64>| {
-        let due = match (ka_due, link_due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(d) = due {
-            ctx.arm_timer(key, d, TimerKind::KeepAlive);
-        }
-    };
-    rearm(ka_due, link_due);
+    // Deadlines are at least a second from the start of the shard clock: never zero, so the
+    // `Option` costs no room in this (parked) future.
+    let deadline = |ms: u64| std::num::NonZeroU64::new(ms);
+    let mut ka_due = ka.as_ref().and_then(|(every, _)| deadline(now + every));
+    let mut link_due = link_every(plan).and_then(|every| deadline(now + every));
+    rearm(ctx, key, ka_due, link_due);
     // The client is behind a channel this shard knows more of: recover at once (Pushpin does
     // this on the first hold only).
     let mut fetch_link = {
@@ -821,12 +813,14 @@ where
         ids.behind(|ch| seq.last_id(ch))
     };
     let mut why = LinkWhy::Recover;
-    // The item that revealed a gap: checked again once the recovery answer is written.
-    let mut gap_item: Option<(Bytes, Rc<ItemIds>)> = None;
+    // The item that revealed a gap: checked again once the recovery answer is written (boxed:
+    // gaps are rare, and a parked hold should not carry room for one).
+    let mut gap_item: Option<Box<(Bytes, Rc<ItemIds>)>> = None;
     // A recovery already asked once more after an answer that did not reach the gap's item.
     let mut refetched = false;
-    // Hints and gaps can come as fast as publishes: link fetches are spaced past a burst.
-    let mut budget = grip::LinkBudget::new(ctx.cfg().next_link_rate, ctx.clock_ms());
+    // Hints and gaps can come as fast as publishes: link fetches are spaced past a burst
+    // (made at the first fetch; boxed for the same reason).
+    let mut budget: Option<Box<grip::LinkBudget>> = None;
     loop {
         if !fetch_link {
             let ev = next_event(ctx, key, watcher, watch_done, &mut plan.client_gone).await;
@@ -873,17 +867,20 @@ where
                         }
                         _ => Some(if http11 { chunk } else { raw }),
                     };
+                    // Not kept across the write below (a parked hold's future stays small).
+                    let one_by_one = filtered.is_some();
+                    drop(filtered);
                     match (item, verdict) {
                         (Some(item), Some(Verdict::Gap)) => {
                             tracing::debug!(shard = %ctx.id, channel = %item.channel, expected = ?ids.get(&item.channel), prev_id = ?item.prev_id, "reliable stream: gap, fetching the next link");
-                            gap_item = first.map(|f| (f, item));
+                            gap_item = first.map(|f| Box::new((f, item)));
                             fetch_link = true;
                             why = LinkWhy::Recover;
                         }
                         _ => {
                             let Some(first) = first else { continue };
                             // Items for a hold with filters come one by one (never batched).
-                            let written = if filtered.is_some() {
+                            let written = if one_by_one {
                                 wr.write(ctx, first).await
                             } else {
                                 write_backlog(ctx, key, wr, http11, first, !ids.is_tracking()).await
@@ -915,30 +912,35 @@ where
                 }
                 Some(HoldEvent::Timer(_)) => {
                     let now = ctx.clock_ms();
-                    if let (Some((framed, every, mode)), Some(due)) = (&ka, ka_due) {
+                    if let (Some((every, mode)), Some(due)) = (ka, ka_due) {
                         // Idle mode counts from the last write; interval mode from the last send.
                         let due = match mode {
-                            KeepAliveMode::Idle => due.max(last_write + every),
-                            KeepAliveMode::Interval => due,
+                            KeepAliveMode::Idle => due.get().max(last_write + every),
+                            KeepAliveMode::Interval => due.get(),
                         };
                         if now >= due {
-                            if !wr.write(ctx, framed.clone()).await {
+                            let data = plan
+                                .instruction
+                                .keep_alive
+                                .as_ref()
+                                .map(|k| frame(http11, &k.data));
+                            if !wr.write(ctx, data.unwrap_or_default()).await {
                                 return (status, After::Close);
                             }
                             last_write = ctx.clock_ms();
                             ctx.counters().inc(Counter::KeepAliveSent);
-                            ka_due = Some(now + every);
+                            ka_due = deadline(now + every);
                         } else {
-                            ka_due = Some(due);
+                            ka_due = deadline(due);
                         }
                     }
                     if let (Some(due), Some(every)) = (link_due, link_every(plan)) {
-                        let due = due.max(last_activity + every);
+                        let due = due.get().max(last_activity + every);
                         if now >= due {
                             fetch_link = true;
                             why = LinkWhy::Refresh;
                         } else {
-                            link_due = Some(due);
+                            link_due = deadline(due);
                         }
                     }
                 }
@@ -961,7 +963,12 @@ where
             if why == LinkWhy::Recover {
                 ctx.counters().inc(Counter::StreamRecoveries);
             }
-            let wait = budget.take(ctx.clock_ms());
+            let now = ctx.clock_ms();
+            let wait = budget
+                .get_or_insert_with(|| {
+                    Box::new(grip::LinkBudget::new(ctx.cfg().next_link_rate, now))
+                })
+                .take(now);
             if wait > 0 {
                 ctx.counters().inc(Counter::NextLinkThrottled);
                 Box::pin(monoio::time::sleep(std::time::Duration::from_millis(wait))).await;
@@ -978,14 +985,14 @@ where
                         let mut filter = ids.after_recovery();
                         let keep = gap_item
                             .as_ref()
-                            .is_some_and(|(_, it)| filter.keep(&it.channel, it.prev_id.as_deref()));
+                            .is_some_and(|g| filter.keep(&g.1.channel, g.1.prev_id.as_deref()));
                         let dropped = ctx.holds.borrow_mut().retain_stream(key, |it| {
                             filter.keep(&it.channel, it.prev_id.as_deref())
                         });
                         if dropped > 0 {
                             tracing::debug!(shard = %ctx.id, dropped, "reliable stream: queued items covered by the recovery answer dropped");
                         }
-                        match (keep, gap_item.take()) {
+                        match (keep, gap_item.take().map(|g| *g)) {
                             (true, Some((data, it))) => {
                                 let v = ids.check(&it.channel, Some(&it.id), it.prev_id.as_deref());
                                 debug_assert_eq!(v, Verdict::Deliver);
@@ -1014,7 +1021,7 @@ where
                         ctx.counters().inc(Counter::StreamRecoveryUnplaced);
                         tracing::warn!(shard = %ctx.id, route = %plan.route_id, "reliable stream: next-link answer without prev-id; channels no longer tracked");
                         ids.clear();
-                        if let Some((data, _)) = gap_item.take() {
+                        if let Some((data, _)) = gap_item.take().map(|g| *g) {
                             if !wr.write(ctx, data).await {
                                 return (status, After::Close);
                             }
@@ -1039,9 +1046,21 @@ where
                 }
             }
             last_activity = ctx.clock_ms();
-            link_due = link_every(plan).map(|every| last_activity + every);
+            link_due = link_every(plan).and_then(|every| deadline(last_activity + every));
         }
-        rearm(ka_due, link_due);
+        rearm(ctx, key, ka_due, link_due);
+    }
+}
+
+/// One timer per stream hold: armed for the earlier of the keep-alive and the link deadline.
+fn rearm(
+    ctx: &ShardCtx,
+    key: HolderKey,
+    ka_due: Option<std::num::NonZeroU64>,
+    link_due: Option<std::num::NonZeroU64>,
+) {
+    if let Some(d) = ka_due.into_iter().chain(link_due).min() {
+        ctx.arm_timer(key, d.get(), TimerKind::KeepAlive);
     }
 }
 

@@ -207,8 +207,8 @@ struct OverHttp {
 /// Everything the session loop owns.
 struct Session {
     ctx: Rc<ShardCtx>,
-    key: HolderKey,
-    /// Every client write goes through its guard (overflow, write timeout).
+    /// Every client write goes through its guard (overflow, write timeout); it also holds the
+    /// session's key in the hold registry (`self.key()`).
     wr: ClientWriter,
     read: Option<ReadFut>,
     reader: ServerReader,
@@ -224,11 +224,19 @@ struct Session {
     close_sent: bool,
     /// Reliable WebSockets: the channels subscribed with a `prev-id`.
     reliable: Tracker<WsItem>,
+    /// What few sessions need, in one box made on first use (a parked session's future stays
+    /// small).
+    rare: Option<Box<Rare>>,
+}
+
+/// The parts of a session that most sessions never use.
+#[derive(Default)]
+struct Rare {
     /// GRIP filters (`subscribe` with `filters`) and the meta they read (`set-meta`); made on
     /// the first of either, so that sessions without filters keep the shared fast path.
-    filters: Option<Box<HoldFilters>>,
+    filters: Option<HoldFilters>,
     /// A `send-delayed` message waiting for its time (one slot, as in Pushpin).
-    delayed: Option<Box<Delayed>>,
+    delayed: Option<Delayed>,
     /// The backend closed (a `CLOSE` event): the client's reply close is awaited until then
     /// (shard clock, ms; 0: not closing), to be passed on as a `CLOSE` event.
     close_reply_due_ms: u64,
@@ -319,7 +327,7 @@ pub fn run<'a>(
             let route = route_of(&plan.routes, &plan.head);
             s.run(&mut backend, &plan, route).await;
         }
-        let removed = ctx.holds.borrow_mut().release(s.key);
+        let removed = ctx.holds.borrow_mut().release(s.key());
         ctx.counters().dec(Counter::HoldsActive);
         ctx.counters().dec(Counter::HoldsWs);
         ctx.counters()
@@ -416,7 +424,6 @@ async fn open(
     let (rd, wr) = stream.into_split();
     let mut s = Session {
         ctx: ctx.clone(),
-        key,
         wr: ClientWriter::new(wr, key),
         read: None,
         reader: ServerReader::new(ctx.cfg().ws_message_bytes_max, inflater),
@@ -427,9 +434,7 @@ async fn open(
         keep_alive: None,
         last_client_write_ms: ctx.clock_ms(),
         close_sent: false,
-        filters: None,
-        delayed: None,
-        close_reply_due_ms: 0,
+        rare: None,
         reliable: Tracker::new(
             ctx.config().handler.connection_subscription_max,
             reliable::HELD_PER_CHANNEL_MAX,
@@ -680,7 +685,7 @@ impl Session {
     /// now, including when it already was (a repeated subscribe is a no-op, as Pushpin).
     fn subscribe(&self, channel: &str) -> bool {
         let name = format!("{}{channel}", self.channel_prefix);
-        let r = self.ctx.holds.borrow_mut().subscribe(self.key, &name);
+        let r = self.ctx.holds.borrow_mut().subscribe(self.key(), &name);
         match r {
             Ok(_) => {
                 self.ctx.counters().inc(Counter::SubscriptionsStarted);
@@ -753,7 +758,7 @@ impl Session {
         {
             let mut holds = self.ctx.holds.borrow_mut();
             if let Some(id) = holds.subs.channel_id(&name) {
-                holds.subs.unsubscribe(id, self.key);
+                holds.subs.unsubscribe(id, self.key());
             }
         }
         let mut out = Vec::new();
@@ -776,12 +781,8 @@ impl Session {
     /// one `writev`: in a burst, a session writes its backlog at once, not a frame per call.
     async fn deliver_backlog(&mut self, first: Bytes) -> bool {
         let untracked = self.reliable.is_empty();
-        let next = || {
-            self.ctx
-                .holds
-                .borrow_mut()
-                .pop_ws_frame(self.key, untracked)
-        };
+        let key = self.key();
+        let next = || self.ctx.holds.borrow_mut().pop_ws_frame(key, untracked);
         let ok = self.wr.write_batch(&self.ctx, first, next).await;
         self.last_client_write_ms = self.ctx.clock_ms();
         ok
@@ -907,15 +908,16 @@ impl Session {
             Backend::Ws { .. } => self.reliable.next_deadline_ms(WS_RECOVERY_TIMEOUT_MS),
             _ => None,
         };
-        let delayed = self.delayed.as_ref().map(|d| d.due_ms);
-        let close_reply = (self.close_reply_due_ms > 0).then_some(self.close_reply_due_ms);
+        let rare = self.rare.as_deref();
+        let delayed = rare.and_then(|r| r.delayed.as_ref()).map(|d| d.due_ms);
+        let close_reply = rare.map(|r| r.close_reply_due_ms).filter(|&ms| ms > 0);
         let due = keep_alive
             .into_iter()
             .chain(recovery)
             .chain(delayed)
             .chain(close_reply);
         if let Some(at) = due.min() {
-            self.ctx.arm_timer(self.key, at, TimerKind::KeepAlive);
+            self.ctx.arm_timer(self.key(), at, TimerKind::KeepAlive);
         }
     }
 
@@ -928,18 +930,19 @@ impl Session {
                 filters,
             } => {
                 let full = format!("{}{channel}", self.channel_prefix);
-                if !filters.is_empty() || self.filters.is_some() {
-                    let f = self.filters.get_or_insert_with(Default::default);
+                let has = self.rare.as_ref().is_some_and(|r| r.filters.is_some());
+                if !filters.is_empty() || has {
+                    let f = self.rare_mut().filters.get_or_insert_with(Default::default);
                     f.subscribe(&full, &channel, &filters);
                     let on = f.any();
-                    self.ctx.holds.borrow_mut().set_filtered(self.key, on);
+                    self.ctx.holds.borrow_mut().set_filtered(self.key(), on);
                 }
                 return self
                     .subscribe_control(backend, &channel, prev_id.as_deref())
                     .await;
             }
             ControlMessage::Unsubscribe { channel } => {
-                if let Some(f) = self.filters.as_deref_mut() {
+                if let Some(f) = self.rare.as_deref_mut().and_then(|r| r.filters.as_mut()) {
                     f.unsubscribe(&format!("{}{channel}", self.channel_prefix));
                 }
                 for item in self.unsubscribe(&channel) {
@@ -982,17 +985,18 @@ impl Session {
                 if !self.flush_delayed().await {
                     return false;
                 }
-                self.delayed = Some(Box::new(Delayed {
+                self.rare_mut().delayed = Some(Delayed {
                     opcode: message_type.opcode(),
                     content: content.unwrap_or_default(),
                     due_ms: self.ctx.clock_ms() + u64::from(timeout_s.max(1)) * 1000,
-                }));
+                });
                 self.arm_timers(backend);
             }
             ControlMessage::FlushDelayed => return self.flush_delayed().await,
             ControlMessage::SetMeta { name, value } => {
                 // The meta filters read (Pushpin's handler) ...
-                self.filters
+                self.rare_mut()
+                    .filters
                     .get_or_insert_with(Default::default)
                     .set_meta(&name, value.as_deref());
                 // ... and, over HTTP, echoed as `Meta-*` on later requests.
@@ -1000,7 +1004,7 @@ impl Session {
                     wsevents::apply_set_meta(&mut oh.meta, &[(name, value)]);
                 }
             }
-            ControlMessage::Session { id } => super::session::ws_session(&self.ctx, self.key, id),
+            ControlMessage::Session { id } => super::session::ws_session(&self.ctx, self.key(), id),
             ControlMessage::Unknown(t) => {
                 tracing::debug!("unknown GRIP control message type {t:?} ignored")
             }
@@ -1008,9 +1012,19 @@ impl Session {
         true
     }
 
+    /// The session's key in the hold registry.
+    fn key(&self) -> HolderKey {
+        self.wr.key()
+    }
+
+    /// The session's rarely used parts, made on first use.
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Default::default)
+    }
+
     /// Send the `send-delayed` message now, if one waits. False: the write failed.
     async fn flush_delayed(&mut self) -> bool {
-        match self.delayed.take() {
+        match self.rare.as_deref_mut().and_then(|r| r.delayed.take()) {
             Some(d) => self.send(d.opcode, &d.content).await,
             None => true,
         }
@@ -1065,7 +1079,8 @@ impl Session {
                 // CLOSE answering the client's own close ends it now.
                 match backend {
                     Backend::OverHttp(oh) if !oh.close_queued && !oh.closing => {
-                        self.close_reply_due_ms = self.ctx.clock_ms() + CLOSE_REPLY_TIMEOUT_MS;
+                        let due = self.ctx.clock_ms() + CLOSE_REPLY_TIMEOUT_MS;
+                        self.rare_mut().close_reply_due_ms = due;
                         self.arm_timers(backend);
                         true
                     }
@@ -1504,7 +1519,8 @@ impl Session {
         frame: Bytes,
         filtered: Option<crate::hold::FilteredItem>,
     ) -> Option<WsItem> {
-        let (Some(f), Some(src)) = (self.filters.as_deref_mut(), filtered) else {
+        let filters = self.rare.as_deref_mut().and_then(|r| r.filters.as_mut());
+        let (Some(f), Some(src)) = (filters, filtered) else {
             return Some(WsItem {
                 opcode,
                 payload,
@@ -1516,7 +1532,7 @@ impl Session {
             .ws_message
             .as_ref()
             .and_then(|w| w.content_filters.as_deref());
-        let (holds, key, prefix) = (&self.ctx.holds, self.key, &self.channel_prefix);
+        let (holds, key, prefix) = (&self.ctx.holds, self.wr.key(), &self.channel_prefix);
         let subscribed = |name: &str| {
             holds
                 .borrow()
@@ -1587,13 +1603,16 @@ impl Session {
             }
             Some(HoldEvent::Timer(_)) => {
                 let now = self.ctx.clock_ms();
-                if self.close_reply_due_ms > 0 && now >= self.close_reply_due_ms {
+                let rare = self.rare.as_deref();
+                let close_due = rare.map_or(0, |r| r.close_reply_due_ms);
+                if close_due > 0 && now >= close_due {
                     tracing::debug!(shard = %self.ctx.id, "no close reply from the client in time: session ended");
                     return false;
                 }
-                if self.delayed.as_ref().is_some_and(|d| now >= d.due_ms)
-                    && !self.flush_delayed().await
-                {
+                let delayed_due = rare
+                    .and_then(|r| r.delayed.as_ref())
+                    .is_some_and(|d| now >= d.due_ms);
+                if delayed_due && !self.flush_delayed().await {
                     return false;
                 }
                 if let Some((frame, every)) = self.keep_alive.clone() {
@@ -1622,7 +1641,7 @@ impl Session {
             Some(_) => true,
             None => {
                 // Counted where the session ends.
-                if self.ctx.holds.borrow_mut().overflowed(self.key) {
+                if self.ctx.holds.borrow_mut().overflowed(self.key()) {
                     let _ = self.send_close(close_code::POLICY, "too slow").await;
                 }
                 false
@@ -1631,7 +1650,7 @@ impl Session {
     }
 
     async fn run(&mut self, backend: &mut Backend, plan: &WsPlan, route: Option<&Route>) {
-        let key = self.key;
+        let key = self.key();
         loop {
             self.pump_over_http(backend, plan, route);
             let ctx = self.ctx.clone();
@@ -1707,7 +1726,7 @@ impl Session {
         }
         // Whatever path ended it (an overflow event, a write given up), a session whose queue
         // overflowed is counted and logged here, once.
-        crate::conn::held::count_if_slow(&self.ctx, self.key, "websocket");
+        crate::conn::held::count_if_slow(&self.ctx, self.key(), "websocket");
         // The client vanished while over HTTP: tell the backend (best effort; boxed, as the
         // parked session need not carry a request head).
         if let Backend::OverHttp(oh) = backend {
