@@ -20,7 +20,11 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
 /// Accept until shutdown, spawning one task per connection.
 pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
     loop {
+        // Biased to the accept: a connection the kernel has already handed over (an io_uring
+        // accept that completed) is served, not dropped with the accept, when the shutdown
+        // comes at the same moment (a hand-over to another tack would lose it).
         let accepted = monoio::select! {
+            biased;
             r = listener.accept() => Some(r),
             _ = ctx.shard.shutdown_signal() => None,
         };

@@ -28,7 +28,9 @@ use crate::shard::ShardCtx;
 /// Accept control connections until shutdown.
 pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
     loop {
+        // Biased to the accept, as the client listener (`accept::accept_loop`).
         let accepted = monoio::select! {
+            biased;
             r = listener.accept() => Some(r),
             _ = ctx.shard.shutdown_signal() => None,
         };

@@ -22,7 +22,9 @@ const METRICS_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serve scrapes until shutdown.
 pub async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
     loop {
+        // Biased to the accept, as the client listener (`accept::accept_loop`).
         let accepted = monoio::select! {
+            biased;
             r = listener.accept() => Some(r),
             _ = ctx.shard.shutdown_signal() => None,
         };

@@ -239,6 +239,8 @@ fi
 
 check_min net.core.somaxconn 4096 \
     "tack listens with backlog 4096; the kernel clamps it to somaxconn"
+check_min net.ipv4.tcp_migrate_req 1 \
+    "a restart on the same ports moves queued connections to the new tack instead of resetting them"
 check_min net.ipv4.tcp_max_syn_backlog "$syn_rec" \
     "half-open connections per listener during a (re)connect storm"
 check_min net.core.netdev_max_backlog "$netdev_rec" \

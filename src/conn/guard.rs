@@ -116,10 +116,11 @@ async fn guarded(ctx: &ShardCtx, key: HolderKey, write: impl Future<Output = boo
 /// few times per timeout (a stall is caught between 1× and 1.25× the timeout). Costs nothing
 /// while no write waits.
 pub async fn stall_sweep_loop(ctx: std::rc::Rc<ShardCtx>) {
-    let limit = ctx.cfg().client_write_timeout;
-    let every = (limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
-    let limit_ms = limit.as_millis() as u64;
     while !ctx.shard.shutdown_requested() {
+        // Read each turn: the timeout is reloadable.
+        let limit = ctx.cfg().client_write_timeout;
+        let every = (limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let limit_ms = limit.as_millis() as u64;
         monoio::time::sleep(every).await;
         let n = ctx
             .holds

@@ -672,6 +672,17 @@ async fn retry(ctx: &Rc<ShardCtx>, key: HolderKey, plan: &mut HoldPlan) -> Optio
         }
     };
     if !is_grip_head(&f.head) {
+        // A plain answer is given to the client as it is; a 1xx or out-of-range status cannot
+        // be (Pushpin writes it).
+        if !http1::is_final_status(f.head.status) {
+            ctx.counters().inc(Counter::BackendError);
+            tracing::warn!(shard = %ctx.id, route = %plan.route_id, status = f.head.status, "long-poll retry answered with a status that is not final: 502");
+            return Some(proxy_error(
+                ctx,
+                plan,
+                "retry answered with a status that is not final",
+            ));
+        }
         return Some(plain_response(&f.head, f.body.clone()));
     }
     let per_conn = ctx.config().handler.connection_subscription_max;

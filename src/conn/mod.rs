@@ -103,6 +103,9 @@ struct Conn {
     client: Peer,
     peer_addr: SocketAddr,
     state: ConnState,
+    /// No request answered yet: a connection accepted just before a shutdown still gets its
+    /// first request served (a hand-over to another tack on the same ports refuses nothing).
+    fresh: bool,
 }
 
 impl Conn {
@@ -160,6 +163,7 @@ pub fn serve(
         client: Peer::new(stream),
         peer_addr,
         state: ConnState::Idle,
+        fresh: true,
     }));
     async move {
         loop {
@@ -204,6 +208,7 @@ pub fn serve(
                             },
                             peer_addr,
                             state: ConnState::Responding,
+                            fresh: false,
                         }));
                     }
                     (end.after, end.status)
@@ -279,7 +284,7 @@ async fn next_request(
     if conn.client.pending().is_empty() {
         conn.client.release_if_empty();
         // Boxed: monoio's `Sleep` alone is 640 bytes, and the head read need not carry it.
-        if !Box::pin(wait_readable(ctx, &conn.client)).await {
+        if !Box::pin(wait_readable(ctx, &conn.client, conn.fresh)).await {
             return None;
         }
     }
@@ -328,19 +333,39 @@ async fn next_request(
     // The request path's future is boxed: the read-head state above need not be carried
     // while the request is forwarded.
     let reply = Box::pin(handle_request(ctx, conn, head)).await;
+    conn.fresh = false;
     Some((reply, log))
 }
 
-/// Wait until the idle client sends something. False: close (timeout, shutdown or error).
-async fn wait_readable(ctx: &ShardCtx, client: &Peer) -> bool {
+/// Wait until the idle client sends something. False: close (timeout, shutdown or error). A
+/// `fresh` connection (accepted, nothing asked yet) is waited for even during a shutdown, up
+/// to `client_head_timeout`: its client is sending the request it connected for.
+async fn wait_readable(ctx: &ShardCtx, client: &Peer, fresh: bool) -> bool {
+    let head_timeout = ctx.cfg().client_head_timeout;
     if ctx.shard.shutdown_requested() {
-        return false;
-    }
-    monoio::select! {
-        r = monoio::time::timeout(ctx.cfg().client_idle_timeout, client.stream.readable(false)) => {
-            matches!(r, Ok(Ok(())))
+        if !fresh {
+            return false;
         }
-        _ = ctx.shard.shutdown_signal() => false,
+        let r = monoio::time::timeout(head_timeout, client.stream.readable(false)).await;
+        return matches!(r, Ok(Ok(())));
+    }
+    let readable = monoio::select! {
+        r = monoio::time::timeout(ctx.cfg().client_idle_timeout, client.stream.readable(false)) => {
+            Some(matches!(r, Ok(Ok(()))))
+        }
+        _ = ctx.shard.shutdown_signal() => None,
+    };
+    match readable {
+        Some(ok) => ok,
+        // The shutdown came while waiting: an idle connection closes, a fresh one still gets
+        // its request read.
+        None => {
+            fresh
+                && matches!(
+                    monoio::time::timeout(head_timeout, client.stream.readable(false)).await,
+                    Ok(Ok(()))
+                )
+        }
     }
 }
 
@@ -424,7 +449,9 @@ async fn handle_request(ctx: &Rc<ShardCtx>, conn: &mut Conn, head: RequestHead) 
             .await
             .into();
     };
-    if ctx.shard.shutdown_requested() {
+    // A draining shard answers the first request of a connection it had accepted (it is
+    // answered with `Connection: close`); later ones on an old connection get 503.
+    if ctx.shard.shutdown_requested() && !conn.fresh {
         return fail_early(conn, &head, 503, BODY_SHUTTING_DOWN)
             .await
             .into();

@@ -202,8 +202,15 @@ pub async fn fetch_shared(
     last_ids: &[(String, String)],
     body: &[u8],
 ) -> SharedFetch {
-    // A request with a body is never shared (it is not a plain `GET`).
-    let key = share_key(&head.method, &route.id, &head.path, last_ids).filter(|_| body.is_empty());
+    // A request with a body is never shared (it is not a plain `GET`), nor one that carries a
+    // client's credentials (a long-poll retry re-sends the client's own head): its answer may
+    // be that client's alone.
+    let personal = head
+        .headers
+        .iter()
+        .any(|h| h.is("cookie") || h.is("authorization"));
+    let key = share_key(&head.method, &route.id, &head.path, last_ids)
+        .filter(|_| body.is_empty() && !personal);
     let joined = match &key {
         Some(k) => ctx.shares.borrow_mut().join(k),
         None => Joined::Full,

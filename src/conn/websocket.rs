@@ -770,6 +770,9 @@ impl Session {
 
     /// Send a published item to the client.
     async fn deliver(&mut self, item: WsItem) -> bool {
+        if self.close_sent {
+            return true; // RFC 6455 §5.5.1 (see `send`)
+        }
         if self.deflater.is_some() {
             self.send(item.opcode, &item.payload).await
         } else {
@@ -780,6 +783,9 @@ impl Session {
     /// Send `first` and the published frames queued behind it (up to [`IOV_BATCH_MAX`]) in
     /// one `writev`: in a burst, a session writes its backlog at once, not a frame per call.
     async fn deliver_backlog(&mut self, first: Bytes) -> bool {
+        if self.close_sent {
+            return true; // RFC 6455 §5.5.1 (see `send`)
+        }
         let untracked = self.reliable.is_empty();
         let key = self.key();
         let next = || self.ctx.holds.borrow_mut().pop_ws_frame(key, untracked);
@@ -863,6 +869,11 @@ impl Session {
 
     /// Send one message to the client (compressed per connection when negotiated).
     async fn send(&mut self, opcode: Opcode, payload: &[u8]) -> bool {
+        // RFC 6455 §5.5.1: no data frame after our close (the session may still wait for the
+        // client's reply); control frames such as pongs may still go.
+        if self.close_sent && !matches!(opcode, Opcode::Ping | Opcode::Pong | Opcode::Close) {
+            return true;
+        }
         let mut out = Vec::with_capacity(payload.len() + 16);
         ws::encode_message(
             &mut out,
@@ -1615,7 +1626,7 @@ impl Session {
                 if delayed_due && !self.flush_delayed().await {
                     return false;
                 }
-                if let Some((frame, every)) = self.keep_alive.clone() {
+                if let Some((frame, every)) = self.keep_alive.clone().filter(|_| !self.close_sent) {
                     if now >= self.last_client_write_ms + every {
                         if !self.send_raw_frame(frame).await {
                             return false;

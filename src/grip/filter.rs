@@ -373,6 +373,10 @@ fn string_var(
     Ok(())
 }
 
+/// Largest output of one filter run (16 MiB, well over any published item: their bodies are
+/// bounded by `publish_body_bytes_max`, 1 MiB by default).
+pub const RENDER_OUTPUT_MAX: usize = 16 << 20;
+
 /// A directive handler: (directive byte, argument) → output appended, or an error message.
 type Directive<'a> = dyn FnMut(u8, Option<&[u8]>, &mut Vec<u8>) -> Result<(), String> + 'a;
 
@@ -384,6 +388,11 @@ pub fn render(input: &[u8], handler: &mut Directive<'_>) -> Result<Vec<u8>, Stri
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
+        // tack: Pushpin has no bound; a few directives naming a large meta value could
+        // otherwise make one delivery allocate without limit.
+        if out.len() > RENDER_OUTPUT_MAX {
+            return Err(format!("output over {RENDER_OUTPUT_MAX} bytes"));
+        }
         let b = input[i];
         if b != b'%' {
             let next = input[i..]
@@ -733,6 +742,17 @@ mod tests {
         );
         let plain = HoldFilters::new(&[ch("c", None, &["skip-self"])], "", &[]);
         assert_eq!(plain.initial_body(b"5%"), Ok(None));
+    }
+
+    #[test]
+    fn filter_output_is_bounded() {
+        let big = "x".repeat(1 << 20);
+        let m = meta(&[("v", big.as_str())]);
+        let input = "%(v)s".repeat(20);
+        assert_eq!(
+            var_subst(input.as_bytes(), &m),
+            Err(format!("output over {RENDER_OUTPUT_MAX} bytes"))
+        );
     }
 
     #[test]

@@ -185,6 +185,8 @@ pub struct HoldRegistry {
     ids: HashMap<ConnectionId, HolderKey>,
     /// Holds whose client write is waiting (slots with `write_since_ms` set).
     writes_waiting: usize,
+    /// [`Self::shutdown_all`] was called.
+    shutting_down: bool,
     /// Live hold → the GRIP session it belongs to (see the module doc).
     sessions: HashMap<HolderKey, std::rc::Rc<str>>,
     pub subs: SubTable,
@@ -202,6 +204,7 @@ impl HoldRegistry {
             limits,
             ids: HashMap::new(),
             writes_waiting: 0,
+            shutting_down: false,
             sessions: HashMap::new(),
             subs: SubTable::new(
                 limits.channels_max,
@@ -248,6 +251,7 @@ impl HoldRegistry {
         };
         let s = &mut self.slots[slot as usize];
         debug_assert!(!s.live && s.queue.is_empty());
+        let shutting_down = self.shutting_down;
         s.gen = s.gen.wrapping_add(1);
         s.live = true;
         s.kind = kind;
@@ -257,6 +261,9 @@ impl HoldRegistry {
         s.closing = false;
         s.filtered = false;
         s.write_since_ms = 0;
+        if shutting_down {
+            s.queue.push_back(HoldEvent::Shutdown);
+        }
         self.live += 1;
         Some(HolderKey { slot, gen: s.gen })
     }
@@ -657,8 +664,10 @@ impl HoldRegistry {
         n
     }
 
-    /// Wake every hold with a shutdown event.
+    /// Wake every hold with a shutdown event; holds registered from now on get one at once (a
+    /// draining shard still answers the requests it had accepted, and their holds end too).
     pub fn shutdown_all(&mut self) {
+        self.shutting_down = true;
         for s in self.slots.iter_mut().filter(|s| s.live) {
             s.queue.push_back(HoldEvent::Shutdown);
             if let Some(w) = s.waker.take() {

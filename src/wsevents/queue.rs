@@ -53,7 +53,8 @@ impl OutQueue {
 
     /// Queues `ev`, or hands it back when `queue_max` events are already waiting.
     pub fn push(&mut self, ev: Event) -> Result<(), Event> {
-        if self.events.len() >= self.queue_max {
+        // The batch in flight counts: a partial accept puts it back in front.
+        if self.events.len() + self.offered.len() >= self.queue_max {
             return Err(ev);
         }
         self.queued_bytes += ev.content_len();
@@ -119,10 +120,9 @@ impl OutQueue {
     /// accept alone does not make the next request (as in Pushpin).
     pub fn has_new(&self) -> bool {
         self.events.iter().map(Event::content_len).sum::<usize>() > self.replay
-            || self
-                .events
-                .iter()
-                .any(|e| !is_data(e) && !matches!(e, Event::Close { .. }))
+            // A waiting CLOSE, even one put back with a partly taken request: the client's
+            // close must reach the backend (Pushpin stalls here until other traffic).
+            || self.events.iter().any(|e| !is_data(e))
             || (self.replay == 0 && !self.events.is_empty())
     }
 

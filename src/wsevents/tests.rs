@@ -377,6 +377,9 @@ fn queue_refuses_when_full_and_hands_the_event_back() {
     assert_eq!(q.len(), 2);
     let mut out = Vec::new();
     assert_eq!(q.take_batch(&mut out), 2);
+    // The batch in flight still counts until its reply says how much was taken.
+    assert_eq!(q.push(text(3)), Err(text(3)));
+    q.accept(None).unwrap();
     q.push(text(3)).unwrap();
     q.clear();
     assert!(q.is_empty());
@@ -1082,4 +1085,27 @@ fn accepting_too_much_or_all_but_the_close_is_an_error() {
     // All of it, the close included: nothing left.
     q.accept(Some(3)).unwrap();
     assert!(q.is_empty());
+}
+
+#[test]
+fn the_batch_in_flight_counts_against_the_queue_bound() {
+    let mut q = OutQueue::new(REQUEST_CONTENT_MAX, 2, false);
+    q.push(text_ev("a")).unwrap();
+    q.push(text_ev("b")).unwrap();
+    q.take_batch(&mut Vec::new());
+    // Both are in flight and may come back: no room for a third.
+    assert!(q.push(text_ev("c")).is_err());
+    q.accept(Some(0)).unwrap();
+    assert_eq!(q.len(), 2);
+    // A close without a code put back with a partly taken request still makes a request.
+    let mut q = OutQueue::new(REQUEST_CONTENT_MAX, 8, false);
+    q.push(text_ev("hello")).unwrap();
+    q.push(Event::Close {
+        code: None,
+        reason: Bytes::new(),
+    })
+    .unwrap();
+    q.take_batch(&mut Vec::new());
+    q.accept(Some(2)).unwrap();
+    assert!(q.has_close() && q.has_new());
 }

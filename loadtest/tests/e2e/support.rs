@@ -27,8 +27,18 @@ pub fn start(driver: &str, extra: &[String]) -> Tack {
 
 /// [`start`] with environment variables for tack.
 pub fn start_env(driver: &str, extra: &[String], env: &[(&str, &str)]) -> Tack {
-    let addr = free_addr();
-    let publish = free_addr();
+    start_at(driver, free_addr(), free_addr(), extra, env)
+}
+
+/// [`start_env`] on given client and publish addresses (a second tack on the same ports, for
+/// a hand-over: every tack listener is SO_REUSEPORT); its metrics port is its own.
+pub fn start_at(
+    driver: &str,
+    addr: SocketAddr,
+    publish: SocketAddr,
+    extra: &[String],
+    env: &[(&str, &str)],
+) -> Tack {
     let mut args = vec![
         "--port".to_string(),
         addr.to_string(),
