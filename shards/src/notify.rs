@@ -318,7 +318,11 @@ pub(crate) async fn doorbell_task(
     local: Rc<LocalWaiters>,
     shutdown: Arc<ShutdownShared>,
 ) {
-    let mut notice_seen = shutdown.notice_epoch();
+    // From 0, not the epoch at the task's first poll: a notice sent before this task first ran
+    // (its shard's other tasks were already waiting) must still wake them. A spurious wake-up
+    // is harmless: waiters re-check the epoch.
+    let mut notice_seen = 0;
+    debug_assert!(shutdown.notice_epoch() >= notice_seen);
     loop {
         if let Err(e) = reader.readable().await {
             // Not expected on a healthy socketpair. Degrade to polling every millisecond so that
