@@ -519,14 +519,13 @@ where
                     let it = &src.0.items[src.1];
                     let body = Bytes::from(std::mem::take(&mut merged.body));
                     let cf = published.content_filters.as_deref();
-                    match f.deliver(&it.channel, it.id.as_deref(), &it.meta, cf, &body) {
-                        Delivery::Send(b) => merged.body = b.to_vec(),
-                        Delivery::Dropped | Delivery::Skipped => {
-                            ctx.counters().inc(Counter::FilterDropped);
-                            continue;
-                        }
+                    let d = f.deliver(&it.channel, it.id.as_deref(), &it.meta, cf, &body);
+                    count_filtered(ctx, &d);
+                    match d {
+                        Delivery::Unchanged => merged.body = body.into(),
+                        Delivery::Send(b) => merged.body = b.into(),
+                        Delivery::Dropped | Delivery::Skipped => continue,
                         Delivery::Error(e) => {
-                            ctx.counters().inc(Counter::FilterErrors);
                             tracing::warn!(shard = %ctx.id, route = %plan.route_id, channel = %it.channel, "long-poll answered 502: {e}");
                             break (Some(proxy_error(ctx, plan, &e)), false);
                         }
@@ -589,11 +588,7 @@ fn notify_gone(ctx: &Rc<ShardCtx>, plan: &HoldPlan) {
 /// The `502` a held long-poll gets when what was published cannot be given to it (a filter or
 /// `body-patch` failed), as Pushpin: its body, or on a `debug` route the error itself.
 fn proxy_error(ctx: &ShardCtx, plan: &HoldPlan, msg: &str) -> HeldResponse {
-    let body = if route_debug(ctx, plan) {
-        format!("{msg}\n")
-    } else {
-        super::BODY_PROXY_ERROR.to_string()
-    };
+    let body = super::proxy_error_body(route_debug(ctx, plan), msg);
     HeldResponse {
         code: 502,
         reason: grip::reason_phrase(502).to_string(),
@@ -857,20 +852,14 @@ where
                                 .http_stream
                                 .as_ref()
                                 .and_then(|s| s.content_filters.as_deref());
-                            match f.deliver(&it.channel, it.id.as_deref(), &it.meta, cf, &raw) {
-                                Delivery::Send(b)
-                                    if b.as_ptr() == raw.as_ptr() && b.len() == raw.len() =>
-                                {
-                                    Some(if http11 { chunk } else { raw })
-                                }
+                            let d = f.deliver(&it.channel, it.id.as_deref(), &it.meta, cf, &raw);
+                            count_filtered(ctx, &d);
+                            match d {
+                                Delivery::Unchanged => Some(if http11 { chunk } else { raw }),
                                 Delivery::Send(b) => Some(frame(http11, &b)),
-                                Delivery::Dropped | Delivery::Skipped => {
-                                    ctx.counters().inc(Counter::FilterDropped);
-                                    None
-                                }
+                                Delivery::Dropped | Delivery::Skipped => None,
                                 Delivery::Error(e) => {
                                     // Pushpin 1.36: the stream ends (with the error on a debug route).
-                                    ctx.counters().inc(Counter::FilterErrors);
                                     return Box::pin(end_with_error(ctx, plan, wr, status, &e))
                                         .await;
                                 }
@@ -1072,6 +1061,16 @@ fn rearm(
 ) {
     if let Some(d) = ka_due.into_iter().chain(link_due).min() {
         ctx.arm_timer(key, d.get(), TimerKind::KeepAlive);
+    }
+}
+
+/// Count what a hold's filters made of one item: not for it (`tack_filter_dropped`), or a
+/// failure (`tack_filter_errors`); what the hold then does is its own.
+pub(crate) fn count_filtered(ctx: &ShardCtx, d: &Delivery) {
+    match d {
+        Delivery::Dropped | Delivery::Skipped => ctx.counters().inc(Counter::FilterDropped),
+        Delivery::Error(_) => ctx.counters().inc(Counter::FilterErrors),
+        Delivery::Unchanged | Delivery::Send(_) => {}
     }
 }
 

@@ -581,6 +581,16 @@ pub(crate) fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The body of a `502` for a GRIP answer tack cannot use: Pushpin's text, or on a `debug`
+/// route the reason itself.
+pub(crate) fn proxy_error_body(debug: bool, why: &str) -> String {
+    if debug {
+        format!("{why}\n")
+    } else {
+        BODY_PROXY_ERROR.to_string()
+    }
+}
+
 /// Whether a request's `Content-Type` is `application/websocket-events` (any case, any
 /// parameters): the media type of WebSocket-over-HTTP requests.
 fn is_websocket_events(head: &RequestHead) -> bool {
@@ -1009,11 +1019,7 @@ async fn grip_answer(
                 other => format!("body: {other:?}"),
             };
             fail(&why);
-            let text = if route.debug {
-                format!("{why}\n")
-            } else {
-                BODY_PROXY_ERROR.to_string()
-            };
+            let text = proxy_error_body(route.debug, &why);
             let _ = send_simple(&mut conn.client, head.version, 502, &text, false).await;
             return Reply::Done(keep_or_close(head), 502);
         }
@@ -1034,15 +1040,7 @@ async fn grip_answer(
         Err(e) => {
             ctx.counters().inc(Counter::GripInvalid);
             fail(&e.0);
-            let text = if route.debug {
-                format!(
-                    "{}
-",
-                    e.0
-                )
-            } else {
-                BODY_PROXY_ERROR.to_string()
-            };
+            let text = proxy_error_body(route.debug, &e.0);
             let _ = send_simple(&mut conn.client, head.version, 502, &text, false).await;
             return Reply::Done(keep_or_close(head), 502);
         }

@@ -1550,21 +1550,21 @@ impl Session {
                 .subs
                 .is_subscribed(&format!("{prefix}{name}"), key)
         };
-        match f.deliver_with(
+        let d = f.deliver_with(
             &it.channel,
             it.id.as_deref(),
             &it.meta,
             cf,
             &payload,
             &subscribed,
-        ) {
-            Delivery::Send(b) if b.as_ptr() == payload.as_ptr() && b.len() == payload.len() => {
-                Some(WsItem {
-                    opcode,
-                    payload,
-                    frame,
-                })
-            }
+        );
+        crate::conn::held::count_filtered(&self.ctx, &d);
+        match d {
+            Delivery::Unchanged => Some(WsItem {
+                opcode,
+                payload,
+                frame,
+            }),
             Delivery::Send(b) => {
                 let mut out = Vec::with_capacity(b.len() + 16);
                 ws::encode_message(&mut out, opcode, &b, ws::DEFAULT_FRAME_MAX, None);
@@ -1574,12 +1574,8 @@ impl Session {
                     frame: Bytes::from(out),
                 })
             }
-            Delivery::Dropped | Delivery::Skipped => {
-                self.ctx.counters().inc(Counter::FilterDropped);
-                None
-            }
+            Delivery::Dropped | Delivery::Skipped => None,
             Delivery::Error(e) => {
-                self.ctx.counters().inc(Counter::FilterErrors);
                 tracing::debug!(shard = %self.ctx.id, channel = %it.channel, "WebSocket message dropped: {e}");
                 None
             }

@@ -300,22 +300,6 @@ fn text(s: &str) -> Event {
     Event::Text(bytes::Bytes::from(s.to_string()))
 }
 
-/// A raw WebSocket client after its 101.
-fn ws_connect(addr: SocketAddr, path: &str) -> RawClient {
-    let mut c = RawClient::connect(addr);
-    c.send(
-        format!(
-            "GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    c.expect_no_body(true);
-    let r = c.read_response(T).expect("101");
-    assert_eq!(r.status, 101, "{:?}", r.raw_head);
-    c
-}
-
 #[test]
 fn refresh_makes_a_websocket_over_http_session_ask_its_backend() {
     for (driver, _) in DRIVERS {
@@ -344,7 +328,7 @@ fn refresh_makes_a_websocket_over_http_session_ask_its_backend() {
             driver,
             &["--route".into(), format!("* {},over_http", origin.addr())],
         );
-        let mut c = ws_connect(tack.addr, "/chat");
+        let mut c = crate::websocket::raw_ws_connect(tack.addr, "/chat");
         let cid = log.lock().expect("lock")[0].0.clone();
         assert_eq!(cid.len(), 36, "{driver}: {cid:?}");
         assert_eq!(

@@ -459,15 +459,10 @@ pub struct Stack {
 impl Stack {
     pub fn tack(driver: &str) -> Stack {
         let port = free_port();
-        let conf = temp_file(
-            "pushpin.conf",
+        let conf = crate::support::conf_with_routes(
             &format!("[proxy]\nsig_key={SIG_KEY}\nroutesfile=routes\n"),
+            &format!("* 127.0.0.1:{port}\n"),
         );
-        std::fs::write(
-            conf.parent().expect("dir").join("routes"),
-            format!("* 127.0.0.1:{port}\n"),
-        )
-        .expect("routes");
         let tack = start(driver, &["--config".into(), conf.display().to_string()]);
         let django = Django::start(port, tack.publish);
         Stack {

@@ -170,15 +170,10 @@ fn trusted_upstream_keeps_grip_headers_and_gets_instructions_back() {
                     req.header("grip-last").unwrap_or("none"),
                 )
         });
-        let conf = temp_file(
-            "pushpin.conf",
+        let conf = crate::support::conf_with_routes(
             "[proxy]\nupstream_key=s3cret\nsig_key=backend-key\nroutesfile=routes\n",
+            &format!("* {}\n", origin.addr()),
         );
-        std::fs::write(
-            conf.parent().expect("dir").join("routes"),
-            format!("* {}\n", origin.addr()),
-        )
-        .expect("routes");
         let tack = crate::support::start(driver, &["--config".into(), conf.display().to_string()]);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

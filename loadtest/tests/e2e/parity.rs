@@ -180,15 +180,10 @@ fn next_link_requests_are_tacks_own_and_bounded() {
             "tuning.toml",
             "[tack]\nnext_link_chain_max = 12\nnext_link_rate = 10\n",
         );
-        let conf = temp_file(
-            "pushpin.conf",
+        let conf = crate::support::conf_with_routes(
             "[proxy]\nsig_key=test-secret\nroutesfile=routes\n",
+            &format!("* {}\n", origin.addr()),
         );
-        std::fs::write(
-            conf.parent().expect("dir").join("routes"),
-            format!("* {}\n", origin.addr()),
-        )
-        .expect("routes");
         let tack = start(
             driver,
             &[

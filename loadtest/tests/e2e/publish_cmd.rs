@@ -65,22 +65,6 @@ fn open_stream(addr: SocketAddr, path: &str) -> RawClient {
     c
 }
 
-/// A raw WebSocket client after its 101.
-fn ws_connect(addr: SocketAddr, path: &str) -> RawClient {
-    let mut c = RawClient::connect(addr);
-    c.send(
-        format!(
-            "GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    c.expect_no_body(true);
-    let r = c.read_response(T).expect("101");
-    assert_eq!(r.status, 101, "{:?}", r.raw_head);
-    c
-}
-
 fn has(got: &[u8], needle: &[u8]) -> bool {
     got.windows(needle.len()).any(|w| w == needle)
 }
@@ -93,7 +77,7 @@ fn each_format_reaches_its_hold() {
         let mut stream = open_stream(tack.addr, "/stream");
         let mut poll = RawClient::connect(tack.addr);
         poll.send(b"GET /response HTTP/1.1\r\nHost: a\r\n\r\n");
-        let mut ws = ws_connect(tack.addr, "/ws");
+        let mut ws = crate::websocket::raw_ws_connect(tack.addr, "/ws");
         wait_holds(tack.metrics, 3);
         publish_ok(tack.publish, &["test", "hi"]);
         let got = read_stream_until(&mut stream, b"hi\n", T);
@@ -329,7 +313,7 @@ fn debian_pushpin_publish_works_against_tack() {
     for (driver, _) in DRIVERS {
         let tack = start(driver, &[]);
         let mut stream = open_stream(tack.addr, "/stream");
-        let mut ws = ws_connect(tack.addr, "/ws");
+        let mut ws = crate::websocket::raw_ws_connect(tack.addr, "/ws");
         wait_holds(tack.metrics, 2);
         let spec = format!("http://{}", tack.publish);
         let r = run_bin(

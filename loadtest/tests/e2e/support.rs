@@ -104,6 +104,14 @@ pub fn temp_file(name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// A `pushpin.conf` with `conf` (its `[proxy]` should say `routesfile=routes`) and, beside it,
+/// a `routes` file with `routes`, in a fresh temp dir; returns the config's path.
+pub fn conf_with_routes(conf: &str, routes: &str) -> PathBuf {
+    let path = temp_file("pushpin.conf", conf);
+    std::fs::write(path.parent().expect("dir").join("routes"), routes).expect("routes");
+    path
+}
+
 /// Parse the mock origin's `/echo` JSON body.
 pub fn echo_json(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body).unwrap_or_else(|e| {

@@ -417,11 +417,10 @@ fn publishes_reach_websocket_subscribers_on_every_shard() {
 #[test]
 fn permessage_deflate_when_allow_compression_is_on() {
     for (driver, _) in DRIVERS {
-        let conf = temp_file(
-            "pushpin.conf",
+        let conf = crate::support::conf_with_routes(
             "[runner]\nallow_compression=true\n[proxy]\nroutesfile=routes\n",
+            "* test\n",
         );
-        std::fs::write(conf.parent().expect("dir").join("routes"), "* test\n").expect("routes");
         let tack = start(driver, &["--config".into(), conf.display().to_string()]);
         let mut c = RawClient::connect(tack.addr);
         c.send(
