@@ -20,9 +20,11 @@ use std::os::fd::AsRawFd;
 
 use crate::conn::fetch;
 use crate::grip::filter::Delivery;
-use crate::grip::{self, HeldResponse, Instruction, KeepAliveMode};
-use crate::hold::lastids::{LastIds, Verdict};
-use crate::hold::{HoldEvent, HoldKind, ItemIds, TimerKind};
+use crate::grip::{self, HeldResponse, Instruction};
+use crate::hold::stream::{
+    Action as StreamAction, Input as StreamInput, LinkResult, StreamMachine, StreamSetup,
+};
+use crate::hold::{Effects, HoldEvent, HoldKind, TimerKind};
 use crate::http1::{self, RequestHead, ResponseHead, Version};
 use crate::metrics::Counter;
 use crate::shard::ShardCtx;
@@ -201,8 +203,8 @@ pub fn run<'a>(
     let mut started = registered.map(|key| start(ctx, key, kind, &mut plan));
     let (rd, wr) = stream.into_split();
     async move {
-        // By reference: the ids stay where `start` put them (no second copy in this future).
-        let Some((key, ids)) = started.as_mut().map(|(k, ids)| (*k, ids)) else {
+        // By reference: the machine stays where `start` put it (no second copy in this future).
+        let Some((key, machine)) = started.as_mut().map(|(k, m)| (*k, m)) else {
             ctx.counters().inc(Counter::HoldRefused);
             tracing::warn!(shard = %ctx.id, "hold refused: holds_max reached (503)");
             let mut out = Vec::new();
@@ -235,18 +237,21 @@ pub fn run<'a>(
                 HoldKind::Response => {
                     response_hold(ctx, key, &mut plan, &mut wr, &mut watcher, &mut watch_done).await
                 }
-                HoldKind::Stream | HoldKind::Ws => {
-                    stream_hold(
-                        ctx,
-                        key,
-                        &mut plan,
-                        &mut wr,
-                        &mut watcher,
-                        &mut watch_done,
-                        ids,
-                    )
-                    .await
-                }
+                HoldKind::Stream | HoldKind::Ws => match machine {
+                    Some(m) => {
+                        stream_hold(
+                            ctx,
+                            key,
+                            &mut plan,
+                            &mut wr,
+                            &mut watcher,
+                            &mut watch_done,
+                            m,
+                        )
+                        .await
+                    }
+                    None => (0, After::Close),
+                },
             }
         };
         if plan.client_gone {
@@ -296,7 +301,7 @@ fn start(
     key: HolderKey,
     kind: HoldKind,
     plan: &mut HoldPlan,
-) -> (HolderKey, LastIds) {
+) -> (HolderKey, Option<StreamMachine>) {
     if let Some(cid) = plan.connection_id {
         if !ctx.holds.borrow_mut().set_connection_id(key, cid) {
             tracing::warn!(shard = %ctx.id, %cid, "connection id already in use: hold not addressable");
@@ -311,17 +316,23 @@ fn start(
     if plan.instruction.filters.is_some() {
         ctx.holds.borrow_mut().set_filtered(key, true);
     }
-    // A reliable stream tracks its channels' ids (every channel is known, so that a recovery
-    // answer may start tracking one); a long-poll keeps the prev-ids the backend gave.
-    let mut ids = LastIds::new(ctx.config().handler.connection_subscription_max.max(1));
-    if kind == HoldKind::Stream {
-        let channels = &plan.instruction.channels;
-        if channels.iter().any(|c| c.prev_id.is_some()) {
-            for c in channels {
-                ids.add(&c.name, c.prev_id.as_deref());
-            }
+    // A stream's machine takes its keep-alive, link, filters and reliable channels; the request
+    // is kept only if a link may need it.
+    let machine = (kind == HoldKind::Stream).then(|| {
+        let setup = StreamSetup {
+            http11: plan.version == Version::Http11,
+            keep_alive: plan.keep_alive,
+            status: plan.instruction.response.code,
+            debug: route_debug(ctx, plan),
+            link_rate: ctx.cfg().next_link_rate,
+            channels_max: ctx.config().handler.connection_subscription_max,
+        };
+        if plan.instruction.next.is_none() && plan.instruction.gone.is_none() {
+            plan.request = None;
         }
-    }
+        StreamMachine::new(setup, &mut plan.instruction, ctx.clock_ms())
+    });
+    // A long-poll keeps the prev-ids the backend gave.
     // Subscribed: the names are in the shard's table; keep only the reliable channels' ids.
     plan.last_ids = plan
         .instruction
@@ -330,7 +341,7 @@ fn start(
         .filter_map(|c| c.prev_id.as_ref().map(|p| (c.name.clone(), p.clone())))
         .collect();
     plan.instruction.channels = Vec::new();
-    (key, ids)
+    (key, machine)
 }
 
 /// Replace a hold's subscriptions with `channels` (a next link's answer named its own).
@@ -712,16 +723,6 @@ async fn retry(ctx: &Rc<ShardCtx>, key: HolderKey, plan: &mut HoldPlan) -> Optio
     }
 }
 
-/// Frame one stream payload for the client (chunk for HTTP/1.1, raw for 1.0).
-fn frame(http11: bool, data: &[u8]) -> Bytes {
-    if !http11 {
-        return Bytes::copy_from_slice(data);
-    }
-    let mut v = Vec::with_capacity(data.len() + 16);
-    http1::write_chunk(&mut v, data);
-    Bytes::from(v)
-}
-
 /// Write the stream's response head and initial body (chunked for HTTP/1.1).
 pub fn write_stream_start(out: &mut Vec<u8>, resp: &HeldResponse, version: Version) {
     write_stream_head(out, resp, version);
@@ -734,24 +735,8 @@ pub fn write_stream_start(out: &mut Vec<u8>, resp: &HeldResponse, version: Versi
     }
 }
 
-/// Why a stream fetches its next link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LinkWhy {
-    /// The link's timeout without channel activity, or a `hint`.
-    Refresh,
-    /// Reliable delivery: a gap or mismatch on a tracked channel, or a stale `prev-id` at the
-    /// start of the hold.
-    Recover,
-}
-
-/// An HTTP stream (or SSE): published content is appended; keep-alives fill idle periods; a
-/// `rel=next` link is fetched after its timeout without channel activity, or on `hint`.
-///
-/// A **reliable** stream (`Grip-Channel: ch; prev-id=X`, which needs a next link) tracks the
-/// last id it delivered on each such channel (`ids`): an item that does not follow it makes
-/// the stream fetch its next link with `Grip-Last`, write the answer (what was missed), take
-/// the answer's new `prev-id`s, and drop the queued items that answer covered.
-#[allow(clippy::too_many_arguments)]
+/// An HTTP stream (or SSE), driven: the [`StreamMachine`] decides, this performs (guarded
+/// writes, waits, next-link fetches, subscriptions, the queue) and feeds the results back.
 async fn stream_hold<F>(
     ctx: &Rc<ShardCtx>,
     key: HolderKey,
@@ -759,308 +744,110 @@ async fn stream_hold<F>(
     wr: &mut ClientWriter,
     watcher: &mut std::pin::Pin<&mut F>,
     watch_done: &mut bool,
-    ids: &mut LastIds,
+    m: &mut StreamMachine,
 ) -> (u16, After)
 where
     F: std::future::Future<Output = ClientSide>,
 {
     let http11 = plan.version == Version::Http11;
-    let status = plan.instruction.response.code;
-    if !plan.head_sent {
+    // The head and first body, unless a next-link chain already sent them.
+    let head = (!plan.head_sent).then(|| {
         let resp = &plan.instruction.response;
         let mut out = Vec::with_capacity(256 + resp.body.len());
         write_stream_start(&mut out, resp, plan.version);
-        if !wr.write(ctx, Bytes::from(out)).await {
-            return (status, After::Close);
-        }
-        plan.head_sent = true;
-    }
-    // Pushpin checks this once the stream has started: it then ends at once.
-    if plan.instruction.next.is_none() {
-        if let Some((ch, _)) = ids.tracked().next() {
-            let msg = format!("channel '{ch}' specifies prev-id, but no next link found");
-            ctx.counters().inc(Counter::GripInvalid);
-            return Box::pin(end_with_error(ctx, plan, wr, status, &msg)).await;
-        }
-    }
-    // What a stream keeps while it waits: nothing of the first response, and the request only
-    // if a next link may need it.
+        Bytes::from(out)
+    });
+    plan.head_sent = true;
+    // What a stream keeps while it waits: nothing of the first response.
     plan.instruction.response.headers = Vec::new();
     plan.instruction.response.body = Vec::new();
-    if plan.instruction.next.is_none() && plan.instruction.gone.is_none() {
-        plan.request = None;
-    }
-    // Keep-alive period and mode; the data is framed when it is sent (an allocation per
-    // keep-alive, seconds apart, rather than bytes kept by every hold for its whole life).
-    let ka = plan
-        .instruction
-        .keep_alive
-        .as_ref()
-        .map(|ka| (u64::from(ka.timeout_s.max(1)) * 1000, ka.mode));
-    let link_every = |plan: &HoldPlan| {
-        plan.instruction
-            .next
-            .as_ref()
-            .map(|l| u64::from(l.timeout_s.unwrap_or(120).max(1)) * 1000)
-    };
-    let now = ctx.clock_ms();
-    let mut last_write = now;
-    let mut last_activity = now;
-    // Deadlines are at least a second from the start of the shard clock: never zero, so the
-    // `Option` costs no room in this (parked) future.
-    let deadline = |ms: u64| std::num::NonZeroU64::new(ms);
-    let mut ka_due = ka.as_ref().and_then(|(every, _)| deadline(now + every));
-    let mut link_due = link_every(plan).and_then(|every| deadline(now + every));
-    rearm(ctx, key, ka_due, link_due);
     // The client is behind a channel this shard knows more of: recover at once (Pushpin does
     // this on the first hold only).
-    let mut fetch_link = {
+    let behind = {
         let seq = ctx.sequencer.borrow();
-        ids.behind(|ch| seq.last_id(ch))
+        m.ids().behind(|ch| seq.last_id(ch))
     };
-    let mut why = LinkWhy::Recover;
-    // The item that revealed a gap: checked again once the recovery answer is written (boxed:
-    // gaps are rare, and a parked hold should not carry room for one).
-    let mut gap_item: Option<Box<(Bytes, Rc<ItemIds>)>> = None;
-    // A recovery already asked once more after an answer that did not reach the gap's item.
-    let mut refetched = false;
-    // Hints and gaps can come as fast as publishes: link fetches are spaced past a burst
-    // (made at the first fetch; boxed for the same reason).
-    let mut budget: Option<Box<grip::LinkBudget>> = None;
+    let mut input = StreamInput::Start { behind, head };
+    // The deadline the hold's timer is armed for (re-armed only when it moves, or fired).
+    let mut armed = None;
     loop {
-        if !fetch_link {
-            let ev = next_event(ctx, key, watcher, watch_done, &mut plan.client_gone).await;
-            match ev {
-                Some(HoldEvent::Stream {
-                    chunk,
-                    raw,
-                    ids: item,
-                    item: filtered,
-                }) => {
-                    let verdict = item
-                        .as_ref()
-                        .map(|it| ids.check(&it.channel, Some(&it.id), it.prev_id.as_deref()));
-                    if verdict == Some(Verdict::Skip) {
-                        // A late duplicate of what the client has (e.g. from a recovery answer).
-                        continue;
-                    }
-                    // A hold with filters: what this subscriber gets of the item, if anything.
-                    let first = match (plan.instruction.filters.as_deref_mut(), &filtered) {
-                        (Some(f), Some(src)) => {
-                            let it = &src.0.items[src.1];
-                            let cf = it
-                                .http_stream
-                                .as_ref()
-                                .and_then(|s| s.content_filters.as_deref());
-                            let d = f.deliver(&it.channel, it.id.as_deref(), &it.meta, cf, &raw);
-                            count_filtered(ctx, &d);
-                            match d {
-                                Delivery::Unchanged => Some(if http11 { chunk } else { raw }),
-                                Delivery::Send(b) => Some(frame(http11, &b)),
-                                Delivery::Dropped | Delivery::Skipped => None,
-                                Delivery::Error(e) => {
-                                    // Pushpin 1.36: the stream ends (with the error on a debug route).
-                                    return Box::pin(end_with_error(ctx, plan, wr, status, &e))
-                                        .await;
-                                }
-                            }
-                        }
-                        _ => Some(if http11 { chunk } else { raw }),
-                    };
-                    // Not kept across the write below (a parked hold's future stays small).
-                    let one_by_one = filtered.is_some();
-                    drop(filtered);
-                    match (item, verdict) {
-                        (Some(item), Some(Verdict::Gap)) => {
-                            tracing::debug!(shard = %ctx.id, channel = %item.channel, expected = ?ids.get(&item.channel), prev_id = ?item.prev_id, "reliable stream: gap, fetching the next link");
-                            gap_item = first.map(|f| Box::new((f, item)));
-                            fetch_link = true;
-                            why = LinkWhy::Recover;
-                        }
-                        _ => {
-                            let Some(first) = first else { continue };
-                            // Items for a hold with filters come one by one (never batched).
-                            let written = if one_by_one {
-                                wr.write(ctx, first).await
-                            } else {
-                                write_backlog(ctx, key, wr, http11, first, !ids.is_tracking()).await
-                            };
-                            if !written {
-                                return (status, After::Close);
-                            }
-                            last_write = ctx.clock_ms();
-                            last_activity = last_write;
-                            continue;
-                        }
-                    }
-                }
-                Some(HoldEvent::StreamClose) => {
-                    if http11 {
-                        let ok = wr.write(ctx, Bytes::from_static(http1::LAST_CHUNK)).await;
-                        let after = if ok && plan.keep_alive {
-                            After::KeepAlive
-                        } else {
-                            After::Close
-                        };
-                        return (status, after);
-                    }
-                    return (status, After::Close);
-                }
-                Some(HoldEvent::Hint) => {
-                    fetch_link = plan.instruction.next.is_some();
-                    why = LinkWhy::Refresh;
-                }
-                Some(HoldEvent::Timer(_)) => {
-                    let now = ctx.clock_ms();
-                    if let (Some((every, mode)), Some(due)) = (ka, ka_due) {
-                        // Idle mode counts from the last write; interval mode from the last send.
-                        let due = match mode {
-                            KeepAliveMode::Idle => due.get().max(last_write + every),
-                            KeepAliveMode::Interval => due.get(),
-                        };
-                        if now >= due {
-                            let data = plan
-                                .instruction
-                                .keep_alive
-                                .as_ref()
-                                .map(|k| frame(http11, &k.data));
-                            if !wr.write(ctx, data.unwrap_or_default()).await {
-                                return (status, After::Close);
-                            }
-                            last_write = ctx.clock_ms();
-                            ctx.counters().inc(Counter::KeepAliveSent);
-                            ka_due = deadline(now + every);
-                        } else {
-                            ka_due = deadline(due);
-                        }
-                    }
-                    if let (Some(due), Some(every)) = (link_due, link_every(plan)) {
-                        let due = due.get().max(last_activity + every);
-                        if now >= due {
-                            fetch_link = true;
-                            why = LinkWhy::Refresh;
-                        } else {
-                            link_due = deadline(due);
-                        }
-                    }
-                }
-                Some(HoldEvent::Response { .. })
-                | Some(HoldEvent::Ws { .. })
-                | Some(HoldEvent::WsClose { .. })
-                | Some(HoldEvent::Recover) => continue,
-                Some(HoldEvent::Shutdown) => {
-                    if http11 {
-                        let _ = wr.write(ctx, Bytes::from_static(http1::LAST_CHUNK)).await;
-                    }
-                    return (status, After::Close);
-                }
-                None => return (status, After::Close),
-            }
+        let action = {
+            let mut fx = HoldFx {
+                ctx,
+                route: &plan.route_id,
+            };
+            m.step(input, ctx.clock_ms(), &mut fx)
+        };
+        if let Some(d) = m.deadline().filter(|d| armed != Some(*d)) {
+            ctx.arm_timer(key, d, TimerKind::KeepAlive);
+            armed = Some(d);
         }
-        if fetch_link {
-            fetch_link = false;
-            let reliable = ids.is_tracking();
-            if why == LinkWhy::Recover {
-                ctx.counters().inc(Counter::StreamRecoveries);
+        input = match action {
+            StreamAction::Write(data) => StreamInput::Written(wr.write(ctx, data).await),
+            StreamAction::WriteBacklog { first, with_ids } => {
+                StreamInput::Written(write_backlog(ctx, key, wr, http11, first, with_ids).await)
             }
-            let now = ctx.clock_ms();
-            let wait = budget
-                .get_or_insert_with(|| {
-                    Box::new(grip::LinkBudget::new(ctx.cfg().next_link_rate, now))
-                })
-                .take(now);
-            if wait > 0 {
-                ctx.counters().inc(Counter::NextLinkThrottled);
-                Box::pin(monoio::time::sleep(std::time::Duration::from_millis(wait))).await;
-            }
-            match Box::pin(follow_link(ctx, key, plan, ids)).await {
-                Link::Body(body, moved) => {
-                    if !body.is_empty() && !wr.write(ctx, frame(http11, &body)).await {
-                        return (status, After::Close);
+            StreamAction::Wait => {
+                match next_event(ctx, key, watcher, watch_done, &mut plan.client_gone).await {
+                    Some(ev) => {
+                        if matches!(ev, HoldEvent::Timer(_)) {
+                            armed = None;
+                        }
+                        StreamInput::Event(ev)
                     }
-                    last_write = ctx.clock_ms();
-                    if moved {
-                        // Drop what the answer covered: the gap's item, then queued items, up
-                        // to the first that follows the new id of its channel.
-                        let mut filter = ids.after_recovery();
-                        let keep = gap_item
-                            .as_ref()
-                            .is_some_and(|g| filter.keep(&g.1.channel, g.1.prev_id.as_deref()));
-                        let dropped = ctx.holds.borrow_mut().retain_stream(key, |it| {
-                            filter.keep(&it.channel, it.prev_id.as_deref())
-                        });
-                        if dropped > 0 {
-                            tracing::debug!(shard = %ctx.id, dropped, "reliable stream: queued items covered by the recovery answer dropped");
-                        }
-                        match (keep, gap_item.take().map(|g| *g)) {
-                            (true, Some((data, it))) => {
-                                let v = ids.check(&it.channel, Some(&it.id), it.prev_id.as_deref());
-                                debug_assert_eq!(v, Verdict::Deliver);
-                                if !wr.write(ctx, data).await {
-                                    return (status, After::Close);
-                                }
-                                refetched = false;
-                            }
-                            // The answer did not reach the gap's item (a stale answer, e.g. a
-                            // shared one from an earlier id, or a backend store that lags the
-                            // publish): ask once more from the new id. If it is covered after
-                            // all, that answer is empty.
-                            (false, Some((_, it)))
-                                if !refetched && ids.get(&it.channel) != Some(it.id.as_str()) =>
-                            {
-                                refetched = true;
-                                fetch_link = true;
-                                why = LinkWhy::Recover;
-                            }
-                            _ => refetched = false,
-                        }
-                    } else if why == LinkWhy::Recover && reliable {
-                        // A recovery answer that moved no id (not GRIP, or no prev-id): tack
-                        // cannot place what follows, so the stream stops being reliable rather
-                        // than asking again for every item (Pushpin behaviour from here on).
-                        ctx.counters().inc(Counter::StreamRecoveryUnplaced);
-                        tracing::warn!(shard = %ctx.id, route = %plan.route_id, "reliable stream: next-link answer without prev-id; channels no longer tracked");
-                        ids.clear();
-                        if let Some((data, _)) = gap_item.take().map(|g| *g) {
-                            if !wr.write(ctx, data).await {
-                                return (status, After::Close);
-                            }
-                        }
-                    }
-                    gap_item = None;
+                    None => StreamInput::Gone,
                 }
-                Link::Failed if reliable => {
-                    return Box::pin(end_with_error(
-                        ctx,
-                        plan,
-                        wr,
-                        status,
-                        "Failed to retrieve next link.",
-                    ))
+            }
+            StreamAction::FetchLink {
+                uri,
+                delay_ms,
+                grip_last,
+            } => {
+                if delay_ms > 0 {
+                    Box::pin(monoio::time::sleep(std::time::Duration::from_millis(
+                        delay_ms,
+                    )))
                     .await;
                 }
-                Link::Failed => gap_item = None,
-                Link::Error(msg) => {
-                    ctx.counters().inc(Counter::GripInvalid);
-                    return Box::pin(end_with_error(ctx, plan, wr, status, &msg)).await;
-                }
+                StreamInput::Link(Box::pin(fetch_link(ctx, plan, &uri, &grip_last)).await)
             }
-            last_activity = ctx.clock_ms();
-            link_due = link_every(plan).and_then(|every| deadline(last_activity + every));
-        }
-        rearm(ctx, key, ka_due, link_due);
+            StreamAction::Resubscribe { channels, filtered } => {
+                resubscribe(ctx, key, plan, &channels);
+                ctx.holds.borrow_mut().set_filtered(key, filtered);
+                StreamInput::Done
+            }
+            StreamAction::DropCovered => {
+                let dropped =
+                    m.drop_covered(|keep| ctx.holds.borrow_mut().retain_stream(key, keep));
+                if dropped > 0 {
+                    tracing::debug!(shard = %ctx.id, dropped, "reliable stream: queued items covered by the recovery answer dropped");
+                }
+                StreamInput::Done
+            }
+            StreamAction::End { status, keep_alive } => {
+                let after = if keep_alive {
+                    After::KeepAlive
+                } else {
+                    After::Close
+                };
+                return (status, after);
+            }
+        };
     }
 }
 
-/// One timer per stream hold: armed for the earlier of the keep-alive and the link deadline.
-fn rearm(
-    ctx: &ShardCtx,
-    key: HolderKey,
-    ka_due: Option<std::num::NonZeroU64>,
-    link_due: Option<std::num::NonZeroU64>,
-) {
-    if let Some(d) = ka_due.into_iter().chain(link_due).min() {
-        ctx.arm_timer(key, d.get(), TimerKind::KeepAlive);
+/// What a hold machine counts and warns about, with the shard and route it happened on.
+struct HoldFx<'a> {
+    ctx: &'a ShardCtx,
+    route: &'a str,
+}
+
+impl Effects for HoldFx<'_> {
+    fn count(&mut self, c: Counter) {
+        self.ctx.counters().inc(c);
+    }
+    fn warn(&mut self, what: std::fmt::Arguments<'_>) {
+        tracing::warn!(shard = %self.ctx.id, route = %self.route, "{what}");
     }
 }
 
@@ -1107,71 +894,27 @@ fn write_backlog<'a>(
     wr.write_batch(ctx, first, next)
 }
 
-/// End a stream after an error, as Pushpin: the stream is ended normally (last chunk), and
-/// on a route with `debug` the message is appended first.
-async fn end_with_error(
-    ctx: &ShardCtx,
-    plan: &HoldPlan,
-    wr: &mut ClientWriter,
-    status: u16,
-    msg: &str,
-) -> (u16, After) {
-    tracing::warn!(shard = %ctx.id, route = %plan.route_id, "stream ended: {msg}");
-    let http11 = plan.version == Version::Http11;
-    if route_debug(ctx, plan)
-        && !wr
-            .write(ctx, frame(http11, format!("\n\n{msg}\n").as_bytes()))
-            .await
-    {
-        return (status, After::Close);
-    }
-    if !http11 {
-        return (status, After::Close);
-    }
-    let ok = wr.write(ctx, Bytes::from_static(http1::LAST_CHUNK)).await;
-    let after = if ok && plan.keep_alive {
-        After::KeepAlive
-    } else {
-        After::Close
-    };
-    (status, after)
-}
-
-/// What a next-link fetch gave.
-enum Link {
-    /// The body to append, and whether the answer moved a tracked channel's id.
-    Body(Vec<u8>, bool),
-    /// No answer (network error, no route, non-2xx).
-    Failed,
-    /// An answer that ends the stream (bad instructions), with Pushpin's message.
-    Error(String),
-}
-
-/// Fetch the stream's next link, with `Grip-Last` for its tracked channels (shared with
-/// identical fetches of other holds on this shard). A GRIP answer's instructions update the
-/// stream: its `Grip-Link: rel=next` replaces the link (a stream hold without one ends the
-/// link), and its channels' `prev-id`s become the connection's ids.
-async fn follow_link(
+/// Fetch a stream's next link `uri`, with `Grip-Last` for its tracked channels (shared with
+/// identical fetches of other holds on this shard). A backend hiccup does not end the stream:
+/// like Pushpin, a failed fetch (network error or 502/503/504) is retried up to
+/// [`LINK_RETRIES`] times, 1–2 s apart. What the answer means is the machine's.
+async fn fetch_link(
     ctx: &Rc<ShardCtx>,
-    key: HolderKey,
-    plan: &mut HoldPlan,
-    ids: &mut LastIds,
-) -> Link {
-    let (Some(link), Some(original)) = (plan.instruction.next.as_ref(), plan.request.as_ref())
-    else {
-        return Link::Failed;
+    plan: &HoldPlan,
+    uri: &str,
+    last: &[(String, String)],
+) -> LinkResult {
+    let Some(original) = plan.request.as_ref() else {
+        return LinkResult::Failed;
     };
-    let req = fetch::link_request(original, fetch::resolve_link(&original.path, &link.uri));
+    let req = fetch::link_request(original, fetch::resolve_link(&original.path, uri));
     let routes = ctx.config().routes.clone();
     let Some(route) = fetch::route_of(&routes, &req) else {
-        return Link::Failed;
+        return LinkResult::Failed;
     };
-    // A backend hiccup does not end the stream: like Pushpin, retry a failed fetch (network
-    // error or 502/503/504) up to LINK_RETRIES times, 1–2 s apart.
-    let last = ids.grip_last();
     let mut attempt = 0;
     let f = loop {
-        let r = share::fetch_shared(ctx, route, &req, plan.peer.ip(), &last, &[]).await;
+        let r = share::fetch_shared(ctx, route, &req, plan.peer.ip(), last, &[]).await;
         let retryable = match &r {
             Err(
                 fetch::FetchError::Connect | fetch::FetchError::Io | fetch::FetchError::Timeout,
@@ -1193,75 +936,25 @@ async fn follow_link(
         Err(e) => {
             ctx.counters().inc(Counter::BackendError);
             tracing::warn!(shard = %ctx.id, route = %plan.route_id, error = ?e, "next link failed");
-            return Link::Failed;
+            return LinkResult::Failed;
         }
     };
-    if !(200..300).contains(&f.head.status) {
-        tracing::warn!(route = %plan.route_id, status = f.head.status, "next link answered non-2xx");
-        return Link::Failed;
+    let status = f.head.status;
+    let grip = ((200..300).contains(&status) && is_grip_head(&f.head)).then(|| {
+        grip::parse_instruction(
+            status,
+            &f.head.reason,
+            &f.head.headers,
+            &f.body,
+            route.prefix.as_deref(),
+            ctx.config().handler.connection_subscription_max,
+        )
+        .map(Box::new)
+        .map_err(|e| e.0)
+    });
+    LinkResult::Answer {
+        status,
+        body: f.body.clone(),
+        grip,
     }
-    if !is_grip_head(&f.head) {
-        // A plain answer goes through the stream's own `build-id` (Pushpin 1.36).
-        let body = match plan
-            .instruction
-            .filters
-            .as_deref()
-            .map(|fl| fl.initial_body(&f.body))
-        {
-            Some(Ok(Some(b))) => b,
-            Some(Err(e)) => return Link::Error(e),
-            _ => f.body.clone(),
-        };
-        return Link::Body(body, false);
-    }
-    let per_conn = ctx.config().handler.connection_subscription_max;
-    let parsed = grip::parse_instruction(
-        f.head.status,
-        &f.head.reason,
-        &f.head.headers,
-        &f.body,
-        route.prefix.as_deref(),
-        per_conn,
-    );
-    let mut i = match parsed {
-        Ok(i) => i,
-        Err(e) => return Link::Error(e.0),
-    };
-    if i.hold == Some(grip::HoldMode::Response) {
-        return Link::Error("Next link returned non-stream hold.".to_string());
-    }
-    let stream = i.hold == Some(grip::HoldMode::Stream);
-    let mut moved = false;
-    for c in &i.channels {
-        if c.prev_id.is_some() || stream {
-            moved |= ids.update(&c.name, c.prev_id.as_deref()) && c.prev_id.is_some();
-        }
-    }
-    if stream && !i.channels.is_empty() {
-        // The answer's channels replace the stream's subscriptions (as in Pushpin), and its
-        // tracked ids: channels it leaves out are forgotten, new ones with a prev-id tracked.
-        ids.retain(|ch| i.channels.iter().any(|c| c.name == ch));
-        for c in &i.channels {
-            if let Some(p) = c.prev_id.as_deref() {
-                ids.add(&c.name, Some(p));
-            }
-        }
-        resubscribe(ctx, key, plan, &i.channels);
-        // Its channels, filters, prev-ids and meta replace the stream's (as in Pushpin).
-        ctx.holds
-            .borrow_mut()
-            .set_filtered(key, i.filters.is_some());
-        plan.instruction.filters = i.filters.take();
-    }
-    if i.next.is_some() || stream {
-        plan.instruction.next = i.next;
-    }
-    if plan.instruction.next.is_none() {
-        if let Some((ch, _)) = ids.tracked().next() {
-            return Link::Error(format!(
-                "channel '{ch}' specifies prev-id, but no next link found"
-            ));
-        }
-    }
-    Link::Body(i.response.body, moved)
 }

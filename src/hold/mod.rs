@@ -25,6 +25,7 @@
 
 pub mod connid;
 pub mod lastids;
+pub mod stream;
 
 pub use connid::ConnectionId;
 
@@ -35,6 +36,13 @@ use bytes::Bytes;
 
 use crate::subs::{HolderKey, SubError, SubTable};
 use crate::timer::{TimerId, TimerWheel};
+
+/// What a hold machine ([`stream`]) reports besides its actions: counters, and warnings (the
+/// driver logs them with its shard and route). A test records them.
+pub trait Effects {
+    fn count(&mut self, c: crate::metrics::Counter);
+    fn warn(&mut self, what: std::fmt::Arguments<'_>);
+}
 
 /// What a held connection is waiting for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
