@@ -854,10 +854,8 @@ impl Effects for HoldFx<'_> {
 /// Count what a hold's filters made of one item: not for it (`tack_filter_dropped`), or a
 /// failure (`tack_filter_errors`); what the hold then does is its own.
 pub(crate) fn count_filtered(ctx: &ShardCtx, d: &Delivery) {
-    match d {
-        Delivery::Dropped | Delivery::Skipped => ctx.counters().inc(Counter::FilterDropped),
-        Delivery::Error(_) => ctx.counters().inc(Counter::FilterErrors),
-        Delivery::Unchanged | Delivery::Send(_) => {}
+    if let Some(c) = crate::hold::stream::filter_counter(d) {
+        ctx.counters().inc(c);
     }
 }
 

@@ -113,12 +113,8 @@ enum Then {
     Item,
     /// A keep-alive sent for the timer that fired at `now`: then the link's deadline.
     KeepAlive { now: u64 },
-    /// A next link's body.
-    LinkBody {
-        moved: bool,
-        why: LinkWhy,
-        reliable: bool,
-    },
+    /// A next link's body, and whether its answer moved an id.
+    LinkBody { fetch: Fetch, moved: bool },
     /// The item that revealed a gap, after the answer that reached it.
     GapItem,
     /// The gap's item, after an answer that placed nothing (the stream stops tracking).
@@ -131,22 +127,26 @@ enum Then {
     ShutdownChunk,
 }
 
+/// A next-link fetch in flight: why, and whether the stream tracked ids when it began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fetch {
+    why: LinkWhy,
+    reliable: bool,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Open,
     Writing(Then),
-    Fetching {
-        why: LinkWhy,
-        reliable: bool,
-    },
+    Fetching(Fetch),
     /// A link's answer named channels: the subscriptions are being replaced (its body waits in
     /// `pending`).
-    Resubscribing {
-        why: LinkWhy,
-        reliable: bool,
+    Resubscribing(Fetch),
+    /// A recovery answer moved an id; the queue is being trimmed (`gap_covered`: the answer
+    /// reached the gap's item, set by [`StreamMachine::drop_covered`]).
+    Covering {
+        gap_covered: bool,
     },
-    /// A recovery answer moved an id; the queue is being trimmed.
-    Covering,
     Ended,
 }
 
@@ -177,8 +177,7 @@ pub struct StreamMachine {
     gap_item: Option<Box<(Bytes, Rc<ItemIds>)>>,
     /// A link answer's body and whether it moved an id, while the subscriptions are replaced.
     pending: Option<Box<(Vec<u8>, bool)>>,
-    /// Whether the recovery answer reached the gap's item (set by `drop_covered`).
-    gap_covered: bool,
+
     /// A recovery already asked once more after an answer that did not reach the gap's item.
     refetched: bool,
     /// Hints and gaps can come as fast as publishes: fetches are spaced past a burst (made at
@@ -243,7 +242,6 @@ impl StreamMachine {
             fetch: None,
             gap_item: None,
             pending: None,
-            gap_covered: false,
             refetched: false,
             budget: None,
             link_rate: setup.link_rate,
@@ -272,11 +270,6 @@ impl StreamMachine {
             .map(NonZeroU64::get)
     }
 
-    /// Whether the machine has ended.
-    pub fn ended(&self) -> bool {
-        self.state == State::Ended
-    }
-
     /// Pushpin's error for a tracked channel on a stream without a next link.
     fn prev_id_without_link(&self) -> Option<String> {
         let (ch, _) = self.ids.tracked().next()?;
@@ -299,11 +292,13 @@ impl StreamMachine {
         retain: impl FnOnce(&mut dyn FnMut(&ItemIds) -> bool) -> usize,
     ) -> usize {
         let mut filter = self.ids.after_recovery();
-        self.gap_covered = self
+        let gap_covered = self
             .gap_item
             .as_ref()
             .is_some_and(|g| filter.keep(&g.1.channel, g.1.prev_id.as_deref()));
-        retain(&mut |it: &ItemIds| filter.keep(&it.channel, it.prev_id.as_deref()))
+        let dropped = retain(&mut |it: &ItemIds| filter.keep(&it.channel, it.prev_id.as_deref()));
+        self.state = State::Covering { gap_covered };
+        dropped
     }
 
     /// One step: the result of the last action (or an event) in, the next action out.
@@ -322,15 +317,15 @@ impl StreamMachine {
             }
             (State::Open, Input::Event(ev)) => self.event(ev, now, fx),
             (State::Open, Input::Gone) => self.end(false),
-            (State::Fetching { why, reliable }, Input::Link(r)) => {
+            (State::Fetching(f), Input::Link(r)) => {
                 let link = self.link_answer(r, fx);
-                self.linked(link, why, reliable, now, fx)
+                self.linked(link, f, now, fx)
             }
-            (State::Resubscribing { why, reliable }, Input::Done) => {
+            (State::Resubscribing(f), Input::Done) => {
                 let (body, moved) = self.pending.take().map(|p| *p).unwrap_or_default();
-                self.link_body(body, moved, why, reliable, now, fx)
+                self.link_body(body, f, moved, now, fx)
             }
-            (State::Covering, Input::Done) => self.covered(now, fx),
+            (State::Covering { gap_covered }, Input::Done) => self.covered(gap_covered, now, fx),
             (state, input) => {
                 debug_assert!(false, "stream hold: {} in {state:?}", input.name());
                 self.end(false)
@@ -394,13 +389,9 @@ impl StreamMachine {
                 self.link_timer(fired);
                 self.open(now, fx)
             }
-            Then::LinkBody {
-                moved,
-                why,
-                reliable,
-            } => {
+            Then::LinkBody { fetch, moved } => {
                 self.last_write = now;
-                self.link_body_written(moved, why, reliable, now, fx)
+                self.link_body_written(fetch, moved, now, fx)
             }
             Then::GapItem => {
                 self.refetched = false;
@@ -420,17 +411,16 @@ impl StreamMachine {
     /// one that moved none ends the recovery.
     fn link_body_written(
         &mut self,
+        f: Fetch,
         moved: bool,
-        why: LinkWhy,
-        reliable: bool,
         now: u64,
         fx: &mut dyn Effects,
     ) -> Action {
         if moved {
-            self.state = State::Covering;
+            self.state = State::Covering { gap_covered: false };
             return Action::DropCovered;
         }
-        if why == LinkWhy::Recover && reliable {
+        if f.why == LinkWhy::Recover && f.reliable {
             // A recovery answer that moved no id (not GRIP, or no prev-id): tack cannot place
             // what follows, so the stream stops being reliable rather than asking again for
             // every item (Pushpin behaviour from here on).
@@ -449,9 +439,8 @@ impl StreamMachine {
 
     /// The queue is trimmed after an answer that moved an id: write the gap's item if the
     /// answer reached it, or ask once more.
-    fn covered(&mut self, now: u64, fx: &mut dyn Effects) -> Action {
-        let covered = std::mem::take(&mut self.gap_covered);
-        match (covered, self.gap_item.take().map(|g| *g)) {
+    fn covered(&mut self, gap_covered: bool, now: u64, fx: &mut dyn Effects) -> Action {
+        match (gap_covered, self.gap_item.take().map(|g| *g)) {
             (true, Some((data, it))) => {
                 let v = self
                     .ids
@@ -508,7 +497,9 @@ impl StreamMachine {
                             .as_ref()
                             .and_then(|s| s.content_filters.as_deref());
                         let d = f.deliver(&it.channel, it.id.as_deref(), &it.meta, cf, &raw);
-                        count_filtered(fx, &d);
+                        if let Some(c) = filter_counter(&d) {
+                            fx.count(c);
+                        }
                         match d {
                             Delivery::Unchanged => Some(if http11 { chunk } else { raw }),
                             Delivery::Send(b) => Some(frame(http11, &b)),
@@ -605,7 +596,8 @@ impl StreamMachine {
         if delay_ms > 0 {
             fx.count(Counter::NextLinkThrottled);
         }
-        self.state = State::Fetching { why, reliable };
+        let f = Fetch { why, reliable };
+        self.state = State::Fetching(f);
         match &self.next {
             Some(link) => Action::FetchLink {
                 uri: link.uri.clone(),
@@ -614,7 +606,7 @@ impl StreamMachine {
             },
             None => {
                 let link = self.link_answer(LinkResult::Failed, fx);
-                self.linked(link, why, reliable, now, fx)
+                self.linked(link, f, now, fx)
             }
         }
     }
@@ -691,14 +683,7 @@ impl StreamMachine {
         }
     }
 
-    fn linked(
-        &mut self,
-        link: Link,
-        why: LinkWhy,
-        reliable: bool,
-        now: u64,
-        fx: &mut dyn Effects,
-    ) -> Action {
+    fn linked(&mut self, link: Link, f: Fetch, now: u64, fx: &mut dyn Effects) -> Action {
         match link {
             Link::Body {
                 body,
@@ -707,14 +692,14 @@ impl StreamMachine {
             } => {
                 // Subscriptions first (nothing published meanwhile is missed); the body at `Done`.
                 self.pending = Some(Box::new((body, moved)));
-                self.state = State::Resubscribing { why, reliable };
+                self.state = State::Resubscribing(f);
                 Action::Resubscribe {
                     channels,
                     filtered: self.filters.is_some(),
                 }
             }
-            Link::Body { body, moved, .. } => self.link_body(body, moved, why, reliable, now, fx),
-            Link::Failed if reliable => self.end_with_error("Failed to retrieve next link.", fx),
+            Link::Body { body, moved, .. } => self.link_body(body, f, moved, now, fx),
+            Link::Failed if f.reliable => self.end_with_error("Failed to retrieve next link.", fx),
             Link::Failed => {
                 self.gap_item = None;
                 self.after_link(now, fx)
@@ -729,25 +714,17 @@ impl StreamMachine {
     fn link_body(
         &mut self,
         body: Vec<u8>,
+        f: Fetch,
         moved: bool,
-        why: LinkWhy,
-        reliable: bool,
         now: u64,
         fx: &mut dyn Effects,
     ) -> Action {
         if body.is_empty() {
             self.last_write = now;
-            return self.link_body_written(moved, why, reliable, now, fx);
+            return self.link_body_written(f, moved, now, fx);
         }
         let data = frame(self.http11, &body);
-        self.write(
-            data,
-            Then::LinkBody {
-                moved,
-                why,
-                reliable,
-            },
-        )
+        self.write(data, Then::LinkBody { fetch: f, moved })
     }
 
     fn last_chunk(&mut self) -> Action {
@@ -798,12 +775,13 @@ impl Input {
     }
 }
 
-/// Count what a hold's filters made of one item: not for it (`tack_filter_dropped`), or a
-/// failure (`tack_filter_errors`); what the hold then does is its own.
-pub fn count_filtered(fx: &mut dyn Effects, d: &Delivery) {
+/// The counter for what a hold's filters made of one item: not for it
+/// (`tack_filter_dropped`), or a failure (`tack_filter_errors`); what the hold then does is its
+/// own.
+pub fn filter_counter(d: &Delivery) -> Option<Counter> {
     match d {
-        Delivery::Dropped | Delivery::Skipped => fx.count(Counter::FilterDropped),
-        Delivery::Error(_) => fx.count(Counter::FilterErrors),
-        Delivery::Unchanged | Delivery::Send(_) => {}
+        Delivery::Dropped | Delivery::Skipped => Some(Counter::FilterDropped),
+        Delivery::Error(_) => Some(Counter::FilterErrors),
+        Delivery::Unchanged | Delivery::Send(_) => None,
     }
 }
